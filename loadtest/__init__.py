@@ -1,0 +1,1 @@
+"""Load tests and benchmarks for mediafed (and Janus, side by side)."""

@@ -1,0 +1,3 @@
+from mediafed.cli import main
+
+raise SystemExit(main())

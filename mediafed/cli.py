@@ -1,0 +1,63 @@
+"""The ``mediafed`` command line: ``serve``, ``token`` and operator tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mediafed import __version__
+from mediafed.config import load_config
+from mediafed.errors import ConfigError
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML configuration file")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="development mode: bind 127.0.0.1, API key 'devkey' / secret 'secret'",
+    )
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from mediafed import server
+
+    config = load_config(args.config, dev=args.dev)
+    logging.basicConfig(
+        level=config.log.level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    server.install_event_loop_policy()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(server.serve(config))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mediafed", description="Federated real-time media relay (SFU)."
+    )
+    parser.add_argument("--version", action="version", version=f"mediafed {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run a mediafed node")
+    _add_config_args(serve)
+    serve.set_defaults(func=_cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result: int = args.func(args)
+    except ConfigError as exc:
+        print(f"mediafed: {exc}", file=sys.stderr)
+        return 2
+    return result
