@@ -1,13 +1,176 @@
-"""``python -m loadtest``: the load-test tool's entry point."""
+"""``python -m loadtest`` / ``mediafed-loadtest``: run load scenarios against SFUs side by side.
+
+Example (inside the loopback-only namespace)::
+
+    scripts/in-netns .venv/bin/python -m loadtest --scenario livestream -n 20 \\
+        --duration 10 --target janus --target mediafed --json out.json
+
+Each N is run on every target in turn (alternating), with the server pinned
+to the first allowed core and the clients to the others. See
+``loadtest.runner`` for what is measured and how.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
 import sys
+from pathlib import Path
+from typing import Any
+
+from loadtest.client import Clips
+from loadtest.media import encode_opus, encode_vp8
+from loadtest.peer import PeerError
+from loadtest.report import PlotError, plot, table, write_json
+from loadtest.runner import SCENARIOS, RunConfig, RunError, TargetResult, run_one, split_cpus
+from loadtest.target import Target, TargetError
+
+log = logging.getLogger("loadtest")
+
+TARGETS = ("janus", "mediafed")
 
 
-def main() -> int:
-    print("loadtest: scenarios are not implemented yet", file=sys.stderr)
-    return 2
+def make_target(name: str, server_cpus: set[int] | None) -> Target:
+    if name == "janus":
+        from loadtest.janus import JanusTarget
+
+        return JanusTarget(server_cpus=server_cpus)
+    if name == "mediafed":
+        from loadtest.livekit_target import MediafedTarget
+
+        return MediafedTarget(server_cpus=server_cpus)
+    raise RunError(f"unknown target {name!r}; choose from {', '.join(TARGETS)}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="mediafed-loadtest",
+        description="Load-test SFUs (mediafed, Janus) with light simulated WebRTC clients.",
+    )
+    parser.add_argument("--scenario", choices=SCENARIOS, default="livestream")
+    parser.add_argument(
+        "-n",
+        type=int,
+        nargs="+",
+        default=[3],
+        help="participants (livestream: subscribers); several values plot against N",
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
+    parser.add_argument("--video-bitrate", type=int, default=500_000, help="camera bits/s")
+    parser.add_argument("--fps", type=int, default=30, help="camera frames per second")
+    parser.add_argument(
+        "--target",
+        action="append",
+        choices=TARGETS,
+        help="SFU to test; repeat to run several alternately (default: janus)",
+    )
+    parser.add_argument("--json", type=Path, help="write the results as JSON here")
+    parser.add_argument("--plot", type=Path, help="draw CPU and latency against N (PNG)")
+    parser.add_argument("--clients-per-worker", type=int, default=20)
+    parser.add_argument(
+        "--allow-host-network",
+        action="store_true",
+        help="run even with interfaces other than lo (default: refuse; use scripts/in-netns)",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    return parser.parse_args(argv)
+
+
+def encode_clips(args: argparse.Namespace) -> Clips:
+    return Clips(
+        audio=encode_opus(),
+        camera=encode_vp8(640, 360, args.fps, args.video_bitrate),
+        screen=encode_vp8(1280, 720, 5, 300_000),
+    )
+
+
+async def run(args: argparse.Namespace) -> list[TargetResult]:
+    # SIGTERM ends a run like Ctrl-C: cancel, so every ``finally`` stops what it started.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    server_cpus, client_cpus = split_cpus()
+    if client_cpus:
+        os.sched_setaffinity(0, client_cpus)
+    clips = encode_clips(args)
+    level = logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING
+    results: list[TargetResult] = []
+    for n in args.n:
+        for name in args.target or ["janus"]:
+            config = RunConfig(
+                scenario=args.scenario,
+                n=n,
+                duration_s=args.duration,
+                warmup_s=args.warmup,
+                clients_per_worker=args.clients_per_worker,
+                log_level=level,
+            )
+            target = make_target(name, server_cpus)
+            results.append(await run_one(target, config, clips, client_cpus))
+    return results
+
+
+def _config_dict(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "scenario": args.scenario,
+        "n": args.n,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "video_bitrate_bps": args.video_bitrate,
+        "fps": args.fps,
+        "targets": args.target or ["janus"],
+    }
+
+
+def only_loopback() -> bool:
+    """True in a namespace whose only interface is lo (if_nameindex asks this namespace)."""
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.allow_host_network and not only_loopback():
+        print(
+            "loadtest: this machine has network interfaces other than lo; run inside the "
+            "loopback-only namespace: scripts/in-netns .venv/bin/python -m loadtest ... "
+            "(or pass --allow-host-network)",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG
+        if args.verbose > 1
+        else logging.INFO
+        if args.verbose
+        else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("aioice").setLevel(logging.WARNING)
+    # A shell may start us with SIGINT ignored (background job); Ctrl-C must still stop us.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        results = asyncio.run(run(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("\ninterrupted; everything started was stopped", file=sys.stderr)
+        return 130
+    except (RunError, TargetError, PeerError) as exc:
+        print(f"\nloadtest failed: {exc}", file=sys.stderr)
+        return 1
+    print(table(results))
+    if args.json:
+        write_json(args.json, results, _config_dict(args))
+    if args.plot:
+        try:
+            plot(args.plot, results)
+        except PlotError as exc:
+            print(f"no plot: {exc}", file=sys.stderr)
+            return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run a mediafed node")
     _add_config_args(serve)
     serve.set_defaults(func=_cmd_serve)
+    from mediafed import bridge_cli, token_cli
+    from mediafed.matrix import cli as matrix_cli
+
+    token_cli.register(commands)
+    matrix_cli.register(commands)
+    bridge_cli.register(commands)
     return parser
 
 

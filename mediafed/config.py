@@ -17,6 +17,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mediafed.errors import ConfigError
+from mediafed.matrix.config import MatrixConfig
+from mediafed.rocketchat.client import RocketChatConfig
 
 DEV_API_KEY = "devkey"
 DEV_API_SECRET = "secret"
@@ -62,6 +64,8 @@ class Config(_Section):
     server: ServerConfig = ServerConfig()
     rtc: RtcConfig = RtcConfig()
     log: LogConfig = LogConfig()
+    matrix: MatrixConfig = MatrixConfig()
+    rocketchat: RocketChatConfig = RocketChatConfig()
     keys: dict[str, str] = Field(default_factory=dict)
     """API key -> secret pairs that sign and verify access tokens."""
 
@@ -99,7 +103,13 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     sections = {
         name: model
-        for name, model in (("server", ServerConfig), ("rtc", RtcConfig), ("log", LogConfig))
+        for name, model in (
+            ("server", ServerConfig),
+            ("rtc", RtcConfig),
+            ("log", LogConfig),
+            ("matrix", MatrixConfig),
+            ("rocketchat", RocketChatConfig),
+        )
     }
     for name, value in environ.items():
         if not name.startswith("MEDIAFED_"):

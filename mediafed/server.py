@@ -1,9 +1,8 @@
 """Composition root: configuration -> objects -> one running node.
 
 The HTTP port carries signaling, the APIs, ``/healthz`` and the web-demo; the
-media worker owns the UDP port. Front-ends add their routes through
-:func:`build_app`'s ``extensions`` so this module stays the only place that
-knows them all.
+media worker (:class:`~mediafed.media.RoomManager`) owns the UDP port. This is
+the one module that knows every front-end and wires them to the room core.
 """
 
 from __future__ import annotations
@@ -20,20 +19,15 @@ from aiohttp import web
 
 from mediafed import __version__
 from mediafed.config import Config
+from mediafed.media import Room, RoomManager, events
 
 log = logging.getLogger(__name__)
 
 Extension = Callable[[web.Application, Config], Awaitable[None] | None]
-"""Adds routes, startup and cleanup hooks of one front-end to the app."""
+"""Adds the routes, startup and cleanup hooks of one front-end to the app."""
 
 CONFIG_KEY = web.AppKey("config", Config)
-_extensions: list[Extension] = []
-
-
-def register_extension(extension: Extension) -> Extension:
-    """Declare a front-end; :func:`build_app` applies every one registered."""
-    _extensions.append(extension)
-    return extension
+ROOMS_KEY = web.AppKey("rooms", RoomManager)
 
 
 def static_dir() -> Path | None:
@@ -43,7 +37,12 @@ def static_dir() -> Path | None:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "version": __version__})
+    body: dict[str, object] = {"status": "ok", "version": __version__}
+    rooms = request.app.get(ROOMS_KEY)
+    if rooms is not None:
+        body["rooms"] = len(rooms.rooms())
+        body["participants"] = sum(room.num_participants for room in rooms.rooms())
+    return web.json_response(body)
 
 
 async def _index(request: web.Request) -> web.StreamResponse:
@@ -57,11 +56,62 @@ async def _index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(root / "index.html")
 
 
-async def build_app(config: Config, extensions: list[Extension] | None = None) -> web.Application:
+def front_ends(rooms: RoomManager) -> list[Extension]:
+    """Every front-end of a full node, wired to ``rooms``."""
+    from mediafed.api.calls import CALL_SERVICE_KEY, setup_calls_api
+    from mediafed.matrix.frontend import setup_matrix
+    from mediafed.signal.livekit import setup_livekit
+
+    def livekit(app: web.Application, config: Config) -> None:
+        setup_livekit(app, config, rooms)
+
+    def calls(app: web.Application, config: Config) -> None:
+        setup_calls_api(app, config)
+        service = app[CALL_SERVICE_KEY]
+
+        def observe(room: Room, event: events.RoomEvent) -> None:
+            if isinstance(event, events.ParticipantJoined):
+                service.participant_joined(
+                    room.name, event.participant.identity, event.participant.name
+                )
+            elif isinstance(event, events.ParticipantLeft):
+                service.participant_left(
+                    room.name, event.participant.identity, event.participant.name
+                )
+            elif isinstance(event, events.RoomClosed):
+                service.room_finished(room.name)
+
+        rooms.add_observer(observe)
+
+    def matrix(app: web.Application, config: Config) -> None:
+        setup_matrix(app, config, config.matrix)
+
+    return [livekit, calls, matrix]
+
+
+async def build_app(
+    config: Config,
+    extensions: list[Extension] | None = None,
+    *,
+    rooms: RoomManager | None = None,
+) -> web.Application:
+    """The HTTP application. With ``rooms``, the media worker starts and stops with it."""
     app = web.Application(client_max_size=1 << 20)
     app[CONFIG_KEY] = config
+    if rooms is not None:
+        app[ROOMS_KEY] = rooms
+        manager = rooms
+
+        async def start_media(app: web.Application) -> None:
+            await manager.start()
+
+        async def stop_media(app: web.Application) -> None:
+            await manager.stop()
+
+        app.on_startup.append(start_media)
+        app.on_cleanup.append(stop_media)
     app.router.add_get("/healthz", _healthz)
-    for extension in [*_extensions, *(extensions or [])]:
+    for extension in extensions or []:
         result = extension(app, config)
         if result is not None:
             await result
@@ -83,18 +133,20 @@ def install_event_loop_policy() -> None:
 
 
 async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
-    """Run one node until SIGINT/SIGTERM."""
-    app = await build_app(config)
+    """Run one node (HTTP + one media worker) until SIGINT/SIGTERM."""
+    rooms = RoomManager(config)
+    app = await build_app(config, front_ends(rooms), rooms=rooms)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.server.bind, config.server.http_port)
     await site.start()
     log.info(
-        "- mediafed %s listening on http://%s:%d (media UDP %d)",
+        "- mediafed %s listening on http://%s:%d (media UDP %d, advertised %s)",
         __version__,
         config.server.bind,
         config.server.http_port,
-        config.rtc.udp_port,
+        rooms.udp_port,
+        config.advertised_ips(),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -11,6 +11,7 @@ identity, ``exp`` required (60 s leeway), ``nbf``, ``name``, ``metadata``,
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,27 @@ import jwt
 from mediafed.errors import AuthError
 
 LEEWAY_S = 60
+
+
+class _AtobSafeEncoder(json.JSONEncoder):
+    """Escape the few ASCII characters whose base64url encoding contains '-' or '_'.
+
+    Element Call decodes the payload with ``atob()``, which rejects both; the
+    characters only ever occur inside JSON strings, so escaping them is exact.
+    """
+
+    def encode(self, o: Any) -> str:
+        text = super().encode(o)
+        for char, escaped in (
+            (">", "\\u003e"),
+            ("?", "\\u003f"),
+            ("~", "\\u007e"),
+            ("\x7f", "\\u007f"),
+        ):
+            text = text.replace(char, escaped)
+        return text
+
+
 SOURCES = ("camera", "microphone", "screen_share", "screen_share_audio")
 
 
@@ -135,7 +157,7 @@ def mint_token(
         payload["attributes"] = dict(attributes)
     if extra_claims:
         payload.update(extra_claims)
-    return jwt.encode(payload, api_secret, algorithm="HS256")
+    return jwt.encode(payload, api_secret, algorithm="HS256", json_encoder=_AtobSafeEncoder)
 
 
 def verify_token(token: str, keys: Mapping[str, str], *, now: float | None = None) -> Claims:

@@ -90,7 +90,9 @@ def _free_port() -> int:
 
 async def test_serve_answers_healthz() -> None:
     port = _free_port()
-    config = load_config(dev=True, environ={"MEDIAFED_SERVER_HTTP_PORT": str(port)})
+    config = load_config(
+        dev=True, environ={"MEDIAFED_SERVER_HTTP_PORT": str(port), "MEDIAFED_RTC_UDP_PORT": "0"}
+    )
     ready = asyncio.Event()
     task = asyncio.create_task(server.serve(config, ready=ready))
     await asyncio.wait_for(ready.wait(), 10)
@@ -100,7 +102,12 @@ async def test_serve_answers_healthz() -> None:
             http.get(f"http://127.0.0.1:{port}/healthz") as response,
         ):
             assert response.status == 200
-            assert await response.json() == {"status": "ok", "version": __version__}
+            assert await response.json() == {
+                "status": "ok",
+                "version": __version__,
+                "rooms": 0,
+                "participants": 0,
+            }
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -1,0 +1,344 @@
+"""The mediafed target: start ``mediafed serve --dev`` and join it as a LiveKit v0 client.
+
+Signaling follows the LiveKit client protocol v0 (``/rtc``, two peer
+connections, binary protobuf ``SignalRequest``/``SignalResponse`` from
+``livekit-protocol``; see REFERENCES.md "LiveKit client protocol"): the
+server's ``join`` first; with ``subscriber_primary`` the server offers on the
+subscriber connection and the client answers echoing the offer ``id``; to
+publish, the client sends ``add_track`` per track (``cid`` = the SDP msid
+track id), waits for ``track_published``, then offers on the publisher
+connection; candidates may also arrive as ``trickle`` messages.
+
+This is the client side only, written before mediafed's server side existed:
+it has not yet run against a real mediafed server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import websockets
+from jwt.warnings import InsecureKeyLengthWarning
+from livekit.protocol import models, rtc
+from websockets.asyncio.client import ClientConnection
+
+from loadtest.janus import free_tcp_port, kill_group_at_exit
+from loadtest.peer import parse_sdp
+from loadtest.target import PublishResult, RoomPlan, TargetError
+from mediafed.tokens import VideoGrant, mint_token
+
+log = logging.getLogger(__name__)
+
+API_KEY = "devkey"
+API_SECRET = "secret"
+PROTOCOL_VERSION = 17
+REQUEST_TIMEOUT_S = 20.0
+SOURCE = {
+    "microphone": (models.TrackType.AUDIO, models.TrackSource.MICROPHONE),
+    "camera": (models.TrackType.VIDEO, models.TrackSource.CAMERA),
+    "screen_share": (models.TrackType.VIDEO, models.TrackSource.SCREEN_SHARE),
+}
+DIMENSIONS = {"camera": (640, 360), "screen_share": (1280, 720)}
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (from the ppid field of /proc/*/stat)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rpartition(")")[2].split()[1])
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+class MediafedTarget:
+    """``mediafed serve --dev`` on free loopback ports, in its own process group."""
+
+    name = "mediafed"
+
+    def __init__(self, server_cpus: set[int] | None = None) -> None:
+        self.server_cpus = server_cpus
+        self.url = ""
+        self.room = ""
+        self._proc: asyncio.subprocess.Process | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    def server_cmd(self) -> list[str]:
+        return [sys.executable, "-m", "mediafed", "serve", "--dev"]
+
+    async def start(self, plan: RoomPlan) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="loadtest-mediafed-")
+        http_port = free_tcp_port()
+        env = dict(
+            os.environ,
+            MEDIAFED_SERVER_HTTP_PORT=str(http_port),
+            MEDIAFED_RTC_UDP_PORT=str(free_udp_port()),
+            MEDIAFED_RTC_TCP_PORT=str(free_tcp_port()),
+            MEDIAFED_SERVER_DATA_DIR=self._dir.name,
+        )
+        cpus = self.server_cpus
+
+        def pin() -> None:
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
+        log_path = Path(self._dir.name) / "mediafed.log"
+        with log_path.open("wb") as logfile:
+            self._proc = await asyncio.create_subprocess_exec(
+                *self.server_cmd(),
+                stdin=subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=pin,
+            )
+        kill_group_at_exit(self._proc.pid)
+        self.url = f"ws://127.0.0.1:{http_port}"
+        self.room = plan.name
+        await self._wait_ready(http_port, log_path)
+
+    async def _wait_ready(self, port: int, log_path: Path, timeout_s: float = 20.0) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.returncode is not None:
+                tail = log_path.read_text(errors="replace")[-3000:]
+                raise TargetError(f"mediafed exited at start-up:\n{tail}")
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            writer.write(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            status = await reader.readline()
+            writer.close()
+            if b" 200 " in status:
+                return
+            await asyncio.sleep(0.1)
+        raise TargetError(f"mediafed did not answer /healthz on port {port} in {timeout_s:.0f} s")
+
+    def endpoint(self) -> MediafedEndpoint:
+        return MediafedEndpoint(self.url, self.room)
+
+    def server_pids(self) -> list[int]:
+        if self._proc is None or self._proc.returncode is not None:
+            return []
+        return descendants(self._proc.pid)
+
+    async def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+
+@dataclass(frozen=True, slots=True)
+class MediafedEndpoint:
+    url: str
+    room: str
+
+    async def open(self, identity: str) -> LiveKitSession:
+        return await LiveKitSession.connect(self.url, self.room, identity)
+
+
+CandidateSink = Callable[[str | None], Awaitable[None]]
+OfferHandler = Callable[[str], str]
+
+
+class LiveKitSession:
+    """One participant's LiveKit v0 signaling WebSocket."""
+
+    def __init__(self, ws: ClientConnection, identity: str, join: rtc.JoinResponse) -> None:
+        self.ws = ws
+        self.identity = identity
+        self.join = join
+        self._ids = itertools.count(1)
+        self._published: dict[str, asyncio.Future[models.TrackInfo]] = {}
+        self._answer: asyncio.Future[rtc.SessionDescription] | None = None
+        self._offers: asyncio.Queue[rtc.SessionDescription] = asyncio.Queue()
+        self._sinks: dict[int, CandidateSink] = {}
+        self._early: dict[int, list[str | None]] = {}
+        self._reoffer: OfferHandler | None = None
+        self._subscriber_offer_id = 0
+        self._reader = asyncio.create_task(self._read_loop(), name=f"lk-{identity}")
+        self._pinger = asyncio.create_task(self._ping_loop())
+
+    @classmethod
+    async def connect(cls, url: str, room: str, identity: str) -> LiveKitSession:
+        with warnings.catch_warnings():
+            # The dev secret is short on purpose; PyJWT warns about it on every token.
+            warnings.simplefilter("ignore", InsecureKeyLengthWarning)
+            token = mint_token(
+                API_KEY, API_SECRET, identity=identity, video=VideoGrant(room_join=True, room=room)
+            )
+        query = f"access_token={token}&auto_subscribe=1&protocol={PROTOCOL_VERSION}&sdk=python"
+        try:
+            ws = await websockets.connect(f"{url}/rtc?{query}", max_size=None)
+            first = rtc.SignalResponse.FromString(
+                await asyncio.wait_for(ws.recv(decode=False), REQUEST_TIMEOUT_S)
+            )
+        except websockets.InvalidStatus as exc:
+            raise TargetError(
+                f"mediafed refused the join at {url}/rtc ({exc}); a 404 means this build does "
+                "not serve LiveKit signaling yet, a 401 that the devkey/secret pair is not set"
+            ) from exc
+        except (OSError, TimeoutError) as exc:
+            raise TargetError(f"cannot join mediafed at {url}/rtc: {exc}") from exc
+        if first.WhichOneof("message") != "join":
+            raise TargetError(f"mediafed answered the join with {first.WhichOneof('message')}")
+        return cls(ws, identity, first.join)
+
+    async def _send(self, **fields: Any) -> None:
+        await self.ws.send(rtc.SignalRequest(**fields).SerializeToString())
+
+    async def _read_loop(self) -> None:
+        try:
+            async for raw in self.ws:
+                if isinstance(raw, str):
+                    continue
+                message = rtc.SignalResponse.FromString(raw)
+                kind = message.WhichOneof("message")
+                if kind == "answer" and self._answer is not None and not self._answer.done():
+                    self._answer.set_result(message.answer)
+                elif kind == "offer":
+                    await self._on_offer(message.offer)
+                elif kind == "track_published":
+                    future = self._published.get(message.track_published.cid)
+                    if future is not None and not future.done():
+                        future.set_result(message.track_published.track)
+                elif kind == "trickle":
+                    await self._on_trickle(message.trickle)
+                elif kind == "leave":
+                    log.warning("x mediafed asked %s to leave", self.identity)
+        except websockets.ConnectionClosed:
+            pass
+
+    async def _on_offer(self, offer: rtc.SessionDescription) -> None:
+        if self._reoffer is None:
+            await self._offers.put(offer)
+            return
+        answer = self._reoffer(offer.sdp)
+        await self._send(answer=rtc.SessionDescription(type="answer", sdp=answer, id=offer.id))
+
+    async def _on_trickle(self, trickle: rtc.TrickleRequest) -> None:
+        init = json.loads(trickle.candidateInit) if trickle.candidateInit else {}
+        line: str | None = init.get("candidate") or None
+        if trickle.final:
+            line = None
+        sink = self._sinks.get(trickle.target)
+        if sink is None:
+            self._early.setdefault(trickle.target, []).append(line)
+        elif line is not None or trickle.final:
+            await sink(line)
+
+    async def _ping_loop(self) -> None:
+        interval = self.join.ping_interval or 5
+        while True:
+            await asyncio.sleep(interval)
+            now_ms = int(time.time() * 1000)
+            try:
+                await self._send(ping_req=rtc.Ping(timestamp=now_ms))
+            except websockets.ConnectionClosed:
+                return
+
+    async def on_remote_candidate(self, role: str, sink: CandidateSink) -> None:
+        target = rtc.SignalTarget.PUBLISHER if role == "publisher" else rtc.SignalTarget.SUBSCRIBER
+        self._sinks[target] = sink
+        for line in self._early.pop(target, []):
+            await sink(line)
+
+    def on_reoffer(self, handler: OfferHandler) -> None:
+        self._reoffer = handler
+
+    async def publish(self, offer_sdp: str, sources: tuple[str, ...]) -> PublishResult:
+        loop = asyncio.get_running_loop()
+        sections = parse_sdp(offer_sdp).media
+        for source, section in zip(sources, sections, strict=True):
+            msid = next(line for line in section.lines if line.startswith("a=msid:"))
+            cid = msid.split()[-1]
+            kind, track_source = SOURCE[source]
+            width, height = DIMENSIONS.get(source, (0, 0))
+            self._published[cid] = loop.create_future()
+            await self._send(
+                add_track=rtc.AddTrackRequest(
+                    cid=cid, name=source, type=kind, source=track_source, width=width, height=height
+                )
+            )
+        try:
+            await asyncio.wait_for(asyncio.gather(*self._published.values()), REQUEST_TIMEOUT_S)
+            self._answer = loop.create_future()
+            await self._send(
+                offer=rtc.SessionDescription(type="offer", sdp=offer_sdp, id=next(self._ids))
+            )
+            answer = await asyncio.wait_for(self._answer, REQUEST_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise TargetError(f"mediafed did not accept the tracks of {self.identity}") from exc
+        return PublishResult(answer_sdp=answer.sdp, feed=self.identity)
+
+    async def subscribe(self, feeds: tuple[str, ...]) -> str:
+        # auto_subscribe=1: the server offers every published track by itself.
+        try:
+            offer = await asyncio.wait_for(self._offers.get(), REQUEST_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise TargetError(f"mediafed sent {self.identity} no subscriber offer") from exc
+        self._subscriber_offer_id = offer.id
+        return offer.sdp
+
+    async def answer_subscription(self, answer_sdp: str) -> None:
+        await self._send(
+            answer=rtc.SessionDescription(
+                type="answer", sdp=answer_sdp, id=self._subscriber_offer_id
+            )
+        )
+
+    async def close(self) -> None:
+        self._pinger.cancel()
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await self._send(
+                leave=rtc.LeaveRequest(reason=models.DisconnectReason.CLIENT_INITIATED)
+            )
+        await self.ws.close()
+        self._reader.cancel()

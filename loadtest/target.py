@@ -1,0 +1,83 @@
+"""What a load-test target is: a server to start and measure, and a signaling client for it.
+
+A ``Target`` lives in the tool's main process: it starts the SFU (or attaches
+to it), creates the room, names the server processes to measure and stops
+everything. Its ``endpoint()`` is a small picklable description that worker
+processes turn into one ``SignalSession`` per simulated participant; the
+session carries SDP offers and answers, nothing else (media goes through
+``loadtest.peer``). Janus VideoRoom lives in ``loadtest.janus``, mediafed's
+LiveKit signaling in ``loadtest.livekit_target``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class TargetError(Exception):
+    """A target could not be started or refused a request; the message says what to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomPlan:
+    """The room a run needs: how many publishers, what bitrate cap."""
+
+    name: str
+    max_publishers: int
+    bitrate_cap_bps: int = 4_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    answer_sdp: str
+    feed: str  # how subscribers name this publisher (Janus feed id, LiveKit identity)
+
+
+class SignalSession(Protocol):
+    """One participant's signaling connection (in a worker process)."""
+
+    async def publish(self, offer_sdp: str, sources: tuple[str, ...]) -> PublishResult:
+        """Send our offer for the tracks we publish; return the SFU's answer."""
+        ...
+
+    async def subscribe(self, feeds: tuple[str, ...]) -> str:
+        """Ask for the media of ``feeds``; return the SFU's offer."""
+        ...
+
+    async def answer_subscription(self, answer_sdp: str) -> None:
+        """Send our answer to the SFU's subscription offer and start the flow."""
+        ...
+
+    async def on_remote_candidate(
+        self, role: str, sink: Callable[[str | None], Awaitable[None]]
+    ) -> None:
+        """Feed candidates the SFU trickles for ``role`` ("publisher"/"subscriber") to ``sink``."""
+        ...
+
+    def on_reoffer(self, handler: Callable[[str], str]) -> None:
+        """Answer later subscription offers (renegotiation) with ``handler(offer) -> answer``."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Endpoint(Protocol):
+    """Picklable: how a worker process reaches the target."""
+
+    async def open(self, identity: str) -> SignalSession: ...
+
+
+class Target(Protocol):
+    """A server under test, started and measured by the tool's main process."""
+
+    name: str
+
+    async def start(self, plan: RoomPlan) -> None: ...
+
+    def endpoint(self) -> Endpoint: ...
+
+    def server_pids(self) -> list[int]: ...
+
+    async def stop(self) -> None: ...

@@ -1,0 +1,52 @@
+"""The ``[matrix]`` configuration section: homeserver, focus and appservice settings.
+
+The lead composes it into :class:`mediafed.config.Config` as ``matrix``; until
+then :func:`mediafed.matrix.focus.setup_focus` takes it as an argument.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class MatrixConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    server_name: str = ""
+    """The local homeserver's server name (the part after ':' in its user ids)."""
+    homeserver_url: str = ""
+    """Client-server API base URL of the local homeserver (the appservice talks to it)."""
+    allowed_homeservers: list[str] = Field(default_factory=list)
+    """Server names whose users may get focus tokens. Empty: only ``server_name``;
+    ``["*"]``: any homeserver."""
+    verify_tls: bool = True
+    """Check homeserver TLS certificates on OpenID look-ups. Only tests turn this off."""
+    federation_url_overrides: dict[str, str] = Field(default_factory=dict)
+    """Server name -> base URL of its federation API (``https://hs.internal:8448``),
+    used instead of ``.well-known/matrix/server`` discovery: for a homeserver on a
+    private network, or a test homeserver on plain HTTP."""
+    openid_timeout_s: float = Field(10.0, gt=0)
+    focus_api_key: str = ""
+    """Which ``[keys]`` entry signs focus tokens. Empty: the first key."""
+    livekit_url: str = ""
+    """WebSocket URL handed to Element Call. Empty: ``server.public_url`` turned into
+    ``ws(s)://``, or derived from the request's Host."""
+    token_ttl_s: int = Field(3600, ge=60, le=86400)
+    registration: Path | None = None
+    """Appservice registration file (``mediafed matrix registration`` writes it).
+    Unset: no appservice."""
+
+    @field_validator("allowed_homeservers")
+    @classmethod
+    def _no_empty_names(cls, names: list[str]) -> list[str]:
+        if any(not name.strip() for name in names):
+            raise ValueError("homeserver names must not be empty")
+        return [name.strip().lower() for name in names]
+
+    def homeserver_allowed(self, server_name: str) -> bool:
+        allowed = self.allowed_homeservers or (
+            [self.server_name.lower()] if self.server_name else []
+        )
+        return "*" in allowed or server_name.lower() in allowed

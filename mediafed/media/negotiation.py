@@ -1,0 +1,377 @@
+"""SDP offer/answer for the room core (RFC 8829 JSEP, unified plan, BUNDLE, ICE-lite).
+
+Two shapes, both with every m-section bundled on one transport and rtcp-mux:
+- a client's offer (its publisher connection) -> our answer, receiving only
+  (:func:`answer_offer`); simulcast is accepted with ``a=rid:… recv`` and
+  ``a=simulcast:recv`` and the mid/rid extensions (RFC 8853 §5.3);
+- our offer for a subscriber connection (:func:`build_offer`), one
+  ``sendonly`` m-section per forwarded track, reusing sections of tracks that
+  went away (set ``inactive``) as browsers recycle transceivers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from mediafed.errors import NegotiationError
+from mediafed.media import codecs
+from mediafed.wire import rtp
+from mediafed.wire.sdp import (
+    Codec,
+    Extmap,
+    MediaSection,
+    Rid,
+    SessionDescription,
+    Simulcast,
+    SsrcGroup,
+    parse_sdp,
+)
+
+_REVERSE = {
+    "sendonly": "recvonly",
+    "recvonly": "sendonly",
+    "sendrecv": "sendrecv",
+    "inactive": "inactive",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LocalTransport:
+    ufrag: str
+    pwd: str
+    fingerprint: str
+    setup: str
+    candidates: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class AcceptedMedia:
+    """A publisher m-section we accepted: what arrives on it and how to read it."""
+
+    mid: str
+    kind: str
+    codec: Codec
+    rtx: Codec | None
+    extmaps: list[Extmap]
+    stream: str
+    track_id: str
+    ssrcs: list[int]
+    rtx_ssrcs: dict[int, int]
+    """media SSRC -> its RTX SSRC (a=ssrc-group:FID)."""
+    rids: list[str]
+    nack: bool
+    sending: bool
+    """The offerer sends on this section (sendonly/sendrecv)."""
+
+
+@dataclass(slots=True)
+class OutgoingSlot:
+    """One m-section of a subscriber offer."""
+
+    mid: str
+    kind: str
+    codec: Codec
+    rtx: Codec | None = None
+    ssrc: int = 0
+    rtx_ssrc: int = 0
+    stream: str = ""
+    track_id: str = ""
+    cname: str = "mediafed"
+    active: bool = False
+    extmaps: list[Extmap] = field(default_factory=list)
+
+
+def parse(text: str, what: str) -> SessionDescription:
+    if not isinstance(text, str) or not text.strip():
+        raise NegotiationError(f"{what} is empty; send the SDP of createOffer()/createAnswer()")
+    if len(text) > 256 * 1024:
+        raise NegotiationError(f"{what} is larger than 256 KiB; refusing it")
+    desc = parse_sdp(text)
+    if not desc.media:
+        raise NegotiationError(f"{what} has no m= sections")
+    return desc
+
+
+def remote_transport(
+    desc: SessionDescription, what: str
+) -> tuple[str, str, list[tuple[str, str]], str]:
+    """(ufrag, pwd, fingerprints, setup) of a bundled remote description."""
+    for media in desc.media:
+        if media.port == 0 and not media.bundle_only:
+            continue
+        ufrag = media.ice_ufrag or desc.ice_ufrag
+        pwd = media.ice_pwd or desc.ice_pwd
+        fingerprints = media.fingerprints or desc.fingerprints
+        setup = media.setup or desc.setup or "actpass"
+        if not ufrag or not pwd:
+            raise NegotiationError(f"{what} has no a=ice-ufrag/a=ice-pwd")
+        if not fingerprints:
+            raise NegotiationError(f"{what} has no a=fingerprint; DTLS-SRTP needs one")
+        return ufrag, pwd, fingerprints, setup
+    raise NegotiationError(f"{what} rejects every m= section")
+
+
+def _transport_attrs(section: MediaSection, local: LocalTransport, with_candidates: bool) -> None:
+    section.ice_ufrag = local.ufrag
+    section.ice_pwd = local.pwd
+    section.ice_options = []
+    section.fingerprints = [("sha-256", local.fingerprint)]
+    section.setup = local.setup
+    if with_candidates:
+        section.candidates = list(local.candidates)
+        section.end_of_candidates = True
+
+
+def _new_description(session_id: int, version: int) -> SessionDescription:
+    return SessionDescription(
+        session_id=session_id,
+        session_version=version,
+        ice_lite=True,
+        msid_semantic="WMS *",
+    )
+
+
+def _ssrcs_of(media: MediaSection) -> tuple[list[int], dict[int, int]]:
+    rtx_of: dict[int, int] = {}
+    repair: set[int] = set()
+    for group in media.ssrc_groups:
+        if group.semantics == "FID" and len(group.ssrcs) >= 2:
+            rtx_of[group.ssrcs[0]] = group.ssrcs[1]
+            repair.add(group.ssrcs[1])
+    primaries = [ssrc for ssrc in media.ssrcs if ssrc not in repair]
+    return primaries, rtx_of
+
+
+def _stream_and_track(media: MediaSection) -> tuple[str, str]:
+    if media.msid:
+        return media.msid[0]
+    for attrs in media.ssrcs.values():
+        msid = attrs.get("msid")
+        if msid:
+            stream, _, track = msid.partition(" ")
+            return stream, track or stream
+    return "", media.mid or ""
+
+
+def answer_offer(
+    offer: SessionDescription,
+    local: LocalTransport,
+    *,
+    session_id: int,
+    version: int,
+    send_slots: dict[str, OutgoingSlot] | None = None,
+) -> tuple[SessionDescription, list[AcceptedMedia]]:
+    """Our answer to a client's offer, and the media sections we will receive.
+
+    ``send_slots`` (mid -> slot) lets a bidirectional peer (a classic Matrix
+    call) send on sections the client offered as sendrecv/recvonly.
+    """
+    answer = _new_description(session_id, version)
+    accepted: list[AcceptedMedia] = []
+    bundle: list[str] = []
+    for media in offer.media:
+        mid = media.mid
+        if mid is None:
+            raise NegotiationError(
+                f"offer m={media.kind} section {len(answer.media)} has no a=mid; "
+                "mediafed needs unified plan with BUNDLE"
+            )
+        section = MediaSection(
+            kind=media.kind, port=9, protocol=media.protocol, formats=list(media.formats), mid=mid
+        )
+        rejected = media.port == 0 and not media.bundle_only
+        if media.kind == "application" and not rejected:
+            if "SCTP" not in media.protocol.upper():
+                rejected = True
+            else:
+                section.sctp_port = 5000
+                section.max_message_size = 262144
+                section.direction = "sendrecv"
+        elif media.kind in ("audio", "video") and not rejected:
+            chosen = next((c for c in media.codecs if codecs.find_spec(c) is not None), None)
+            if chosen is None:
+                rejected = True
+            else:
+                accepted_media = _accept_rtp(media, section, chosen, send_slots)
+                if accepted_media is not None:
+                    accepted.append(accepted_media)
+        elif not rejected:
+            rejected = True
+        if rejected:
+            section.port = 0
+            section.direction = "inactive"
+            if media.kind in ("audio", "video"):
+                section.formats = media.formats[:1] or ["0"]
+                section.codecs = [c for c in media.codecs if str(c.payload_type) in section.formats]
+        else:
+            section.rtcp_mux = media.kind != "application"
+            section.rtcp_rsize = media.rtcp_rsize and media.kind != "application"
+            bundle.append(mid)
+        _transport_attrs(section, local, with_candidates=not rejected)
+        answer.media.append(section)
+    if not bundle:
+        raise NegotiationError(
+            "mediafed could accept none of the offered m= sections "
+            "(supported: opus, VP8, H264 packetization-mode=1, VP9, AV1, "
+            "data channels)"
+        )
+    answer.groups = [("BUNDLE", bundle)]
+    return answer, accepted
+
+
+def _accept_rtp(
+    media: MediaSection,
+    section: MediaSection,
+    chosen: Codec,
+    send_slots: dict[str, OutgoingSlot] | None,
+) -> AcceptedMedia | None:
+    mid = media.mid or ""
+    rtx = next(
+        (c for c in media.codecs if c.name.lower() == "rtx" and c.rtx_apt == chosen.payload_type),
+        None,
+    )
+    extmaps = [
+        Extmap(e.id, e.uri, None) for e in media.extmaps if e.uri in codecs.RECEIVE_EXTENSIONS
+    ]
+    twcc = any(e.uri == rtp.URI_TRANSPORT_CC for e in extmaps)
+    wanted_fb = {"nack", "nack pli", "ccm fir", "goog-remb"} if media.kind == "video" else set()
+    if twcc:
+        wanted_fb.add("transport-cc")
+    answer_codec = Codec(
+        chosen.payload_type,
+        chosen.name,
+        chosen.clock_rate,
+        chosen.channels,
+        dict(chosen.fmtp),
+        [fb for fb in chosen.rtcp_fb if fb in wanted_fb],
+    )
+    section.codecs = [answer_codec]
+    if rtx is not None:
+        section.codecs.append(
+            Codec(rtx.payload_type, rtx.name, rtx.clock_rate, None, dict(rtx.fmtp), [])
+        )
+    section.formats = [str(c.payload_type) for c in section.codecs]
+    section.extmaps = extmaps
+    offered = media.direction
+    sending = offered in ("sendonly", "sendrecv")
+    slot = (send_slots or {}).get(mid)
+    we_send = slot is not None and slot.active and offered in ("sendrecv", "recvonly")
+    if sending and we_send:
+        section.direction = "sendrecv"
+    elif sending:
+        section.direction = "recvonly"
+    elif we_send:
+        section.direction = "sendonly"
+    else:
+        section.direction = "inactive"
+    if we_send and slot is not None:
+        section.msid = [(slot.stream, slot.track_id)]
+        section.ssrcs = {slot.ssrc: {"cname": slot.cname}}
+        slot.codec = Codec(
+            answer_codec.payload_type,
+            answer_codec.name,
+            answer_codec.clock_rate,
+            answer_codec.channels,
+            dict(answer_codec.fmtp),
+            [],
+        )
+        if rtx is not None and slot.rtx_ssrc:
+            section.ssrcs[slot.rtx_ssrc] = {"cname": slot.cname}
+            section.ssrc_groups = [SsrcGroup("FID", [slot.ssrc, slot.rtx_ssrc])]
+            slot.rtx = Codec(rtx.payload_type, "rtx", rtx.clock_rate, None, dict(rtx.fmtp), [])
+        else:
+            slot.rtx = None
+    send_rids = [r for r in media.rids if r.direction == "send"]
+    if send_rids and sending:
+        section.rids = [Rid(r.rid, "recv", r.params) for r in send_rids]
+        if media.simulcast is not None and media.simulcast.send:
+            section.simulcast = Simulcast(send=[], recv=[list(alt) for alt in media.simulcast.send])
+        else:
+            section.simulcast = Simulcast(send=[], recv=[[r.rid] for r in send_rids])
+    if not sending:
+        return None
+    stream, track_id = _stream_and_track(media)
+    ssrcs, rtx_ssrcs = _ssrcs_of(media)
+    return AcceptedMedia(
+        mid=mid,
+        kind=media.kind,
+        codec=answer_codec,
+        rtx=rtx,
+        extmaps=extmaps,
+        stream=stream,
+        track_id=track_id,
+        ssrcs=ssrcs,
+        rtx_ssrcs=rtx_ssrcs,
+        rids=[r.rid.lstrip("~") for r in send_rids],
+        nack="nack" in chosen.rtcp_fb,
+        sending=True,
+    )
+
+
+def build_offer(
+    slots: list[OutgoingSlot],
+    local: LocalTransport,
+    *,
+    session_id: int,
+    version: int,
+    data_channel_mid: str | None = None,
+) -> SessionDescription:
+    """Our offer for a subscriber connection: sendonly sections, then the data channel."""
+    offer = _new_description(session_id, version)
+    bundle: list[str] = []
+    entries: list[tuple[int, MediaSection]] = []
+    for slot in slots:
+        section = MediaSection(
+            kind=slot.kind, port=9, protocol="UDP/TLS/RTP/SAVPF", formats=[], mid=slot.mid
+        )
+        section.codecs = [slot.codec] + ([slot.rtx] if slot.rtx is not None else [])
+        section.formats = [str(c.payload_type) for c in section.codecs]
+        section.extmaps = list(slot.extmaps)
+        section.rtcp_mux = True
+        section.rtcp_rsize = True
+        if slot.active:
+            section.direction = "sendonly"
+            section.msid = [(slot.stream, slot.track_id)]
+            section.ssrcs = {
+                slot.ssrc: {"cname": slot.cname, "msid": f"{slot.stream} {slot.track_id}"}
+            }
+            if slot.rtx is not None and slot.rtx_ssrc:
+                section.ssrc_groups = [SsrcGroup("FID", [slot.ssrc, slot.rtx_ssrc])]
+                section.ssrcs[slot.rtx_ssrc] = {
+                    "cname": slot.cname,
+                    "msid": f"{slot.stream} {slot.track_id}",
+                }
+        else:
+            section.direction = "inactive"
+        entries.append((_mid_order(slot.mid), section))
+    if data_channel_mid is not None:
+        section = MediaSection(
+            kind="application",
+            port=9,
+            protocol="UDP/DTLS/SCTP",
+            formats=["webrtc-datachannel"],
+            mid=data_channel_mid,
+        )
+        section.sctp_port = 5000
+        section.max_message_size = 262144
+        entries.append((_mid_order(data_channel_mid), section))
+    entries.sort(key=lambda pair: pair[0])
+    for _order, section in entries:
+        _transport_attrs(section, local, with_candidates=True)
+        offer.media.append(section)
+        bundle.append(section.mid or "")
+    offer.groups = [("BUNDLE", bundle)]
+    return offer
+
+
+def _mid_order(mid: str) -> int:
+    return int(mid) if mid.isdigit() else 1 << 30
+
+
+def accepted_mids(answer: SessionDescription) -> set[str]:
+    return {m.mid for m in answer.media if m.mid is not None and m.port != 0}
+
+
+def new_session_id() -> int:
+    return int(time.time() * 1000) & 0x7FFFFFFFFFFF

@@ -1,0 +1,252 @@
+"""A peer connection as the room core sees it: its transport and the tracks on it.
+
+On a publishing peer, received RTP is matched to a :class:`Layer` by SSRC,
+or — for simulcast, where SSRCs are not signaled — by the mid and rid header
+extensions on first sight (RFC 8843 §9.2, RFC 8852). RTX packets (RFC 4588)
+are unwrapped and fed in as the originals. On a subscribing peer, RTCP from
+the subscriber (NACK, PLI, FIR, receiver reports) is routed to its DownTracks.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from mediafed.media.track import DownTrack, Layer, PublishedTrack
+from mediafed.media.types import PeerRole
+from mediafed.transport.endpoint import Endpoint, EndpointState
+from mediafed.transport.srtp import PacketBuffer, copy_into
+from mediafed.wire import rtcp
+from mediafed.wire.rtp import U16, U32, extension_value, payload_end, payload_offset, remap_and_scan
+from mediafed.wire.twcc import TransportCcRecorder
+
+if TYPE_CHECKING:
+    from mediafed.media.session import Session
+
+log = logging.getLogger(__name__)
+
+
+class MediaPeer:
+    """Transport + tracks of one peer connection of one session."""
+
+    def __init__(self, session: Session, role: PeerRole) -> None:
+        self.session = session
+        self.role = role
+        self.label = f"{session.label} {role.value}"
+        self.endpoint: Endpoint = session.room.manager.new_endpoint(self, self.label)
+        self.local_ssrc = session.room.manager.random_ssrc()
+        # publishing side
+        self.layers_by_ssrc: dict[int, Layer] = {}
+        self.rtx_by_ssrc: dict[int, Layer] = {}
+        self.tracks_by_mid: dict[str, PublishedTrack] = {}
+        self.twcc: TransportCcRecorder | None = None
+        self.twcc_id = 0
+        # subscribing side
+        self.downtracks_by_ssrc: dict[int, DownTrack] = {}
+        self.remote_ufrag = ""
+
+    # -- EndpointHandler ---------------------------------------------------------
+    def on_rtp(self, endpoint: Endpoint, buf: PacketBuffer, length: int, now: float) -> None:
+        view = buf.view
+        ssrc = U32.unpack_from(view, 8)[0]
+        layer = self.layers_by_ssrc.get(ssrc)
+        if layer is None:
+            rtx_layer = self.rtx_by_ssrc.get(ssrc)
+            if rtx_layer is not None:
+                self._on_rtx(rtx_layer, buf, length, now)
+                return
+            layer = self._learn_ssrc(view, length, ssrc)
+            if layer is None:
+                return
+        track = layer.track
+        twcc_seq, level = remap_and_scan(
+            view, length, track.ext_table, self.twcc_id, track.level_id
+        )
+        if twcc_seq >= 0 and self.twcc is not None:
+            self.twcc.record(twcc_seq, int(now * 1_000_000))
+        if level >= 0:
+            layer.level = level
+        if track.muted:
+            return
+        layer.receive(buf, length, now)
+
+    def on_rtcp(self, endpoint: Endpoint, packet: bytes, now: float) -> None:
+        try:
+            packets = rtcp.parse_rtcp(packet)
+        except rtcp.RtcpError as exc:
+            endpoint.mux.report("rtcp", endpoint.addr, f"{self.label} {exc}")
+            return
+        for item in packets:
+            if isinstance(item, rtcp.PictureLossIndication):
+                self._keyframe_wanted(item.media_ssrc, now)
+            elif isinstance(item, rtcp.FullIntraRequest):
+                for ssrc, _seq in item.entries:
+                    self._keyframe_wanted(ssrc, now)
+            elif isinstance(item, rtcp.GenericNack):
+                downtrack = self.downtracks_by_ssrc.get(item.media_ssrc)
+                if downtrack is not None:
+                    downtrack.retransmit(item.lost, now)
+            elif isinstance(item, rtcp.SenderReport):
+                layer = self.layers_by_ssrc.get(item.ssrc)
+                if layer is not None:
+                    layer.last_sr_ntp = item.ntp_timestamp
+                    layer.last_sr_rtp = item.rtp_timestamp
+                    layer.last_sr_at = now
+            elif isinstance(item, rtcp.Bye):
+                for ssrc in item.ssrcs:
+                    if ssrc in self.layers_by_ssrc:
+                        log.info("- %s publisher said BYE for ssrc %d", self.label, ssrc)
+
+    def on_state(self, endpoint: Endpoint, state: EndpointState) -> None:
+        self.session.on_transport_state(self, state)
+
+    # -- learning streams --------------------------------------------------------
+    def _learn_ssrc(self, view: memoryview, length: int, ssrc: int) -> Layer | None:
+        """Find the track of an unsignaled SSRC from its mid/rid extensions (simulcast)."""
+        track = None
+        mid_ids = {t.mid_id for t in self.tracks_by_mid.values() if t.mid_id}
+        for mid_id in mid_ids:
+            try:
+                value = extension_value(view, length, mid_id)
+            except Exception:
+                value = None
+            if value is not None:
+                track = self.tracks_by_mid.get(value.decode("ascii", "replace"))
+                break
+        if track is None:
+            pt = view[1] & 0x7F
+            candidates = [
+                t
+                for t in self.tracks_by_mid.values()
+                if t.payload_type == pt or t.rtx_payload_type == pt
+            ]
+            if len(candidates) == 1:
+                track = candidates[0]
+        if track is None:
+            self.endpoint.mux.report(
+                "rtp", self.endpoint.addr, f"{self.label} RTP with unknown SSRC {ssrc}"
+            )
+            return None
+        rid = ""
+        repaired = False
+        try:
+            if track.rid_id:
+                value = extension_value(view, length, track.rid_id)
+                if value is not None:
+                    rid = value.decode("ascii", "replace")
+            if not rid and track.rrid_id:
+                value = extension_value(view, length, track.rrid_id)
+                if value is not None:
+                    rid = value.decode("ascii", "replace")
+                    repaired = True
+        except Exception:
+            return None
+        if (view[1] & 0x7F) == track.rtx_payload_type and track.rtx_payload_type is not None:
+            repaired = True
+        if repaired and not rid and len(track.layers) == 1:
+            rid = next(iter(track.layers))
+        layer = track.layer(rid)
+        if repaired:
+            layer.rtx_ssrc = ssrc
+            self.rtx_by_ssrc[ssrc] = layer
+            return None
+        layer.ssrc = ssrc
+        self.layers_by_ssrc[ssrc] = layer
+        log.info("- %s track %s layer %r is ssrc %d", self.label, track.sid, rid, ssrc)
+        self.session.room.on_layer_started(track, layer)
+        return layer
+
+    def _on_rtx(self, layer: Layer, buf: PacketBuffer, length: int, now: float) -> None:
+        """RFC 4588: rebuild the original packet from an RTX packet and receive it."""
+        view = buf.view
+        try:
+            start = payload_offset(view, length)
+            end = payload_end(view, length)
+        except Exception:
+            return
+        if end - start < 2:
+            return  # padding-only probe
+        original_seq = U16.unpack_from(view, start)[0]
+        header = bytearray(view[:start])
+        header[0] &= ~0x20 & 0xFF
+        header[1] = (header[1] & 0x80) | layer.track.payload_type
+        header[2:4] = U16.pack(original_seq)
+        header[8:12] = U32.pack(layer.ssrc)
+        track = layer.track
+        remap_and_scan(header, len(header), track.ext_table, 0, 0)
+        rebuilt = bytes(header) + bytes(view[start + 2 : end])
+        size = copy_into(buf, rebuilt)
+        if not track.muted:
+            layer.receive(buf, size, now)
+
+    # -- upstream RTCP -----------------------------------------------------------
+    def _keyframe_wanted(self, media_ssrc: int, now: float) -> None:
+        downtrack = self.downtracks_by_ssrc.get(media_ssrc)
+        if downtrack is not None:
+            downtrack.track.request_keyframe(now)
+
+    def send_pli(self, track: PublishedTrack) -> None:
+        packets = []
+        for layer in track.layers.values():
+            if layer.ssrc:
+                packets.append(rtcp.PictureLossIndication(self.local_ssrc, layer.ssrc))
+        if packets:
+            self.endpoint.send_rtcp(rtcp.serialize_rtcp(packets))
+
+    def send_rtp(self, packet: bytes) -> None:
+        """Protect and send one RTP packet built off the hot path (retransmissions)."""
+        endpoint = self.endpoint
+        if endpoint.srtp is None or endpoint.addr is None:
+            return
+        tx = endpoint.mux.tx
+        size = copy_into(tx, packet)
+        size = endpoint.srtp.protect_rtp(tx, size)
+        if size > 0:
+            endpoint.mux.send_to(tx.view[:size], endpoint.addr)
+
+    def periodic(self, now: float, *, reports: bool) -> None:
+        """Timer work: NACKs and transport-cc feedback upstream; RTCP reports."""
+        if self.endpoint.srtp is None:
+            return
+        out: list[rtcp.RtcpPacket] = []
+        for track in self.tracks_by_mid.values():
+            for layer in track.layers.values():
+                if layer.missing and layer.ssrc:
+                    missing = layer.due_nacks(now)
+                    if missing:
+                        out.append(rtcp.GenericNack(self.local_ssrc, layer.ssrc, missing))
+        if reports:
+            blocks = []
+            for track in self.tracks_by_mid.values():
+                for layer in track.layers.values():
+                    if layer.ssrc and layer.received:
+                        fraction, lost, highest, jitter, lsr, _ = layer.report_block()
+                        dlsr = int((now - layer.last_sr_at) * 65536) if layer.last_sr_at else 0
+                        blocks.append(
+                            rtcp.ReportBlock(
+                                layer.ssrc, fraction, lost, highest, jitter, lsr, dlsr if lsr else 0
+                            )
+                        )
+            if blocks:
+                out.insert(0, rtcp.ReceiverReport(self.local_ssrc, blocks[:31]))
+            for downtrack in self.downtracks_by_ssrc.values():
+                times = downtrack.sender_report_times(now)
+                if times is not None:
+                    out.append(
+                        rtcp.SenderReport(
+                            downtrack.ssrc,
+                            times[0],
+                            times[1],
+                            downtrack.packets_sent & 0xFFFFFFFF,
+                            downtrack.octets_sent & 0xFFFFFFFF,
+                            [],
+                        )
+                    )
+        if out:
+            self.endpoint.send_rtcp(rtcp.serialize_rtcp(out))
+        if self.twcc is not None:
+            for feedback in self.twcc.build_feedback(int(now * 1_000_000)):
+                self.endpoint.send_rtcp(feedback)
+
+    def close(self) -> None:
+        self.endpoint.close()

@@ -1,0 +1,389 @@
+"""Rooms and the worker that runs them.
+
+:class:`RoomManager` owns one worker's UDP port, DTLS certificate and loop
+timers; :class:`Room` holds sessions and published tracks and fans events out
+to every session's listener and to observers (webhooks, bridges).
+
+Timers are batched across endpoints (ARCHITECTURE.md): every 50 ms NACKs
+and transport-cc feedback go upstream; every second RTCP reports, ICE consent
+checks and room expiry; every 300 ms the active speakers are recomputed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from mediafed.config import Config
+from mediafed.errors import LocalProtocolError
+from mediafed.media import events
+from mediafed.media.peer import MediaPeer
+from mediafed.media.session import Session, SessionListener
+from mediafed.media.track import PublishedTrack
+from mediafed.media.types import ParticipantInfo, Permission, TrackInfo, TrackKind, new_sid
+from mediafed.transport.dtls import Certificate
+from mediafed.transport.endpoint import Endpoint
+from mediafed.transport.udp import MediaSocket
+from mediafed.wire.twcc import TransportCcRecorder
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.05
+REPORT_EVERY_S = 1.0
+SPEAKERS_EVERY_S = 0.3
+SPEAKER_THRESHOLD = 0.01  # about -40 dBov
+
+RoomObserver = Callable[["Room", events.RoomEvent], None]
+
+
+class Room:
+    def __init__(
+        self,
+        manager: RoomManager,
+        name: str,
+        *,
+        empty_timeout_s: int = 300,
+        max_participants: int = 0,
+        metadata: str = "",
+    ) -> None:
+        self.manager = manager
+        self.name = name
+        self.sid = new_sid("RM_")
+        self.created_at = time.time()
+        self.metadata = metadata
+        self.empty_timeout_s = empty_timeout_s
+        self.max_participants = max_participants
+        self.sessions: dict[str, Session] = {}
+        self.tracks: dict[str, PublishedTrack] = {}
+        self.empty_since: float | None = manager.clock()
+        self.closed = False
+        self._speakers: tuple[str, ...] = ()
+        self._levels: dict[str, float] = {}
+
+    # -- queries ----------------------------------------------------------------
+    @property
+    def num_participants(self) -> int:
+        return len(self.sessions)
+
+    def participants(self) -> list[ParticipantInfo]:
+        return [session.info() for session in self.sessions.values()]
+
+    def participant(self, identity: str) -> ParticipantInfo | None:
+        session = self.sessions.get(identity)
+        return session.info() if session is not None else None
+
+    # -- membership ------------------------------------------------------------
+    async def join(
+        self,
+        identity: str,
+        *,
+        name: str = "",
+        metadata: str = "",
+        attributes: Mapping[str, str] | None = None,
+        permission: Permission | None = None,
+        listener: SessionListener,
+        auto_subscribe: bool = True,
+    ) -> Session:
+        if self.closed:
+            raise LocalProtocolError(f"room {self.name} was deleted; create it again")
+        if not identity:
+            raise LocalProtocolError("a participant needs an identity")
+        previous = self.sessions.get(identity)
+        if previous is not None:
+            await self.remove(previous, "duplicate identity")
+        if self.max_participants and len(self.sessions) >= self.max_participants:
+            raise LocalProtocolError(
+                f"room {self.name} is full ({self.max_participants} participants)"
+            )
+        session = Session(
+            self,
+            identity,
+            name=name,
+            metadata=metadata,
+            attributes=attributes or {},
+            permission=permission or Permission(),
+            listener=listener,
+            auto_subscribe=auto_subscribe,
+        )
+        self.sessions[identity] = session
+        self.empty_since = None
+        log.info("- room=%s participant=%s joined as %s", self.name, identity, session.sid)
+        if not session.permission.hidden:
+            self.broadcast(events.ParticipantJoined(session.info()), exclude=session)
+        if auto_subscribe:
+            for track in self.tracks.values():
+                if track.sid not in session.unsubscribed:
+                    session.subscribe(track)
+        session.start_subscriber()
+        return session
+
+    async def remove(self, session: Session, reason: str) -> None:
+        if self.sessions.get(session.identity) is not session:
+            return
+        del self.sessions[session.identity]
+        session.close(reason)
+        log.info("- room=%s participant=%s left: %s", self.name, session.identity, reason)
+        if not session.permission.hidden:
+            self.broadcast(events.ParticipantLeft(session.info(), reason))
+        if not self.sessions:
+            self.empty_since = self.manager.clock()
+
+    async def remove_participant(self, identity: str, reason: str = "removed") -> bool:
+        session = self.sessions.get(identity)
+        if session is None:
+            return False
+        await self.remove(session, reason)
+        return True
+
+    def mute_published_track(self, identity: str, track_sid: str, muted: bool) -> TrackInfo | None:
+        session = self.sessions.get(identity)
+        if session is None or track_sid not in session.published:
+            return None
+        return session.mute(track_sid, muted)
+
+    def update_participant(
+        self,
+        identity: str,
+        *,
+        metadata: str | None = None,
+        name: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        permission: Permission | None = None,
+    ) -> ParticipantInfo | None:
+        session = self.sessions.get(identity)
+        if session is None:
+            return None
+        return session.update_metadata(
+            metadata=metadata, name=name, attributes=attributes, permission=permission
+        )
+
+    def send_data(
+        self,
+        payload: bytes,
+        *,
+        topic: str = "",
+        kind: str = "reliable",
+        destination_identities: Sequence[str] = (),
+        sender: str | None = None,
+    ) -> None:
+        origin = self.sessions.get(sender) if sender else None
+        sender_info = origin.info() if origin is not None else ParticipantInfo(sid="", identity="")
+        event = events.DataReceived(
+            sender_info, payload, topic, kind, tuple(destination_identities)
+        )
+        for identity, session in list(self.sessions.items()):
+            if session is origin:
+                continue
+            if destination_identities and identity not in destination_identities:
+                continue
+            session.listener.on_room_event(event)
+
+    # -- tracks ---------------------------------------------------------------
+    def publish(self, session: Session, track: PublishedTrack) -> None:
+        self.tracks[track.sid] = track
+        self.broadcast(events.TrackPublished(track.info), exclude=session)
+        self.broadcast(events.ParticipantUpdated(session.info()), exclude=session)
+        for other in self.sessions.values():
+            if (
+                other is not session
+                and other.auto_subscribe
+                and track.sid not in other.unsubscribed
+            ):
+                other.subscribe(track)
+
+    def unpublish(self, session: Session, track: PublishedTrack) -> None:
+        self.tracks.pop(track.sid, None)
+        for other in self.sessions.values():
+            other.unsubscribe(track.sid)
+        track.close()
+        self.broadcast(events.TrackUnpublished(track.info), exclude=session)
+        if not session.closed:
+            self.broadcast(events.ParticipantUpdated(session.info()), exclude=session)
+
+    def on_layer_started(self, track: PublishedTrack, layer: object) -> None:
+        """A new layer began arriving: subscribers may move to a better one."""
+        now = self.manager.clock()
+        for downtrack in track.downtracks.values():
+            if downtrack.negotiated:
+                downtrack.select_layer(now)
+
+    # -- events -----------------------------------------------------------------
+    def broadcast(self, event: events.RoomEvent, exclude: Session | None = None) -> None:
+        for session in list(self.sessions.values()):
+            if session is exclude:
+                continue
+            try:
+                session.listener.on_room_event(event)
+            except Exception:
+                log.exception("x room=%s listener of %s failed", self.name, session.identity)
+        self.manager.notify(self, event)
+
+    # -- timers ----------------------------------------------------------------
+    def tick(self, now: float, *, reports: bool, speakers: bool) -> None:
+        for session in list(self.sessions.values()):
+            session.publisher.periodic(now, reports=reports)
+            if reports:
+                session.subscriber.periodic(now, reports=True)
+        if speakers:
+            self._update_speakers(now)
+
+    def _update_speakers(self, now: float) -> None:
+        active: list[tuple[str, float]] = []
+        for track in self.tracks.values():
+            if track.kind is not TrackKind.AUDIO or track.muted:
+                continue
+            layer = track.best_layer()
+            amplitude = 0.0
+            if layer is not None and now - layer.last_packet_at < 0.5:
+                amplitude = math.pow(10.0, -layer.level / 20.0)
+            sid = track.info.participant_sid
+            smoothed = 0.6 * self._levels.get(sid, 0.0) + 0.4 * amplitude
+            self._levels[sid] = smoothed
+            if smoothed > SPEAKER_THRESHOLD:
+                active.append((sid, smoothed))
+        active.sort(key=lambda pair: -pair[1])
+        order = tuple(sid for sid, _ in active)
+        if order != self._speakers:
+            previous = set(self._speakers)
+            self._speakers = order
+            now_active = set(order)
+            changes = [(sid, min(1.0, level), True) for sid, level in active]
+            changes += [(sid, 0.0, False) for sid in previous - now_active]
+            self.broadcast(events.SpeakersChanged(tuple(changes)))
+
+    def close(self, reason: str) -> None:
+        self.closed = True
+        for session in list(self.sessions.values()):
+            self.sessions.pop(session.identity, None)
+            session.close(reason)
+
+
+class RoomManager:
+    """One worker: its UDP port, certificate, rooms and timers."""
+
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.clock = clock
+        self.certificate = Certificate()
+        self.mux = MediaSocket(
+            config.server.bind if config.server.bind else "0.0.0.0",
+            config.rtc.udp_port,
+            config.advertised_ips(),
+            clock=clock,
+        )
+        self._rooms: dict[str, Room] = {}
+        self._observers: list[RoomObserver] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.mux.open(loop)
+        self._task = loop.create_task(self._run_timers(), name="mediafed-timers")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for room in list(self._rooms.values()):
+            room.close("server shutting down")
+        self._rooms.clear()
+        self.mux.close()
+
+    @property
+    def udp_port(self) -> int:
+        return self.mux.port
+
+    # -- rooms ------------------------------------------------------------------
+    def get_or_create(
+        self,
+        name: str,
+        *,
+        empty_timeout_s: int = 300,
+        max_participants: int = 0,
+        metadata: str = "",
+    ) -> Room:
+        room = self._rooms.get(name)
+        if room is None:
+            if not name or len(name) > 256:
+                raise LocalProtocolError("room names must be 1-256 characters")
+            room = Room(
+                self,
+                name,
+                empty_timeout_s=empty_timeout_s,
+                max_participants=max_participants,
+                metadata=metadata,
+            )
+            self._rooms[name] = room
+            log.info("- room=%s created (%s)", name, room.sid)
+        return room
+
+    def get(self, name: str) -> Room | None:
+        return self._rooms.get(name)
+
+    def rooms(self) -> list[Room]:
+        return list(self._rooms.values())
+
+    async def delete(self, name: str, reason: str = "room deleted") -> bool:
+        room = self._rooms.pop(name, None)
+        if room is None:
+            return False
+        room.close(reason)
+        log.info("- room=%s deleted: %s", name, reason)
+        self.notify(room, events.RoomClosed(reason))
+        return True
+
+    def add_observer(self, observer: RoomObserver) -> None:
+        """Receive every room event (webhooks, bridges); must not block."""
+        self._observers.append(observer)
+
+    def notify(self, room: Room, event: events.RoomEvent) -> None:
+        for observer in self._observers:
+            try:
+                observer(room, event)
+            except Exception:
+                log.exception("x room observer failed")
+
+    # -- factories for the layers below ---------------------------------------
+    def new_endpoint(self, peer: MediaPeer, label: str) -> Endpoint:
+        return Endpoint(self.mux, self.certificate, peer, label=label, now=self.clock())
+
+    def new_twcc_recorder(self, sender_ssrc: int) -> TransportCcRecorder:
+        return TransportCcRecorder(sender_ssrc)
+
+    @staticmethod
+    def random_ssrc() -> int:
+        return random.getrandbits(32) or 1
+
+    # -- timers ------------------------------------------------------------------
+    async def _run_timers(self) -> None:
+        next_report = self.clock() + REPORT_EVERY_S
+        next_speakers = self.clock() + SPEAKERS_EVERY_S
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = self.clock()
+            reports = now >= next_report
+            speakers = now >= next_speakers
+            if reports:
+                next_report = now + REPORT_EVERY_S
+            if speakers:
+                next_speakers = now + SPEAKERS_EVERY_S
+            try:
+                for room in list(self._rooms.values()):
+                    room.tick(now, reports=reports, speakers=speakers)
+                if reports:
+                    self.mux.tick(now, self.config.rtc.consent_timeout_s)
+                    await self._expire_rooms(now)
+            except Exception:
+                log.exception("x timer work failed")
+
+    async def _expire_rooms(self, now: float) -> None:
+        for room in list(self._rooms.values()):
+            if room.empty_since is not None and now - room.empty_since > room.empty_timeout_s:
+                await self.delete(room.name, "empty timeout")

@@ -1,0 +1,652 @@
+"""The in-process session API: one participant's connection to a room.
+
+Every front-end (LiveKit signaling, the Matrix bridge, federation trunks)
+drives the room core through this API and nothing else::
+
+    room = rooms.get_or_create("standup")
+    session = await room.join("alice", name="Alice", listener=my_listener)
+    # publisher connection: the client offers, we answer (receive only)
+    session.announce_track(cid, TrackKind.VIDEO, source=TrackSource.CAMERA)  # optional
+    answer_sdp = await session.answer_publisher_offer(offer_sdp)
+    # subscriber connection: we offer through listener.on_subscriber_offer(sdp, offer_id)
+    await session.accept_subscriber_answer(answer_sdp, offer_id)
+    session.set_subscribed(track_sid, False)
+    session.mute(track_sid, True)
+    await session.leave()
+
+Events (participants and tracks coming and going, mutes, speakers, data)
+reach ``listener.on_room_event``; see :mod:`mediafed.media.events`. Offers
+for the subscriber connection are serialized: one outstanding at a time,
+changes made meanwhile are folded into the next one.
+
+Both connections are ICE-lite with host candidates in the SDP, so remote
+trickle candidates are accepted and not needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Protocol
+
+from mediafed.errors import AuthError, LocalProtocolError, NegotiationError
+from mediafed.media import codecs, events, negotiation
+from mediafed.media.peer import MediaPeer
+from mediafed.media.track import DownTrack, PublishedTrack
+from mediafed.media.types import (
+    LayerInfo,
+    ParticipantInfo,
+    PeerRole,
+    Permission,
+    TrackInfo,
+    TrackKind,
+    TrackSource,
+    new_sid,
+)
+from mediafed.transport.endpoint import EndpointState
+from mediafed.wire import rtp
+from mediafed.wire.sdp import Codec, serialize_sdp
+
+if TYPE_CHECKING:
+    from mediafed.media.room import Room
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING_TRACKS = 32
+MAX_PUBLISHED_TRACKS = 64
+DATA_CHANNEL_MID = "0"
+
+
+class SessionListener(Protocol):
+    def on_room_event(self, event: events.RoomEvent) -> None:
+        """Called on the event loop; must not block."""
+
+    def on_subscriber_offer(self, sdp: str, offer_id: int) -> None:
+        """A new offer for the subscriber connection; send it to the client."""
+
+    def on_local_candidate(
+        self, target: str, candidate: str, sdp_mid: str, sdp_mline_index: int
+    ) -> None:
+        """A local ICE candidate (ICE-lite puts them in the SDP; rarely called)."""
+
+
+class Session:
+    """One participant: a publisher and a subscriber connection, tracks both ways."""
+
+    def __init__(
+        self,
+        room: Room,
+        identity: str,
+        *,
+        name: str,
+        metadata: str,
+        attributes: Mapping[str, str],
+        permission: Permission,
+        listener: SessionListener,
+        auto_subscribe: bool,
+    ) -> None:
+        self.room = room
+        self.identity = identity
+        self.sid = new_sid("PA_")
+        self.label = f"room={room.name} participant={identity}"
+        self.listener = listener
+        self.auto_subscribe = auto_subscribe
+        self._name = name
+        self._metadata = metadata
+        self._attributes = dict(attributes)
+        self._permission = permission
+        self._version = 1
+        self._state = "joined"
+        self.joined_at = time.time()
+        self.closed = False
+        self.publisher = MediaPeer(self, PeerRole.PUBLISHER)
+        self.subscriber = MediaPeer(self, PeerRole.SUBSCRIBER)
+        self.pending: dict[str, TrackInfo] = {}
+        self.published: dict[str, PublishedTrack] = {}
+        self.downtracks: dict[str, DownTrack] = {}
+        self.slots: list[negotiation.OutgoingSlot] = []
+        self.slot_of: dict[str, negotiation.OutgoingSlot] = {}
+        self.unsubscribed: set[str] = set()
+        self._sdp_session_id = negotiation.new_session_id()
+        self._sdp_version = 0
+        self._offer_id = 0
+        self._outstanding: int | None = None
+        self._offered_slots: dict[str, negotiation.OutgoingSlot] = {}
+        self._dirty = False
+        self._offer_scheduled = False
+        self._publisher_sdp_version = 0
+
+    # -- info -----------------------------------------------------------------
+    def info(self) -> ParticipantInfo:
+        return ParticipantInfo(
+            sid=self.sid,
+            identity=self.identity,
+            name=self._name,
+            metadata=self._metadata,
+            attributes=dict(self._attributes),
+            joined_at=self.joined_at,
+            version=self._version,
+            state="disconnected" if self.closed else self._state,
+            permission=self._permission,
+            hidden=self._permission.hidden,
+            tracks=tuple(track.info for track in self.published.values()),
+            is_publisher=bool(self.published),
+        )
+
+    @property
+    def permission(self) -> Permission:
+        return self._permission
+
+    def _changed(self) -> None:
+        self._version += 1
+        self.room.broadcast(events.ParticipantUpdated(self.info()))
+
+    # -- publishing -----------------------------------------------------------
+    def announce_track(
+        self,
+        cid: str,
+        kind: TrackKind,
+        *,
+        source: TrackSource = TrackSource.UNKNOWN,
+        name: str = "",
+        width: int = 0,
+        height: int = 0,
+        muted: bool = False,
+        layers: Sequence[LayerInfo] = (),
+        encryption: int = 0,
+        stream: str = "",
+    ) -> TrackInfo:
+        """Declare a track before the offer that carries it (LiveKit's AddTrackRequest)."""
+        self._check_open()
+        if not cid:
+            raise LocalProtocolError("a track needs a client id (cid); use the SDP msid track id")
+        if source is TrackSource.UNKNOWN:
+            source = TrackSource.MICROPHONE if kind is TrackKind.AUDIO else TrackSource.CAMERA
+        if not self._permission.may_publish(source):
+            raise AuthError(
+                f"{self.identity} may not publish {source.value}; "
+                "the access token does not allow it"
+            )
+        if cid in self.pending or any(t.info.cid == cid for t in self.published.values()):
+            raise LocalProtocolError(f"track cid {cid!r} is already announced")
+        if len(self.pending) >= MAX_PENDING_TRACKS:
+            raise LocalProtocolError(
+                f"more than {MAX_PENDING_TRACKS} tracks announced but not negotiated; "
+                "send the offer that carries them first"
+            )
+        info = TrackInfo(
+            sid=new_sid("TR_"),
+            cid=cid,
+            participant_sid=self.sid,
+            participant_identity=self.identity,
+            kind=kind,
+            source=source,
+            name=name,
+            muted=muted,
+            width=width,
+            height=height,
+            simulcast=len(layers) > 1,
+            layers=tuple(layers),
+            encryption=encryption,
+            stream=stream,
+        )
+        self.pending[cid] = info
+        return info
+
+    async def answer_publisher_offer(self, sdp: str) -> str:
+        """Apply the client's offer for its publisher connection; our answer."""
+        self._check_open()
+        offer = negotiation.parse(sdp, "publisher offer")
+        ufrag, pwd, fingerprints, setup = negotiation.remote_transport(offer, "publisher offer")
+        endpoint = self.publisher.endpoint
+        if endpoint.ice.remote_ufrag and ufrag != endpoint.ice.remote_ufrag:
+            # The client restarted ICE: new credentials on our side too (RFC 8445 §9).
+            endpoint.restart_ice()
+        local_setup = endpoint.configure_remote(ufrag, pwd, fingerprints, setup)
+        self._publisher_sdp_version += 1
+        answer, accepted = negotiation.answer_offer(
+            offer,
+            self._local_transport(self.publisher, local_setup),
+            session_id=self._sdp_session_id,
+            version=self._publisher_sdp_version,
+        )
+        refused = self._apply_published(accepted)
+        for section in answer.media:
+            if section.mid in refused:
+                section.direction = "inactive"
+                section.rids = []
+                section.simulcast = None
+        return serialize_sdp(answer)
+
+    def _apply_published(self, accepted: list[negotiation.AcceptedMedia]) -> set[str]:
+        peer = self.publisher
+        seen: set[str] = set()
+        refused: set[str] = set()
+        for media in accepted:
+            existing = peer.tracks_by_mid.get(media.mid)
+            if existing is not None and existing.info.cid == media.track_id:
+                seen.add(media.mid)
+                self._register_ssrcs(existing, media)
+                continue
+            if existing is not None:
+                self._unpublish(existing, "replaced")
+            kind = TrackKind(media.kind)
+            info = self.pending.pop(media.track_id, None)
+            if info is None:
+                source = TrackSource.MICROPHONE if kind is TrackKind.AUDIO else TrackSource.CAMERA
+                if not self._permission.may_publish(source) or (
+                    len(self.published) >= MAX_PUBLISHED_TRACKS
+                ):
+                    refused.add(media.mid)
+                    continue
+                info = TrackInfo(
+                    sid=new_sid("TR_"),
+                    cid=media.track_id,
+                    participant_sid=self.sid,
+                    participant_identity=self.identity,
+                    kind=kind,
+                    source=source,
+                    stream=media.stream,
+                )
+            elif info.kind is not kind:
+                refused.add(media.mid)
+                log.info(
+                    "x %s track %s announced as %s but offered as %s",
+                    self.label,
+                    info.sid,
+                    info.kind.value,
+                    kind.value,
+                )
+                continue
+            spec = codecs.find_spec(media.codec)
+            assert spec is not None
+            info = replace(
+                info,
+                mime=spec.mime,
+                mid=media.mid,
+                stream=info.stream or media.stream,
+                simulcast=len(media.rids) > 1 or info.simulcast,
+            )
+            ids = {e.uri: e.id for e in media.extmaps}
+            track = PublishedTrack(
+                info,
+                publisher=peer,
+                mime=spec.mime,
+                clock_rate=media.codec.clock_rate,
+                payload_type=media.codec.payload_type,
+                rtx_payload_type=media.rtx.payload_type if media.rtx is not None else None,
+                fmtp=dict(media.codec.fmtp),
+                ext_table=codecs.extension_table(media.extmaps),
+                twcc_id=ids.get(rtp.URI_TRANSPORT_CC, 0),
+                level_id=ids.get(rtp.URI_AUDIO_LEVEL, 0),
+                mid_id=ids.get(rtp.URI_MID, 0),
+                rid_id=ids.get(rtp.URI_RID, 0),
+                rrid_id=ids.get(rtp.URI_REPAIRED_RID, 0),
+                nack_enabled=media.nack,
+                cache_s=self.room.manager.config.rtc.rtx_cache_ms / 1000,
+            )
+            if ids.get(rtp.URI_TRANSPORT_CC) and peer.twcc is None:
+                peer.twcc_id = ids[rtp.URI_TRANSPORT_CC]
+                peer.twcc = self.room.manager.new_twcc_recorder(peer.local_ssrc)
+            for rid in media.rids:
+                track.layer(rid)
+            self._register_ssrcs(track, media)
+            peer.tracks_by_mid[media.mid] = track
+            self.published[info.sid] = track
+            seen.add(media.mid)
+            log.info(
+                "- %s published %s %s (%s, mid %s, layers %s)",
+                self.label,
+                info.sid,
+                info.source.value,
+                spec.mime,
+                media.mid,
+                media.rids or ["-"],
+            )
+            self._version += 1
+            self.room.publish(self, track)
+        for mid, track in list(peer.tracks_by_mid.items()):
+            if mid not in seen:
+                self._unpublish(track, "removed from the offer")
+        return refused
+
+    def _register_ssrcs(self, track: PublishedTrack, media: negotiation.AcceptedMedia) -> None:
+        if media.rids:
+            return  # simulcast: SSRCs are learnt from the rid extension
+        peer = self.publisher
+        for ssrc in media.ssrcs[:1]:
+            layer = track.layer("")
+            if layer.ssrc and layer.ssrc != ssrc:
+                peer.layers_by_ssrc.pop(layer.ssrc, None)
+            layer.ssrc = ssrc
+            peer.layers_by_ssrc[ssrc] = layer
+            rtx_ssrc = media.rtx_ssrcs.get(ssrc)
+            if rtx_ssrc:
+                layer.rtx_ssrc = rtx_ssrc
+                peer.rtx_by_ssrc[rtx_ssrc] = layer
+
+    def _unpublish(self, track: PublishedTrack, reason: str) -> None:
+        peer = self.publisher
+        self.published.pop(track.sid, None)
+        if peer.tracks_by_mid.get(track.info.mid) is track:
+            del peer.tracks_by_mid[track.info.mid]
+        for layer in track.layers.values():
+            peer.layers_by_ssrc.pop(layer.ssrc, None)
+            peer.rtx_by_ssrc.pop(layer.rtx_ssrc, None)
+        log.info("- %s unpublished %s (%s)", self.label, track.sid, reason)
+        self._version += 1
+        self.room.unpublish(self, track)
+
+    def unpublish(self, track_sid: str) -> None:
+        track = self.published.get(track_sid)
+        if track is None:
+            raise LocalProtocolError(f"{self.identity} publishes no track {track_sid}")
+        self._unpublish(track, "unpublished")
+
+    def mute(self, track_sid: str, muted: bool) -> TrackInfo:
+        track = self.published.get(track_sid)
+        if track is None:
+            raise LocalProtocolError(f"{self.identity} publishes no track {track_sid}")
+        if track.muted != muted:
+            track.muted = muted
+            track.info = replace(track.info, muted=muted)
+            self._version += 1
+            self.room.broadcast(events.TrackMuted(track.info, muted))
+            self.room.broadcast(events.ParticipantUpdated(self.info()))
+            if not muted:
+                for downtrack in track.downtracks.values():
+                    downtrack.select_layer(self.room.manager.clock())
+        return track.info
+
+    def update_metadata(
+        self,
+        *,
+        metadata: str | None = None,
+        name: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        permission: Permission | None = None,
+    ) -> ParticipantInfo:
+        if metadata is not None:
+            self._metadata = metadata
+        if name is not None:
+            self._name = name
+        if attributes is not None:
+            merged = dict(self._attributes)
+            for key, value in attributes.items():
+                if value == "":
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+            self._attributes = merged
+        if permission is not None:
+            self._permission = permission
+        self._changed()
+        return self.info()
+
+    # -- subscribing ----------------------------------------------------------
+    def set_subscribed(self, track_sid: str, subscribed: bool) -> None:
+        self._check_open()
+        track = self.room.tracks.get(track_sid)
+        if subscribed:
+            self.unsubscribed.discard(track_sid)
+            if track is None:
+                raise LocalProtocolError(f"no track {track_sid} in room {self.room.name}")
+            self.subscribe(track)
+        else:
+            self.unsubscribed.add(track_sid)
+            self.unsubscribe(track_sid)
+
+    def subscribe(self, track: PublishedTrack) -> None:
+        if track.sid in self.downtracks or track.info.participant_sid == self.sid:
+            return
+        if not self._permission.can_subscribe:
+            return
+        spec = codecs.BY_MIME.get(track.mime_lower)
+        if spec is None:
+            return
+        fb = list(spec.rtcp_fb)
+        codec = Codec(
+            spec.payload_type,
+            spec.name,
+            spec.clock_rate,
+            spec.channels,
+            dict(track.fmtp) or dict(spec.fmtp),
+            fb,
+        )
+        rtx = spec.rtx_codec() if track.kind is TrackKind.VIDEO else None
+        downtrack = DownTrack(
+            track,
+            self.subscriber,
+            payload_type=spec.payload_type,
+            rtx_payload_type=rtx.payload_type if rtx else None,
+        )
+        slot = next(
+            (
+                s
+                for s in self.slots
+                if not s.active
+                and s.kind == track.kind.value
+                and s.mid not in self._offered_active_mids()
+            ),
+            None,
+        )
+        if slot is None:
+            slot = negotiation.OutgoingSlot(
+                mid=str(len(self.slots) + 1), kind=track.kind.value, codec=codec
+            )
+            self.slots.append(slot)
+        slot.codec = codec
+        slot.rtx = rtx
+        slot.ssrc = downtrack.ssrc
+        slot.rtx_ssrc = downtrack.rtx_ssrc if rtx else 0
+        slot.stream = f"{track.info.participant_sid}|{track.sid}"
+        slot.track_id = track.sid
+        slot.cname = track.info.participant_sid
+        slot.active = True
+        slot.extmaps = codecs.subscriber_extmaps(track.kind.value)
+        downtrack.mid = slot.mid
+        self.slot_of[track.sid] = slot
+        self.downtracks[track.sid] = downtrack
+        track.downtracks[self.sid] = downtrack
+        self.subscriber.downtracks_by_ssrc[downtrack.ssrc] = downtrack
+        self._negotiate_subscriber()
+
+    def _offered_active_mids(self) -> set[str]:
+        return {mid for mid, slot in self._offered_slots.items() if slot.active}
+
+    def unsubscribe(self, track_sid: str) -> None:
+        downtrack = self.downtracks.pop(track_sid, None)
+        if downtrack is None:
+            return
+        downtrack.detach()
+        downtrack.track.downtracks.pop(self.sid, None)
+        self.subscriber.downtracks_by_ssrc.pop(downtrack.ssrc, None)
+        slot = self.slot_of.pop(track_sid, None)
+        if slot is not None:
+            slot.active = False
+        if not self.closed:
+            self._negotiate_subscriber()
+
+    def update_track_settings(
+        self,
+        track_sid: str,
+        *,
+        disabled: bool = False,
+        quality: int = 2,
+        width: int = 0,
+        height: int = 0,
+        fps: int = 0,
+    ) -> None:
+        downtrack = self.downtracks.get(track_sid)
+        if downtrack is None:
+            return
+        now = self.room.manager.clock()
+        if width or height:
+            quality = _quality_for(downtrack.track, width, height)
+        downtrack.max_quality = max(0, min(2, quality))
+        downtrack.set_disabled(disabled, now)
+
+    # -- subscriber negotiation ----------------------------------------------
+    def _negotiate_subscriber(self) -> None:
+        if self.closed:
+            return
+        if self._outstanding is not None:
+            self._dirty = True
+            return
+        if not self._offer_scheduled:
+            self._offer_scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_subscriber_offer)
+
+    def _send_subscriber_offer(self) -> None:
+        self._offer_scheduled = False
+        if self.closed or self._outstanding is not None:
+            return
+        self._dirty = False
+        self._offer_id += 1
+        self._sdp_version += 1
+        offer = negotiation.build_offer(
+            self.slots,
+            self._local_transport(self.subscriber, "actpass"),
+            session_id=self._sdp_session_id,
+            version=self._sdp_version,
+            data_channel_mid=DATA_CHANNEL_MID,
+        )
+        self._outstanding = self._offer_id
+        self._offered_slots = {
+            slot.mid: negotiation.OutgoingSlot(
+                slot.mid,
+                slot.kind,
+                slot.codec,
+                slot.rtx,
+                slot.ssrc,
+                slot.rtx_ssrc,
+                slot.stream,
+                slot.track_id,
+                slot.cname,
+                slot.active,
+            )
+            for slot in self.slots
+        }
+        self.listener.on_subscriber_offer(serialize_sdp(offer), self._offer_id)
+
+    def start_subscriber(self) -> None:
+        """Send the first subscriber offer (data channel and current tracks)."""
+        self._negotiate_subscriber()
+
+    async def accept_subscriber_answer(self, sdp: str, offer_id: int) -> None:
+        self._check_open()
+        if self._outstanding is None or offer_id != self._outstanding:
+            raise NegotiationError(
+                f"answer for subscriber offer {offer_id}, but the outstanding offer is "
+                f"{self._outstanding}; answer the latest offer"
+            )
+        answer = negotiation.parse(sdp, "subscriber answer")
+        ufrag, pwd, fingerprints, setup = negotiation.remote_transport(answer, "subscriber answer")
+        if setup == "actpass":
+            raise NegotiationError(
+                "subscriber answer says a=setup:actpass; an answer must choose active or passive"
+            )
+        self.subscriber.endpoint.configure_remote(ufrag, pwd, fingerprints, setup)
+        accepted = negotiation.accepted_mids(answer)
+        now = self.room.manager.clock()
+        for track_sid, downtrack in self.downtracks.items():
+            slot = self.slot_of.get(track_sid)
+            offered = self._offered_slots.get(downtrack.mid)
+            if slot is None or offered is None or offered.ssrc != downtrack.ssrc:
+                continue  # not in the offer this answers; the next one carries it
+            if downtrack.mid in accepted and not downtrack.negotiated:
+                downtrack.attach(now)
+        self._outstanding = None
+        if self._dirty:
+            self._negotiate_subscriber()
+
+    def add_remote_candidate(self, target: str, candidate: str) -> None:
+        """Trickled remote candidates: ICE-lite learns addresses from checks instead."""
+        if target not in ("publisher", "subscriber"):
+            raise LocalProtocolError(f"unknown candidate target {target!r}")
+
+    async def restart_ice(self) -> None:
+        self.subscriber.endpoint.restart_ice()
+        self._negotiate_subscriber()
+
+    # -- data --------------------------------------------------------------
+    def send_data(
+        self,
+        payload: bytes,
+        *,
+        topic: str = "",
+        kind: str = "reliable",
+        destination_identities: Sequence[str] = (),
+    ) -> None:
+        if not self._permission.can_publish_data:
+            raise AuthError(f"{self.identity} may not publish data; the token does not allow it")
+        self.room.send_data(
+            payload,
+            topic=topic,
+            kind=kind,
+            destination_identities=destination_identities,
+            sender=self.identity,
+        )
+
+    def connection_quality(self) -> float:
+        state = self.subscriber.endpoint.state
+        return 1.0 if state is EndpointState.CONNECTED else 0.0
+
+    # -- lifecycle ------------------------------------------------------------
+    def on_transport_state(self, peer: MediaPeer, state: EndpointState) -> None:
+        if state is EndpointState.CONNECTED:
+            if self._state != "active":
+                self._state = "active"
+                self._changed()
+            if peer is self.subscriber:
+                now = self.room.manager.clock()
+                for downtrack in self.downtracks.values():
+                    if downtrack.negotiated:
+                        downtrack.select_layer(now)
+                        downtrack.track.request_keyframe(now)
+        elif state is EndpointState.FAILED and not self.closed:
+            asyncio.get_running_loop().create_task(
+                self.room.remove(self, f"{peer.role.value} connection failed")
+            )
+
+    async def leave(self, reason: str = "client request") -> None:
+        await self.room.remove(self, reason)
+
+    def close(self, reason: str) -> None:
+        """Called by the room: stop everything of this session."""
+        if self.closed:
+            return
+        self.closed = True
+        for track_sid in list(self.downtracks):
+            self.unsubscribe(track_sid)
+        for track in list(self.published.values()):
+            self._unpublish(track, reason)
+        self.publisher.close()
+        self.subscriber.close()
+        self.listener.on_room_event(events.SessionClosed(reason))
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise LocalProtocolError(f"session of {self.identity} has left the room")
+
+    def _local_transport(self, peer: MediaPeer, setup: str) -> negotiation.LocalTransport:
+        endpoint = peer.endpoint
+        return negotiation.LocalTransport(
+            ufrag=endpoint.ice.local_ufrag,
+            pwd=endpoint.ice.local_pwd,
+            fingerprint=endpoint.certificate.fingerprint(),
+            setup=setup,
+            candidates=tuple(endpoint.local_candidates()),
+        )
+
+
+def _quality_for(track: PublishedTrack, width: int, height: int) -> int:
+    """The lowest layer quality that covers a requested display size."""
+    layers = sorted(track.info.layers, key=lambda layer: layer.quality)
+    for layer in layers:
+        if layer.width >= width and layer.height >= height:
+            return layer.quality
+    return 2

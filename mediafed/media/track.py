@@ -1,0 +1,502 @@
+"""Published tracks, their received layers, and the per-subscriber DownTracks.
+
+This is the forwarding path. For each received RTP packet, :meth:`Layer.receive`
+keeps the plaintext once (retransmission cache) and hands it to every
+:class:`DownTrack` that currently forwards that layer; a DownTrack copies it
+into the worker's transmit buffer, rewrites payload type, sequence number,
+timestamp and SSRC with one ``pack_into``, protects it in place and sends it.
+No awaits, no per-subscriber objects, no logging unless enabled.
+
+A DownTrack keeps its own sequence and timestamp spaces: when it starts, or
+switches to another simulcast layer, or its publisher restarts, offsets are
+chosen so its output continues without a jump (RFC 3550 §5.1 receivers
+see one stream).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import TYPE_CHECKING, Any
+
+from pylibsrtp._binding import ffi, lib
+
+from mediafed.media.rtxcache import RetransmissionCache
+from mediafed.media.types import LayerInfo, TrackInfo, TrackKind
+from mediafed.wire import payload as payload_codecs
+from mediafed.wire.rtp import HEADER, SEQ_TS_SSRC, U16, payload_end, payload_offset
+
+if TYPE_CHECKING:
+    from mediafed.media.peer import MediaPeer
+    from mediafed.transport.srtp import PacketBuffer
+
+log = logging.getLogger(__name__)
+
+_memmove = ffi.memmove
+_protect = lib.srtp_protect
+KEYFRAME_REQUEST_INTERVAL_S = 0.5
+NACK_MAX_TRIES = 3
+NACK_RETRY_S = 0.05
+MAX_MISSING = 256
+
+
+class Layer:
+    """One received RTP stream (an encoding) of a published track."""
+
+    __slots__ = (
+        "base_seq",
+        "cache",
+        "clock_rate",
+        "cycles",
+        "downtracks",
+        "expected_prior",
+        "highest_seq",
+        "jitter",
+        "keyframe_waiters",
+        "last_arrival",
+        "last_keyframe_at",
+        "last_packet_at",
+        "last_seq",
+        "last_sr_at",
+        "last_sr_ntp",
+        "last_sr_rtp",
+        "last_transit",
+        "last_ts",
+        "level",
+        "missing",
+        "octets",
+        "quality",
+        "received",
+        "received_prior",
+        "rid",
+        "rtx_ssrc",
+        "ssrc",
+        "track",
+    )
+
+    def __init__(
+        self, track: PublishedTrack, *, rid: str = "", quality: int = 2, cache_s: float = 1.0
+    ) -> None:
+        self.track = track
+        self.rid = rid
+        self.quality = quality
+        self.ssrc = 0
+        self.rtx_ssrc = 0
+        self.clock_rate = track.clock_rate
+        self.cache = RetransmissionCache(1024 if track.kind is TrackKind.VIDEO else 256, cache_s)
+        self.downtracks: list[DownTrack] = []
+        self.keyframe_waiters = 0
+        self.last_keyframe_at = -1.0
+        # Receive statistics (RFC 3550 A.3, A.8).
+        self.base_seq = -1
+        self.highest_seq = 0
+        self.cycles = 0
+        self.received = 0
+        self.octets = 0
+        self.expected_prior = 0
+        self.received_prior = 0
+        self.jitter = 0.0
+        self.last_transit = 0.0
+        self.last_seq = 0
+        self.last_ts = 0
+        self.last_arrival = 0.0
+        self.last_packet_at = -1.0
+        self.last_sr_ntp = 0
+        self.last_sr_rtp = 0
+        self.last_sr_at = 0.0
+        self.missing: dict[int, list[float]] = {}
+        self.level = 127
+
+    @property
+    def active(self) -> bool:
+        return self.last_packet_at >= 0
+
+    def receive(self, buf: PacketBuffer, length: int, now: float) -> None:
+        """The hot path: one plaintext RTP packet of this layer sits in ``buf``."""
+        view = buf.view
+        _b0, b1, seq, ts, _ssrc = HEADER.unpack_from(view, 0)
+        packet = bytes(view[:length])
+        self._account(seq, ts, length, now)
+        self.cache.put(seq, packet, now)
+        keyframe = False
+        if self.keyframe_waiters:
+            keyframe = self._is_keyframe(packet, length)
+            if keyframe:
+                self.last_keyframe_at = now
+        for downtrack in self.downtracks:
+            downtrack.forward(packet, length, b1, seq, ts, keyframe, now)
+
+    def _is_keyframe(self, packet: bytes, length: int) -> bool:
+        try:
+            start = payload_offset(packet, length)
+            end = payload_end(packet, length)
+            return payload_codecs.is_keyframe(self.track.mime_lower, packet, start, end)
+        except Exception:
+            return False
+
+    def _account(self, seq: int, ts: int, length: int, now: float) -> None:
+        self.received += 1
+        self.octets += length
+        self.last_packet_at = now
+        if self.base_seq < 0:
+            self.base_seq = seq
+            self.highest_seq = seq
+            self.last_seq = seq
+            self.last_ts = ts
+            self.last_transit = now * self.clock_rate - ts
+            return
+        delta = (seq - self.highest_seq) & 0xFFFF
+        if 0 < delta < 0x8000:
+            if delta > 1 and self.track.nack_enabled:
+                self._note_missing(self.highest_seq + 1, delta - 1, now)
+            if seq < self.highest_seq:
+                self.cycles += 0x10000
+            self.highest_seq = seq
+            self.last_seq = seq
+            self.last_ts = ts
+        elif self.missing:
+            self.missing.pop(seq, None)
+        # Interarrival jitter (RFC 3550 A.8), in timestamp units.
+        transit = now * self.clock_rate - ts
+        d = abs(transit - self.last_transit)
+        self.last_transit = transit
+        self.jitter += (d - self.jitter) / 16.0
+
+    def _note_missing(self, first: int, count: int, now: float) -> None:
+        if count > MAX_MISSING:
+            # A gap this large is a restart or a long outage, not loss to repair.
+            self.missing.clear()
+            self.track.request_keyframe(now)
+            return
+        for offset in range(count):
+            self.missing[(first + offset) & 0xFFFF] = [now - NACK_RETRY_S, 0.0]
+        if len(self.missing) > MAX_MISSING:
+            for stale in list(self.missing)[: len(self.missing) - MAX_MISSING]:
+                del self.missing[stale]
+
+    def due_nacks(self, now: float) -> list[int]:
+        """Sequence numbers to NACK upstream now (RFC 4585 generic NACK), with retries."""
+        due = []
+        for seq, state in list(self.missing.items()):
+            if now - state[0] < NACK_RETRY_S:
+                continue
+            if state[1] >= NACK_MAX_TRIES:
+                del self.missing[seq]
+                continue
+            state[0] = now
+            state[1] += 1
+            due.append(seq)
+        return due
+
+    def report_block(self) -> tuple[int, int, int, int, int, int]:
+        """(fraction lost, cumulative lost, extended highest seq, jitter, lsr, dlsr-base)."""
+        extended = self.cycles + self.highest_seq
+        expected = extended - self.base_seq + 1
+        lost = max(-0x800000, min(0x7FFFFF, expected - self.received))
+        expected_interval = expected - self.expected_prior
+        received_interval = self.received - self.received_prior
+        self.expected_prior = expected
+        self.received_prior = self.received
+        lost_interval = expected_interval - received_interval
+        fraction = 0
+        if expected_interval > 0 and lost_interval > 0:
+            fraction = min(255, (lost_interval << 8) // expected_interval)
+        lsr = (self.last_sr_ntp >> 16) & 0xFFFFFFFF
+        return fraction, lost, extended & 0xFFFFFFFF, int(self.jitter), lsr, 0
+
+
+class PublishedTrack:
+    """A track one participant publishes: its layers, subscribers and keyframe policy."""
+
+    def __init__(
+        self,
+        info: TrackInfo,
+        *,
+        publisher: MediaPeer,
+        mime: str,
+        clock_rate: int,
+        payload_type: int,
+        rtx_payload_type: int | None,
+        fmtp: dict[str, str],
+        ext_table: bytes,
+        twcc_id: int,
+        level_id: int,
+        mid_id: int,
+        rid_id: int,
+        rrid_id: int,
+        nack_enabled: bool,
+        cache_s: float = 1.0,
+    ) -> None:
+        self.info = info
+        self.sid = info.sid
+        self.kind = info.kind
+        self.publisher = publisher
+        self.mime = mime
+        self.mime_lower = mime.lower()
+        self.clock_rate = clock_rate
+        self.payload_type = payload_type
+        self.rtx_payload_type = rtx_payload_type
+        self.fmtp = fmtp
+        self.ext_table = ext_table
+        self.twcc_id = twcc_id
+        self.level_id = level_id
+        self.mid_id = mid_id
+        self.rid_id = rid_id
+        self.rrid_id = rrid_id
+        self.nack_enabled = nack_enabled
+        self.cache_s = cache_s
+        self.layers: dict[str, Layer] = {}
+        self.downtracks: dict[str, DownTrack] = {}
+        self.last_keyframe_request = -1.0
+        self.muted = info.muted
+        self.closed = False
+
+    def layer(self, rid: str) -> Layer:
+        layer = self.layers.get(rid)
+        if layer is None:
+            quality = 2
+            for info in self.info.layers:
+                if info.rid == rid:
+                    quality = info.quality
+                    break
+            else:
+                if rid:
+                    quality = {"q": 0, "h": 1, "f": 2}.get(rid, 2)
+            layer = Layer(self, rid=rid, quality=quality, cache_s=self.cache_s)
+            self.layers[rid] = layer
+        return layer
+
+    def best_layer(self, max_quality: int = 2) -> Layer | None:
+        """The highest active layer at or below ``max_quality`` (else the lowest active)."""
+        active = [layer for layer in self.layers.values() if layer.active]
+        if not active:
+            active = list(self.layers.values())
+        if not active:
+            return None
+        fitting = [layer for layer in active if layer.quality <= max_quality]
+        if fitting:
+            return max(fitting, key=lambda layer: layer.quality)
+        return min(active, key=lambda layer: layer.quality)
+
+    def request_keyframe(self, now: float) -> None:
+        """Ask the publisher for a keyframe (PLI), at most every 500 ms."""
+        if self.kind is not TrackKind.VIDEO or self.closed:
+            return
+        if now - self.last_keyframe_request < KEYFRAME_REQUEST_INTERVAL_S:
+            return
+        self.last_keyframe_request = now
+        self.publisher.send_pli(self)
+
+    def layer_infos(self) -> tuple[LayerInfo, ...]:
+        return self.info.layers
+
+    def close(self) -> None:
+        self.closed = True
+        for downtrack in list(self.downtracks.values()):
+            downtrack.detach()
+        self.downtracks.clear()
+
+
+class DownTrack:
+    """One subscriber's copy of a published track: its own SSRC, sequence and timestamps."""
+
+    __slots__ = (
+        "clock_rate",
+        "disabled",
+        "layer",
+        "max_quality",
+        "mid",
+        "needs_keyframe",
+        "negotiated",
+        "octets_sent",
+        "packets_sent",
+        "payload_type",
+        "peer",
+        "rtx_payload_type",
+        "rtx_seq",
+        "rtx_ssrc",
+        "seq_off",
+        "seq_out",
+        "ssrc",
+        "started",
+        "time_out",
+        "track",
+        "ts_off",
+        "ts_out",
+    )
+
+    def __init__(
+        self,
+        track: PublishedTrack,
+        peer: MediaPeer,
+        *,
+        payload_type: int,
+        rtx_payload_type: int | None,
+    ) -> None:
+        self.track = track
+        self.peer = peer
+        self.ssrc = random.getrandbits(32) or 1
+        self.rtx_ssrc = random.getrandbits(32) or 2
+        self.payload_type = payload_type
+        self.rtx_payload_type = rtx_payload_type
+        self.clock_rate = track.clock_rate
+        self.mid = ""
+        self.layer: Layer | None = None
+        self.max_quality = 2
+        self.disabled = False
+        self.negotiated = False
+        self.started = False
+        self.needs_keyframe = track.kind is TrackKind.VIDEO
+        self.seq_off = 0
+        self.ts_off = 0
+        self.seq_out = random.getrandbits(16)
+        self.ts_out = random.getrandbits(32)
+        self.time_out = 0.0
+        self.packets_sent = 0
+        self.octets_sent = 0
+        self.rtx_seq = random.getrandbits(16)
+
+    # -- control (off the hot path) ---------------------------------------
+    def attach(self, now: float) -> None:
+        """Start forwarding the best layer (after the subscriber's answer)."""
+        self.negotiated = True
+        self.select_layer(now)
+
+    def select_layer(self, now: float) -> None:
+        if self.disabled or not self.negotiated:
+            self._leave_layer()
+            return
+        target = self.track.best_layer(self.max_quality)
+        if target is None or target is self.layer:
+            return
+        self._leave_layer()
+        self.layer = target
+        target.downtracks.append(self)
+        if self.track.kind is TrackKind.VIDEO:
+            self.needs_keyframe = True
+            target.keyframe_waiters += 1
+            self.track.request_keyframe(now)
+
+    def _leave_layer(self) -> None:
+        layer = self.layer
+        if layer is None:
+            return
+        if self in layer.downtracks:
+            layer.downtracks.remove(self)
+        if self.needs_keyframe and self.track.kind is TrackKind.VIDEO:
+            layer.keyframe_waiters = max(0, layer.keyframe_waiters - 1)
+        self.layer = None
+
+    def set_disabled(self, disabled: bool, now: float) -> None:
+        self.disabled = disabled
+        self.select_layer(now)
+
+    def set_max_quality(self, quality: int, now: float) -> None:
+        self.max_quality = quality
+        self.select_layer(now)
+
+    def detach(self) -> None:
+        self._leave_layer()
+        self.negotiated = False
+
+    # -- the hot path --------------------------------------------------------
+    def forward(
+        self, packet: bytes, length: int, b1: int, seq: int, ts: int, keyframe: bool, now: float
+    ) -> None:
+        if self.needs_keyframe:
+            if not keyframe:
+                return
+            self.needs_keyframe = False
+            layer = self.layer
+            if layer is not None:
+                layer.keyframe_waiters = max(0, layer.keyframe_waiters - 1)
+            self._continue_from(seq, ts, now)
+        elif not self.started:
+            self._continue_from(seq, ts, now)
+        endpoint = self.peer.endpoint
+        srtp = endpoint.srtp
+        addr = endpoint.addr
+        if srtp is None or addr is None:
+            return
+        tx = endpoint.mux.tx
+        view = tx.view
+        _memmove(tx.cdata, packet, length)
+        view[1] = (b1 & 0x80) | self.payload_type
+        seq_out = (seq + self.seq_off) & 0xFFFF
+        ts_out = (ts + self.ts_off) & 0xFFFFFFFF
+        SEQ_TS_SSRC.pack_into(view, 2, seq_out, ts_out, self.ssrc)
+        cell = tx.length
+        cell[0] = length
+        if _protect(srtp.tx, tx.cdata, cell):
+            return
+        try:
+            endpoint.mux.sock.sendto(view[: cell[0]], addr)  # type: ignore[union-attr]
+        except OSError:
+            return
+        self.seq_out = seq_out
+        self.ts_out = ts_out
+        self.time_out = now
+        self.packets_sent += 1
+        self.octets_sent += length
+
+    def _continue_from(self, seq: int, ts: int, now: float) -> None:
+        """Choose offsets so this packet follows the last one sent without a jump."""
+        if self.started:
+            elapsed = max(now - self.time_out, 0.001)
+            next_ts = (self.ts_out + max(1, int(elapsed * self.clock_rate))) & 0xFFFFFFFF
+        else:
+            next_ts = self.ts_out
+            self.started = True
+        self.seq_off = (self.seq_out + 1 - seq) & 0xFFFF
+        self.ts_off = (next_ts - ts) & 0xFFFFFFFF
+
+    # -- repair ----------------------------------------------------------------
+    def retransmit(self, sequences: list[int], now: float) -> int:
+        """Answer a subscriber's NACK from the cache (RTX when negotiated). Count sent."""
+        layer = self.layer
+        endpoint = self.peer.endpoint
+        if layer is None or endpoint.srtp is None or endpoint.addr is None:
+            return 0
+        sent = 0
+        for seq_out in sequences:
+            seq_in = (seq_out - self.seq_off) & 0xFFFF
+            packet = layer.cache.get(seq_in, now)
+            if packet is None:
+                continue
+            _b0, b1, _seq, ts, _ssrc = HEADER.unpack_from(packet, 0)
+            ts_out = (ts + self.ts_off) & 0xFFFFFFFF
+            if self.rtx_payload_type is not None:
+                out = self._rtx_packet(packet, b1, ts_out, seq_out)
+            else:
+                out = bytearray(packet)
+                out[1] = (b1 & 0x80) | self.payload_type
+                SEQ_TS_SSRC.pack_into(out, 2, seq_out, ts_out, self.ssrc)
+            self.peer.send_rtp(bytes(out))
+            sent += 1
+        return sent
+
+    def _rtx_packet(self, packet: bytes, b1: int, ts_out: int, seq_out: int) -> bytearray:
+        # RFC 4588 §4: RTX payload = original sequence number + original payload.
+        start = payload_offset(packet, len(packet))
+        end = payload_end(packet, len(packet))
+        out = bytearray(packet[:start])
+        out[0] &= ~0x20 & 0xFF  # padding is not carried over
+        self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+        out[1] = (b1 & 0x80) | (self.rtx_payload_type or 0)
+        SEQ_TS_SSRC.pack_into(out, 2, self.rtx_seq, ts_out, self.rtx_ssrc)
+        out += U16.pack(seq_out)
+        out += packet[start:end]
+        return out
+
+    def sender_report_times(self, now: float) -> tuple[int, int] | None:
+        """(NTP, RTP timestamp) for an SR to the subscriber, from the publisher's SR (lip sync)."""
+        layer = self.layer
+        if layer is None or not layer.last_sr_at or not self.started:
+            return None
+        elapsed = now - layer.last_sr_at
+        ntp = layer.last_sr_ntp + int(elapsed * (1 << 32))
+        rtp = (layer.last_sr_rtp + int(elapsed * self.clock_rate) + self.ts_off) & 0xFFFFFFFF
+        return ntp, rtp
+
+    def stats(self) -> dict[str, Any]:
+        return {"ssrc": self.ssrc, "packets": self.packets_sent, "octets": self.octets_sent}

@@ -1,0 +1,322 @@
+"""Pure mapping between LiveKit protobufs and the room core's data classes.
+
+Protobuf classes come from ``livekit-protocol`` (livekit/protocol
+``livekit_models.proto``, ``livekit_rtc.proto``); the room core's side is the
+session API (:mod:`mediafed.media`, seen through :mod:`.ports`). No I/O, no
+clocks except where a timestamp is passed in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, cast
+
+from livekit.protocol import models, rtc
+
+from mediafed.errors import RemoteProtocolError
+from mediafed.signal.livekit.ports import (
+    LayerView,
+    ParticipantView,
+    PermissionView,
+    RoomPort,
+    TrackView,
+)
+from mediafed.tokens import Claims
+
+_KIND_TO_PB = {"audio": models.TrackType.AUDIO, "video": models.TrackType.VIDEO}
+_KIND_FROM_PB: dict[int, str] = {models.TrackType.AUDIO: "audio", models.TrackType.VIDEO: "video"}
+_SOURCE_TO_PB = {
+    "unknown": models.TrackSource.UNKNOWN,
+    "camera": models.TrackSource.CAMERA,
+    "microphone": models.TrackSource.MICROPHONE,
+    "screen_share": models.TrackSource.SCREEN_SHARE,
+    "screen_share_audio": models.TrackSource.SCREEN_SHARE_AUDIO,
+}
+_SOURCE_FROM_PB: dict[int, str] = {value: name for name, value in _SOURCE_TO_PB.items()}
+_STATE_TO_PB = {
+    "joining": models.ParticipantInfo.State.JOINING,
+    "joined": models.ParticipantInfo.State.JOINED,
+    "active": models.ParticipantInfo.State.ACTIVE,
+    "disconnected": models.ParticipantInfo.State.DISCONNECTED,
+}
+TARGETS = {rtc.SignalTarget.PUBLISHER: "publisher", rtc.SignalTarget.SUBSCRIBER: "subscriber"}
+TARGETS_TO_PB = {name: value for value, name in TARGETS.items()}
+
+_DISCONNECT_REASONS = {
+    "client request": models.DisconnectReason.CLIENT_INITIATED,
+    "duplicate identity": models.DisconnectReason.DUPLICATE_IDENTITY,
+    "removed": models.DisconnectReason.PARTICIPANT_REMOVED,
+    "room deleted": models.DisconnectReason.ROOM_DELETED,
+    "server shutdown": models.DisconnectReason.SERVER_SHUTDOWN,
+    "ice failure": models.DisconnectReason.MEDIA_FAILURE,
+    "signal closed": models.DisconnectReason.SIGNAL_CLOSE,
+    "state mismatch": models.DisconnectReason.STATE_MISMATCH,
+    "join failure": models.DisconnectReason.JOIN_FAILURE,
+    "timeout": models.DisconnectReason.CONNECTION_TIMEOUT,
+}
+
+
+def disconnect_reason(reason: str) -> int:
+    """The ``DisconnectReason`` closest to a room-core reason string."""
+    text = reason.lower()
+    for key, value in _DISCONNECT_REASONS.items():
+        if key in text:
+            return value
+    return models.DisconnectReason.UNKNOWN_REASON
+
+
+def kind_from_pb(track_type: int) -> str:
+    try:
+        return _KIND_FROM_PB[track_type]
+    except KeyError:
+        raise RemoteProtocolError(
+            f"track type {track_type} is not supported; publish audio or video tracks"
+        ) from None
+
+
+def source_from_pb(source: int) -> str:
+    return _SOURCE_FROM_PB.get(source, "unknown")
+
+
+def source_to_pb(source: str) -> models.TrackSource:
+    return _SOURCE_TO_PB.get(str(source), models.TrackSource.UNKNOWN)
+
+
+def permission_to_pb(permission: PermissionView) -> models.ParticipantPermission:
+    return models.ParticipantPermission(
+        can_subscribe=permission.can_subscribe,
+        can_publish=permission.can_publish,
+        can_publish_data=permission.can_publish_data,
+        can_publish_sources=[source_to_pb(s) for s in permission.can_publish_sources],
+        hidden=permission.hidden,
+        can_update_metadata=permission.can_update_metadata,
+    )
+
+
+def permission_kwargs(claims: Claims) -> dict[str, Any]:
+    """The room core's ``Permission`` fields granted by a join token."""
+    grant = claims.video
+    return {
+        "can_publish": grant.can_publish,
+        "can_subscribe": grant.can_subscribe,
+        "can_publish_data": grant.can_publish_data,
+        "can_publish_sources": tuple(grant.can_publish_sources),
+        "hidden": grant.hidden,
+        "can_update_metadata": grant.can_update_own_metadata,
+    }
+
+
+def permission_kwargs_from_pb(permission: models.ParticipantPermission) -> dict[str, Any]:
+    """``Permission`` fields from a RoomService ``UpdateParticipantRequest.permission``."""
+    return {
+        "can_publish": permission.can_publish,
+        "can_subscribe": permission.can_subscribe,
+        "can_publish_data": permission.can_publish_data,
+        "can_publish_sources": tuple(source_from_pb(s) for s in permission.can_publish_sources),
+        "hidden": permission.hidden,
+        "can_update_metadata": permission.can_update_metadata,
+    }
+
+
+def layer_to_pb(layer: LayerView) -> models.VideoLayer:
+    return models.VideoLayer(
+        quality=cast(Any, layer.quality),
+        width=layer.width,
+        height=layer.height,
+        bitrate=layer.bitrate_bps,
+        rid=layer.rid,
+    )
+
+
+_DEFAULT_RIDS = {0: "q", 1: "h", 2: "f"}
+
+
+def layer_kwargs_from_pb(layer: models.VideoLayer) -> dict[str, Any]:
+    """``LayerInfo`` fields of one ``AddTrackRequest.layers`` entry.
+
+    Clients leave ``rid`` empty; their simulcast rids are ``q``/``h``/``f`` low
+    to high (REFERENCES.md, "Simulcast").
+    """
+    quality = int(layer.quality)
+    return {
+        "quality": quality,
+        "width": layer.width,
+        "height": layer.height,
+        "bitrate_bps": layer.bitrate,
+        "rid": layer.rid or _DEFAULT_RIDS.get(quality, ""),
+    }
+
+
+def track_to_pb(track: TrackView) -> models.TrackInfo:
+    info = models.TrackInfo(
+        sid=track.sid,
+        type=_KIND_TO_PB.get(str(track.kind), models.TrackType.AUDIO),
+        name=track.name,
+        muted=track.muted,
+        width=track.width,
+        height=track.height,
+        simulcast=track.simulcast,
+        source=source_to_pb(track.source),
+        layers=[layer_to_pb(layer) for layer in track.layers],
+        mime_type=track.mime,
+        mid=track.mid,
+        encryption=cast(Any, track.encryption),  # opaque copy (E2EE passthrough)
+        stream=track.stream,
+    )
+    if track.mime:
+        info.codecs.append(
+            models.SimulcastCodecInfo(
+                mime_type=track.mime,
+                mid=track.mid,
+                layers=[layer_to_pb(layer) for layer in track.layers],
+            )
+        )
+    return info
+
+
+def participant_to_pb(participant: ParticipantView) -> models.ParticipantInfo:
+    joined_at = float(participant.joined_at)
+    return models.ParticipantInfo(
+        sid=participant.sid,
+        identity=participant.identity,
+        state=_STATE_TO_PB.get(participant.state, models.ParticipantInfo.State.JOINED),
+        tracks=[track_to_pb(track) for track in participant.tracks],
+        metadata=participant.metadata,
+        joined_at=int(joined_at),
+        joined_at_ms=int(joined_at * 1000),
+        name=participant.name,
+        version=participant.version,
+        permission=permission_to_pb(participant.permission),
+        is_publisher=participant.is_publisher,
+        kind=models.ParticipantInfo.Kind.STANDARD,
+        attributes=dict(participant.attributes),
+    )
+
+
+def disconnected_to_pb(participant: ParticipantView) -> models.ParticipantInfo:
+    """A participant that left: state DISCONNECTED and a version above the last one seen."""
+    info = participant_to_pb(participant)
+    if info.state != models.ParticipantInfo.State.DISCONNECTED:
+        info.state = models.ParticipantInfo.State.DISCONNECTED
+        info.version += 1
+    return info
+
+
+def room_to_pb(room: RoomPort) -> models.Room:
+    created = float(room.created_at)
+    return models.Room(
+        sid=room.sid,
+        name=room.name,
+        metadata=room.metadata,
+        creation_time=int(created),
+        creation_time_ms=int(created * 1000),
+        num_participants=room.num_participants,
+        num_publishers=sum(1 for p in room.participants() if p.is_publisher),
+    )
+
+
+def visible_participants(
+    participants: Iterable[ParticipantView], *, exclude_sid: str = ""
+) -> list[models.ParticipantInfo]:
+    """Protobuf infos of the participants others may see (hidden ones left out)."""
+    return [
+        participant_to_pb(p)
+        for p in participants
+        if not p.hidden and not p.permission.hidden and p.sid != exclude_sid
+    ]
+
+
+def add_track_kwargs(
+    request: rtc.AddTrackRequest, layer_factory: Callable[..., Any]
+) -> dict[str, Any]:
+    """Keyword arguments for ``Session.announce_track`` (besides cid and kind)."""
+    return {
+        "source": source_from_pb(request.source),
+        "name": request.name,
+        "width": request.width,
+        "height": request.height,
+        "muted": request.muted,
+        "layers": tuple(layer_factory(**layer_kwargs_from_pb(layer)) for layer in request.layers),
+        "encryption": int(request.encryption),
+        "stream": request.stream,
+    }
+
+
+def speakers_to_pb(speakers: Sequence[tuple[str, float, bool]]) -> rtc.SpeakersChanged:
+    return rtc.SpeakersChanged(
+        speakers=[
+            models.SpeakerInfo(sid=sid, level=float(level), active=bool(active))
+            for sid, level, active in speakers
+        ]
+    )
+
+
+def candidate_from_init(candidate_init: str) -> str:
+    """The ``candidate`` line of a ``TrickleRequest.candidateInit`` JSON string.
+
+    An empty string is end-of-candidates. Raises RemoteProtocolError if the
+    JSON is not an RTCIceCandidateInit.
+    """
+    try:
+        parsed = json.loads(candidate_init)
+    except json.JSONDecodeError:
+        raise RemoteProtocolError(
+            "trickle candidateInit is not JSON; send JSON.stringify(RTCIceCandidateInit)"
+        ) from None
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("candidate", ""), str):
+        raise RemoteProtocolError("trickle candidateInit has no string 'candidate' field")
+    return str(parsed.get("candidate", ""))
+
+
+def candidate_init(candidate: str, sdp_mid: str, sdp_mline_index: int) -> str:
+    """``TrickleRequest.candidateInit`` for a local candidate (RTCIceCandidateInit JSON)."""
+    return json.dumps(
+        {"candidate": candidate, "sdpMid": sdp_mid, "sdpMLineIndex": sdp_mline_index},
+        separators=(",", ":"),
+    )
+
+
+def data_packet_to_pb(
+    *,
+    sender_sid: str,
+    sender_identity: str,
+    payload: bytes,
+    topic: str,
+    kind: str,
+    destination_identities: Sequence[str],
+    sequence: int = 0,
+) -> models.DataPacket:
+    """The ``DataPacket`` a receiving client decodes from a data channel message.
+
+    Sender identity and sid come from the server (never from the sender's
+    packet), as LiveKit does.
+    """
+    pb_kind = models.DataPacket.Kind.LOSSY if kind == "lossy" else models.DataPacket.Kind.RELIABLE
+    return models.DataPacket(
+        kind=pb_kind,
+        participant_identity=sender_identity,
+        participant_sid=sender_sid,
+        destination_identities=list(destination_identities),
+        sequence=sequence,
+        user=models.UserPacket(
+            participant_sid=sender_sid,
+            participant_identity=sender_identity,
+            payload=payload,
+            topic=topic,
+            destination_identities=list(destination_identities),
+        ),
+    )
+
+
+def user_data_from_pb(packet: models.DataPacket) -> tuple[bytes, str, tuple[str, ...]] | None:
+    """Payload, topic and destinations of a client's user ``DataPacket`` (None otherwise)."""
+    if packet.WhichOneof("value") != "user":
+        return None
+    user = packet.user
+    destinations = tuple(packet.destination_identities) or tuple(user.destination_identities)
+    return bytes(user.payload), user.topic, destinations
+
+
+def attributes_of(mapping: Mapping[str, str]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in mapping.items()}

@@ -1,0 +1,218 @@
+"""One WebRTC transport endpoint: ICE-lite + DTLS + SRTP over the shared UDP port.
+
+An endpoint is one peer connection's transport (BUNDLE with rtcp-mux: one
+5-tuple carries everything). The UDP demux (:mod:`mediafed.transport.udp`)
+hands it STUN, DTLS and SRTP datagrams; it hands decrypted RTP/RTCP up to an
+:class:`EndpointHandler` (the room core) and sends what the core asks.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import TYPE_CHECKING, Protocol
+
+from mediafed.transport.dtls import Certificate, DtlsSession, DtlsState
+from mediafed.transport.ice import IceLiteAgent
+from mediafed.transport.srtp import PacketBuffer, SrtpContext
+
+if TYPE_CHECKING:
+    from mediafed.transport.udp import MediaSocket
+
+log = logging.getLogger(__name__)
+
+
+class EndpointState(enum.Enum):
+    NEW = "new"
+    CHECKING = "checking"
+    CONNECTED = "connected"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+class EndpointHandler(Protocol):
+    """What the room core does with an endpoint's traffic."""
+
+    def on_rtp(self, endpoint: Endpoint, buf: PacketBuffer, length: int, now: float) -> None:
+        """Plaintext RTP sits in ``buf``; copy what you keep before returning."""
+
+    def on_rtcp(self, endpoint: Endpoint, packet: bytes, now: float) -> None: ...
+
+    def on_state(self, endpoint: Endpoint, state: EndpointState) -> None: ...
+
+
+class Endpoint:
+    """Transport state of one peer connection."""
+
+    __slots__ = (
+        "__weakref__",
+        "addr",
+        "certificate",
+        "created_at",
+        "dtls",
+        "dtls_role_server",
+        "handler",
+        "ice",
+        "label",
+        "mux",
+        "remote_fingerprints",
+        "srtp",
+        "state",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        mux: MediaSocket,
+        certificate: Certificate,
+        handler: EndpointHandler,
+        *,
+        label: str = "",
+        now: float = 0.0,
+    ) -> None:
+        self.mux = mux
+        self.certificate = certificate
+        self.handler = handler
+        self.label = label
+        self.ice = IceLiteAgent(label=label)
+        self.dtls: DtlsSession | None = None
+        self.dtls_role_server = True
+        self.remote_fingerprints: list[tuple[str, str]] = []
+        self.srtp: SrtpContext | None = None
+        self.addr: tuple[str, int] | None = None
+        self.state = EndpointState.NEW
+        self.created_at = now
+        self.stats = {"srtp_auth_failed": 0, "rtp_in": 0, "rtcp_in": 0}
+        mux.register(self)
+
+    # -- negotiation ------------------------------------------------------
+    def configure_remote(
+        self, ufrag: str, pwd: str, fingerprints: list[tuple[str, str]], remote_setup: str
+    ) -> str:
+        """Apply the remote SDP's ICE and DTLS parameters; our ``a=setup`` value.
+
+        RFC 8842 §5: an offer says ``actpass``; the answerer picks. We take the
+        passive (DTLS server) role whenever we may, as ICE-lite servers do.
+        """
+        restart = bool(self.ice.remote_ufrag) and ufrag != self.ice.remote_ufrag
+        self.ice.set_remote(ufrag, pwd)
+        self.remote_fingerprints = fingerprints
+        self.dtls_role_server = remote_setup != "passive"
+        if restart:
+            log.info("- %s remote ICE restart", self.label)
+        return "passive" if self.dtls_role_server else "active"
+
+    def restart_ice(self) -> None:
+        self.mux.unregister_ufrag(self)
+        self.ice.restart()
+        self.mux.register(self)
+
+    def local_candidates(self) -> list[str]:
+        """Host candidates (RFC 8839 §5.1) on every advertised address."""
+        lines = []
+        for index, ip in enumerate(self.mux.advertised_ips, start=1):
+            priority = (126 << 24) | ((65535 - index) << 8) | 255
+            lines.append(f"candidate:{index} 1 udp {priority} {ip} {self.mux.port} typ host")
+        return lines
+
+    # -- inbound ----------------------------------------------------------
+    def _set_state(self, state: EndpointState) -> None:
+        if state is self.state:
+            return
+        log.info("- %s transport %s -> %s", self.label, self.state.value, state.value)
+        self.state = state
+        self.handler.on_state(self, state)
+
+    def on_stun(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        result = self.ice.handle(data, addr, now)
+        if result.response is not None:
+            self.mux.send_to(result.response, addr)
+        if not result.valid:
+            if result.error:
+                self.mux.report("stun", addr, f"{self.label} {result.error}")
+            return
+        if self.addr is None or (result.nominated and addr != self.addr):
+            self.mux.bind_address(self, addr)
+            if self.state in (EndpointState.NEW, EndpointState.CHECKING):
+                self._start_dtls()
+
+    def _start_dtls(self) -> None:
+        if self.dtls is None:
+            self.dtls = DtlsSession(
+                self.certificate,
+                is_server=self.dtls_role_server,
+                remote_fingerprints=self.remote_fingerprints,
+                label=self.label,
+            )
+            self._set_state(EndpointState.CHECKING)
+            for datagram in self.dtls.start():
+                self.send_raw(datagram)
+
+    def on_dtls(self, data: bytes, now: float) -> None:
+        if self.dtls is None:
+            self._start_dtls()
+        assert self.dtls is not None
+        for datagram in self.dtls.receive(data):
+            self.send_raw(datagram)
+        if self.dtls.application_data:
+            # SCTP (data channels) rides here; not consumed yet, so not kept.
+            self.dtls.application_data.clear()
+        if self.dtls.state is DtlsState.CONNECTED and self.srtp is None:
+            assert self.dtls.keys is not None
+            self.srtp = SrtpContext(self.dtls.keys)
+            self._set_state(EndpointState.CONNECTED)
+        elif self.dtls.state is DtlsState.FAILED:
+            self.mux.report("dtls", self.addr, f"{self.label} {self.dtls.error}")
+            self._set_state(EndpointState.FAILED)
+        elif self.dtls.state is DtlsState.CLOSED:
+            self._set_state(EndpointState.CLOSED)
+
+    def on_srtp(self, buf: PacketBuffer, length: int, now: float) -> None:
+        srtp = self.srtp
+        if srtp is None:
+            self.mux.report("srtp", self.addr, f"{self.label} SRTP before DTLS finished")
+            return
+        second = buf.view[1]
+        if 192 <= second <= 223:
+            plain = srtp.unprotect_rtcp(buf, length)
+            if plain < 0:
+                self.stats["srtp_auth_failed"] += 1
+                self.mux.report("srtp", self.addr, f"{self.label} SRTCP failed authentication")
+                return
+            self.stats["rtcp_in"] += 1
+            self.handler.on_rtcp(self, bytes(buf.view[:plain]), now)
+            return
+        plain = srtp.unprotect_rtp(buf, length)
+        if plain < 0:
+            self.stats["srtp_auth_failed"] += 1
+            self.mux.report("srtp", self.addr, f"{self.label} SRTP failed authentication")
+            return
+        self.stats["rtp_in"] += 1
+        self.handler.on_rtp(self, buf, plain, now)
+
+    def check_consent(self, now: float, timeout_s: float) -> None:
+        """RFC 7675: no valid check for ``timeout_s`` means the path is gone."""
+        if self.state in (EndpointState.FAILED, EndpointState.CLOSED):
+            return
+        since = self.ice.last_consent or self.created_at
+        if now - since > timeout_s:
+            log.info("x %s no ICE consent for %.0f s", self.label, now - since)
+            self._set_state(EndpointState.FAILED)
+
+    # -- outbound ---------------------------------------------------------
+    def send_raw(self, datagram: bytes) -> None:
+        if self.addr is not None:
+            self.mux.send_to(datagram, self.addr)
+
+    def send_rtcp(self, packet: bytes) -> None:
+        """Protect and send one compound RTCP packet we built (off the hot path)."""
+        if self.srtp is None or self.addr is None:
+            return
+        self.mux.send_to(self.srtp.protect_rtcp_bytes(packet), self.addr)
+
+    def close(self) -> None:
+        if self.dtls is not None:
+            for datagram in self.dtls.close():
+                self.send_raw(datagram)
+        self.mux.unregister(self)
+        self._set_state(EndpointState.CLOSED)

@@ -1,0 +1,199 @@
+"""The worker's one UDP port, shared by every endpoint (RFC 7983 demultiplexing).
+
+The first byte of a datagram says what it is: 0-3 STUN, 20-63 DTLS, 128-191
+RTP/RTCP. STUN finds its endpoint by the USERNAME's local ufrag; DTLS and SRTP
+only ever by a remote address that passed an integrity-checked ICE check, so
+an endpoint only receives media from the peer its credentials admitted.
+
+The socket is read directly (non-blocking, ``add_reader``), draining many
+datagrams per wake-up into one reusable buffer, and written with plain
+``sendto``: a UDP send that would block is a lost packet, as on any SFU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from mediafed.transport.ice import parse_username
+from mediafed.transport.srtp import PacketBuffer
+
+if TYPE_CHECKING:
+    from mediafed.transport.endpoint import Endpoint
+
+log = logging.getLogger(__name__)
+
+READS_PER_WAKEUP = 256
+REPORT_INTERVAL_S = 5.0
+
+
+class MediaSocket:
+    """One UDP socket, the endpoints behind it, and the demultiplexer between them."""
+
+    def __init__(
+        self,
+        bind_ip: str,
+        port: int,
+        advertised_ips: list[str],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bind_ip = bind_ip
+        self.port = port
+        self.advertised_ips = advertised_ips
+        self.clock = clock
+        self.rx = PacketBuffer()
+        self.tx = PacketBuffer()
+        self.sock: socket.socket | None = None
+        self.by_ufrag: dict[str, Endpoint] = {}
+        self.by_addr: dict[tuple[str, int], Endpoint] = {}
+        self.counters: dict[str, int] = {
+            "datagrams_in": 0,
+            "datagrams_out": 0,
+            "dropped_unknown": 0,
+            "dropped_unbound": 0,
+            "send_errors": 0,
+        }
+        self._last_report: dict[str, float] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle --------------------------------------------------------
+    def open(self, loop: asyncio.AbstractEventLoop) -> None:
+        family = socket.AF_INET6 if ":" in self.bind_ip else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        sock.setblocking(False)
+        sock.bind((self.bind_ip, self.port))
+        self.port = sock.getsockname()[1]
+        self.sock = sock
+        self._loop = loop
+        loop.add_reader(sock.fileno(), self._on_readable)
+        log.info(
+            "- media UDP on %s:%d, advertised %s", self.bind_ip, self.port, self.advertised_ips
+        )
+
+    def close(self) -> None:
+        for endpoint in list(self.by_ufrag.values()):
+            endpoint.close()
+        if self.sock is not None and self._loop is not None:
+            self._loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
+
+    # -- endpoint registry ------------------------------------------------
+    def register(self, endpoint: Endpoint) -> None:
+        self.by_ufrag[endpoint.ice.local_ufrag] = endpoint
+
+    def unregister_ufrag(self, endpoint: Endpoint) -> None:
+        if self.by_ufrag.get(endpoint.ice.local_ufrag) is endpoint:
+            del self.by_ufrag[endpoint.ice.local_ufrag]
+
+    def unregister(self, endpoint: Endpoint) -> None:
+        self.unregister_ufrag(endpoint)
+        if endpoint.addr is not None and self.by_addr.get(endpoint.addr) is endpoint:
+            del self.by_addr[endpoint.addr]
+
+    def bind_address(self, endpoint: Endpoint, addr: tuple[str, int]) -> None:
+        previous = self.by_addr.get(addr)
+        if previous is not None and previous is not endpoint:
+            # The same 5-tuple now belongs to another session (e.g. a rejoin).
+            previous.addr = None
+        if endpoint.addr is not None and self.by_addr.get(endpoint.addr) is endpoint:
+            del self.by_addr[endpoint.addr]
+        endpoint.addr = addr
+        self.by_addr[addr] = endpoint
+
+    # -- I/O ----------------------------------------------------------------
+    def send_to(self, datagram: bytes | memoryview, addr: tuple[str, int]) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        try:
+            sock.sendto(datagram, addr)
+            self.counters["datagrams_out"] += 1
+        except (BlockingIOError, InterruptedError):
+            self.counters["send_errors"] += 1
+        except OSError as exc:
+            self.counters["send_errors"] += 1
+            self.report("send", addr, f"sendto failed: {exc}")
+
+    def report(self, kind: str, addr: tuple[str, int] | None, message: str) -> None:
+        """A rate-limited log line for dropped input: clear, but never a flood."""
+        now = self.clock()
+        if now - self._last_report.get(kind, -REPORT_INTERVAL_S) >= REPORT_INTERVAL_S:
+            self._last_report[kind] = now
+            log.info("x dropped %s from %s: %s", kind, addr, message)
+
+    def _on_readable(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        rx = self.rx
+        view = rx.view
+        by_addr = self.by_addr
+        now = self.clock()
+        count = 0
+        for _ in range(READS_PER_WAKEUP):
+            try:
+                length, addr = sock.recvfrom_into(view)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue  # ICMP errors surface here on Linux; the next read is fine
+            count += 1
+            if length == 0:
+                continue
+            first = view[0]
+            if 128 <= first <= 191:
+                endpoint = by_addr.get(addr)
+                if endpoint is None:
+                    self.counters["dropped_unbound"] += 1
+                    self.report("rtp", addr, "RTP/RTCP from an address that never completed ICE")
+                    continue
+                try:
+                    endpoint.on_srtp(rx, length, now)
+                except Exception:
+                    log.exception("x %s error handling media", endpoint.label)
+            elif first <= 3:
+                self._on_stun(bytes(view[:length]), addr, now)
+            elif 20 <= first <= 63:
+                endpoint = by_addr.get(addr)
+                if endpoint is None:
+                    self.counters["dropped_unbound"] += 1
+                    self.report("dtls", addr, "DTLS from an address that never completed ICE")
+                    continue
+                try:
+                    endpoint.on_dtls(bytes(view[:length]), now)
+                except Exception:
+                    log.exception("x %s error handling DTLS", endpoint.label)
+            else:
+                self.counters["dropped_unknown"] += 1
+                self.report("unknown", addr, f"datagram with first byte {first} (RFC 7983)")
+        self.counters["datagrams_in"] += count
+
+    def _on_stun(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        username = parse_username(data)
+        if username is None:
+            self.counters["dropped_unknown"] += 1
+            self.report("stun", addr, "STUN without USERNAME or malformed")
+            return
+        endpoint = self.by_ufrag.get(username.split(":", 1)[0])
+        if endpoint is None:
+            self.counters["dropped_unknown"] += 1
+            self.report("stun", addr, f"STUN for unknown ufrag {username.split(':', 1)[0]!r}")
+            return
+        endpoint.on_stun(data, addr, now)
+
+    def tick(self, now: float, consent_timeout_s: float) -> None:
+        """Periodic work across endpoints: consent freshness, DTLS retransmission."""
+        for endpoint in list(self.by_ufrag.values()):
+            endpoint.check_consent(now, consent_timeout_s)
+            dtls = endpoint.dtls
+            if dtls is not None and endpoint.srtp is None:
+                for datagram in dtls.handle_timeout():
+                    endpoint.send_raw(datagram)

@@ -1,0 +1,134 @@
+"""Receive counters of the load subscribers: loss per RFC 3550 A.3, latency percentiles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from loadtest.report import table, to_json
+from loadtest.rtp import RtpSender
+from loadtest.runner import FIELDS, RunError, plan_clients
+from loadtest.stats import (
+    ReceiverStats,
+    SsrcCounter,
+    loss_fraction,
+    percentiles_ms,
+    window_loss,
+)
+
+
+def _count(seqs: list[int]) -> SsrcCounter:
+    counter = SsrcCounter(seqs[0])
+    for seq in seqs:
+        counter.add(seq, 100)
+    return counter
+
+
+def test_gaps_count_as_loss() -> None:
+    counter = _count([s for s in range(10) if s not in (3, 7)])
+    assert (counter.expected, counter.packets, counter.lost) == (10, 8, 2)
+    assert counter.bytes == 800
+
+
+def test_sequence_wrap_is_extended() -> None:
+    seqs = [s & 0xFFFF for s in range(65530, 65536 + 6) if s != 65537]
+    counter = _count(seqs)
+    assert (counter.expected, counter.lost) == (12, 1)
+
+
+def test_reordering_is_not_loss() -> None:
+    counter = _count([100, 102, 101, 103])
+    assert counter.lost == 0
+    late_first = _count([50, 49, 51])  # an older packet arrives after the first one
+    assert (late_first.expected, late_first.lost) == (3, 0)
+
+
+def test_receiver_stats_per_ssrc_and_latency() -> None:
+    stats = ReceiverStats("s1", join_started_s=10.0)
+    audio = RtpSender(ssrc=1, payload_type=111, clock_rate=48_000, mid="0")
+    video = RtpSender(ssrc=2, payload_type=96, clock_rate=90_000, mid="1")
+    for i in range(5):
+        sent_ns = 10_000_000_000 + i * 20_000_000
+        stats.on_rtp(audio.build(b"a", i * 960, False, sent_ns), sent_ns + 1_000_000, sent_ns)
+        packet = video.build(b"v", i * 3000, True, sent_ns)
+        if i != 2:
+            stats.on_rtp(packet, sent_ns + 3_000_000, sent_ns)
+    assert set(stats.ssrcs) == {1, 2}
+    assert (stats.packets, stats.expected, stats.lost) == (9, 10, 1)
+    assert stats.time_to_first_media_s == pytest.approx(0.001)
+    assert sorted(set(stats.latency_ns)) == [1_000_000, 3_000_000]
+
+
+def test_window_loss_uses_only_the_window() -> None:
+    stats = ReceiverStats("s")
+    sender = RtpSender(ssrc=9, payload_type=96, clock_rate=90_000, mid="0")
+    packets = [sender.build(b"x", 0, False, 0) for _ in range(20)]
+    for p in packets[:5] + packets[6:10]:  # one loss before the window
+        stats.on_rtp(p, 0, None)
+    before = stats.snapshot()
+    for p in packets[10:15] + packets[16:20]:  # one loss in a window of ten
+        stats.on_rtp(p, 0, None)
+    assert window_loss(before, stats.snapshot()) == pytest.approx(0.1)
+    assert loss_fraction(0, 0) == 0.0
+
+
+def test_percentiles_in_milliseconds() -> None:
+    samples = np.arange(1, 101) * 1_000_000  # 1..100 ms
+    result = percentiles_ms(samples)
+    assert result["p50"] == pytest.approx(50.5)
+    assert result["p99"] == pytest.approx(np.percentile(np.arange(1, 101), 99))
+    assert percentiles_ms([]) == {"p50": None, "p95": None, "p99": None}
+
+
+def test_scenario_plans() -> None:
+    live = plan_clients("livestream", 4)
+    assert [p.name for p in live if p.publish] == ["host"]
+    assert sum(p.subscribe for p in live) == 4
+    meeting = plan_clients("meeting", 3)
+    assert all(p.publish == ("microphone", "camera") and p.subscribe for p in meeting)
+    screen = plan_clients("screenshare", 2)
+    assert screen[0].publish == ("microphone", "camera", "screen_share")
+    assert all(p.publish == ("microphone",) for p in plan_clients("audio", 2))
+    with pytest.raises(RunError, match="unknown scenario"):
+        plan_clients("party", 2)
+
+
+def test_report_lists_every_field() -> None:
+    from loadtest.runner import TargetResult
+
+    result = TargetResult(
+        target="janus",
+        scenario="livestream",
+        n=2,
+        publishers=1,
+        subscribers=2,
+        window_s=2.0,
+        sent_packets=200,
+        forwarded_packets=400,
+        forwarded_pps=200.0,
+        forwarded_bps=1e6,
+        server_cpu_s=0.02,
+        server_cpu_percent=1.0,
+        cpu_us_per_packet=50.0,
+        loss_mean=0.0,
+        loss_max=0.0,
+        loss_total=0.0,
+        latency_ms={"p50": 0.4, "p95": 0.6, "p99": 0.9},
+        latency_samples=400,
+        rss_baseline_kb=1000,
+        rss_joined_kb=3000,
+        rss_end_kb=3000,
+        rss_per_subscriber_kb=1000.0,
+        time_to_first_media_ms={"p50": 40.0, "max": 50.0},
+        subscribers_without_media=0,
+        loss_per_subscriber={"v0": 0.0, "v1": 0.0},
+    )
+    mediafed = TargetResult(**{**to_json([result], {})["results"][0], "target": "mediafed"})
+    mediafed.cpu_us_per_packet = 20.0
+    report = to_json([result, mediafed], {"scenario": "livestream"})
+    assert set(report["results"][0]) == set(FIELDS)
+    assert report["ratios"] == [
+        {"target": "mediafed", "scenario": "livestream", "n": 2, "cpu_per_packet_vs_janus": 0.4}
+    ]
+    lines = table([result, mediafed]).splitlines()
+    assert len(lines) == 4 and "CPU us/pkt" in lines[0] and "50.0" in lines[2]

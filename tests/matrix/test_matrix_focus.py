@@ -1,0 +1,276 @@
+"""The MatrixRTC focus over real HTTP: /sfu/get, /get_token, CORS, errors.
+
+The homeserver here is a small fake answering the federation OpenID userinfo
+endpoint; tests/matrix/test_matrix_synapse.py repeats the main cases against a
+real Synapse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+
+from mediafed import server
+from mediafed.config import Config, ServerConfig
+from mediafed.matrix.config import MatrixConfig
+from mediafed.matrix.focus import (
+    CORS_HEADERS,
+    FocusGrant,
+    atob_safe,
+    decode_payload_with_atob_rules,
+    livekit_identity,
+    livekit_room_alias,
+    mint_focus_token,
+    setup_focus,
+)
+from mediafed.tokens import require_room_join, verify_token
+from tests.matrix.conftest import FakeHomeserver, serve
+
+KEYS = {"focuskey": "a-secret-long-enough-for-hs256-signing!!"}
+HS = "hs.example"
+ROOM = "!abcdef:hs.example"
+
+
+@asynccontextmanager
+async def _focus(config: Config, matrix: MatrixConfig) -> AsyncIterator[str]:
+    app = await server.build_app(
+        config, extensions=[lambda app, cfg: setup_focus(app, cfg, matrix)]
+    )
+    async with serve(app) as url:
+        yield url
+
+
+@pytest.fixture
+async def focus(
+    fake_homeserver: tuple[FakeHomeserver, str],
+) -> AsyncIterator[tuple[str, FakeHomeserver]]:
+    homeserver, hs_url = fake_homeserver
+    matrix = MatrixConfig(
+        server_name=HS,
+        allowed_homeservers=[HS, "other.example"],
+        federation_url_overrides={HS: hs_url, "other.example": hs_url},
+    )
+    async with _focus(Config(keys=KEYS), matrix) as url:
+        yield url, homeserver
+
+
+async def _post(url: str, body: Any, **kwargs: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+    async with aiohttp.ClientSession() as http, http.post(url, json=body, **kwargs) as resp:
+        return resp.status, await resp.json(content_type=None), dict(resp.headers)
+
+
+def _openid(token: str, server_name: str = HS) -> dict[str, Any]:
+    return {
+        "access_token": token,
+        "token_type": "Bearer",
+        "matrix_server_name": server_name,
+        "expires_in": 3600,
+    }
+
+
+async def test_sfu_get_grants_one_room_to_user_and_device(
+    focus: tuple[str, FakeHomeserver],
+) -> None:
+    url, homeserver = focus
+    homeserver.tokens["tok-alice"] = "@alice:hs.example"
+    status, body, headers = await _post(
+        f"{url}/sfu/get", {"room": ROOM, "openid_token": _openid("tok-alice"), "device_id": "DEVA"}
+    )
+    assert status == 200, body
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    assert body["url"] == url.replace("http://", "ws://")
+    claims = verify_token(body["jwt"], KEYS)
+    assert claims.identity == "@alice:hs.example:DEVA"
+    assert claims.name == "@alice:hs.example"
+    assert require_room_join(claims) == livekit_room_alias(ROOM, "m.call#ROOM")
+    grant = claims.video
+    assert (grant.can_publish, grant.can_subscribe, grant.can_update_own_metadata) == (True,) * 3
+    assert not grant.room_create and not grant.room_admin
+    assert 3500 <= claims.expires_at - claims.raw["nbf"] <= 3600
+    assert atob_safe(body["jwt"])
+    assert homeserver.requests == ["tok-alice"]
+
+
+async def test_get_token_uses_hashed_room_and_identity(focus: tuple[str, FakeHomeserver]) -> None:
+    url, homeserver = focus
+    homeserver.tokens["tok-bob"] = "@bob:hs.example"
+    request = {
+        "room_id": ROOM,
+        "slot_id": "m.call#ROOM",
+        "openid_token": _openid("tok-bob"),
+        "member": {
+            "id": "member-1",
+            "claimed_user_id": "@bob:hs.example",
+            "claimed_device_id": "DEVB",
+        },
+    }
+    status, body, _ = await _post(f"{url}/get_token", request)
+    assert status == 200, body
+    claims = verify_token(body["jwt"], KEYS)
+    assert claims.identity == livekit_identity("@bob:hs.example", "DEVB", "member-1")
+    assert claims.video.room == livekit_room_alias(ROOM, "m.call#ROOM")
+    # Both endpoints put the same Matrix room into the same LiveKit room.
+    homeserver.tokens["tok-bob2"] = "@bob:hs.example"
+    _, legacy, _ = await _post(
+        f"{url}/sfu/get", {"room": ROOM, "openid_token": _openid("tok-bob2"), "device_id": "DEVB"}
+    )
+    assert verify_token(legacy["jwt"], KEYS).video.room == claims.video.room
+
+
+def test_hashes_match_msc4195_test_vectors() -> None:
+    # MSC4195, appendix "Hash derivation test vectors" (also lk-jwt-service's tests).
+    assert (
+        livekit_room_alias("!roomid:example.com", "slot1234")
+        == "O8437W3+jmzMVjoIP3tNwbm+XxHQk2iKpOA7aqw3qSc"
+    )
+    assert (
+        livekit_identity("@alice:example.com", "DEVICE123", "memberABC")
+        == "J+T45tGruxc+HrUOqJJlyQSV33m728Cme4+vt8/SWrU"
+    )
+
+
+async def test_refusals_are_clear_matrix_errors(focus: tuple[str, FakeHomeserver]) -> None:
+    url, homeserver = focus
+    homeserver.tokens["tok-carol"] = "@carol:hs.example"
+    homeserver.tokens["tok-elsewhere"] = "@mallory:evil.example"
+
+    # a token the homeserver does not know
+    status, body, headers = await _post(
+        f"{url}/sfu/get", {"room": ROOM, "openid_token": _openid("forged"), "device_id": "D"}
+    )
+    assert (status, body["errcode"]) == (401, "M_UNAUTHORIZED")
+    assert "did not accept the OpenID token" in body["error"]
+    assert headers["Access-Control-Allow-Origin"] == "*"
+
+    # a homeserver vouching for a user of another server
+    status, body, _ = await _post(
+        f"{url}/sfu/get",
+        {"room": ROOM, "openid_token": _openid("tok-elsewhere", "other.example"), "device_id": "D"},
+    )
+    assert (status, body["errcode"]) == (401, "M_UNAUTHORIZED")
+    assert "@mallory:evil.example, who is not a user of other.example" in body["error"]
+
+    # a homeserver not on the allow-list is refused before it is asked anything
+    asked = len(homeserver.requests)
+    status, body, _ = await _post(
+        f"{url}/sfu/get",
+        {"room": ROOM, "openid_token": _openid("tok-carol", "stranger.example"), "device_id": "D"},
+    )
+    assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+    assert "stranger.example may not use this relay" in body["error"]
+    assert len(homeserver.requests) == asked
+
+    # /get_token: the claimed user must be the token's user
+    status, body, _ = await _post(
+        f"{url}/get_token",
+        {
+            "room_id": ROOM,
+            "slot_id": "m.call#ROOM",
+            "openid_token": _openid("tok-carol"),
+            "member": {"id": "m", "claimed_user_id": "@dave:hs.example", "claimed_device_id": "D"},
+        },
+    )
+    assert (status, body["errcode"]) == (401, "M_UNAUTHORIZED")
+    assert "does not match the OpenID token's user @carol:hs.example" in body["error"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "errcode", "words"),
+    [
+        ("/sfu/get", {"openid_token": {}, "device_id": "D"}, "M_BAD_JSON", "missing `room`"),
+        ("/sfu/get", {"room": ROOM, "device_id": "D"}, "M_BAD_JSON", "`openid_token` must be"),
+        (
+            "/sfu/get",
+            {"room": ROOM, "device_id": "D", "openid_token": {"access_token": "t"}},
+            "M_BAD_JSON",
+            "openid_token.matrix_server_name",
+        ),
+        (
+            "/sfu/get",
+            {"room": ROOM, "device_id": "D", "openid_token": _openid("t", "bad name!")},
+            "M_BAD_JSON",
+            "characters a host name cannot have",
+        ),
+        ("/get_token", {"room_id": ROOM, "slot_id": "s"}, "M_BAD_JSON", "`member` must be"),
+        ("/get_token", [1, 2], "M_BAD_JSON", "the request body must be a JSON object"),
+    ],
+)
+async def test_malformed_requests(
+    focus: tuple[str, FakeHomeserver], path: str, body: Any, errcode: str, words: str
+) -> None:
+    url, _ = focus
+    status, answer, _ = await _post(url + path, body)
+    assert (status, answer["errcode"]) == (400, errcode)
+    assert words in answer["error"]
+
+
+async def test_not_json_body(focus: tuple[str, FakeHomeserver]) -> None:
+    url, _ = focus
+    async with aiohttp.ClientSession() as http, http.post(f"{url}/sfu/get", data=b"{nope") as resp:
+        assert resp.status == 400
+        assert (await resp.json())["errcode"] == "M_NOT_JSON"
+
+
+@pytest.mark.parametrize("path", ["/sfu/get", "/get_token", "/delegate_delayed_leave"])
+async def test_cors_preflight(focus: tuple[str, FakeHomeserver], path: str) -> None:
+    url, _ = focus
+    headers = {
+        "Origin": "https://call.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    async with aiohttp.ClientSession() as http, http.options(url + path, headers=headers) as resp:
+        assert resp.status == 200
+        for name in CORS_HEADERS:
+            assert resp.headers[name] == CORS_HEADERS[name]
+        assert "POST" in resp.headers["Access-Control-Allow-Methods"]
+        assert "Content-Type" in resp.headers["Access-Control-Allow-Headers"]
+
+
+async def test_delegate_delayed_leave_is_not_supported(focus: tuple[str, FakeHomeserver]) -> None:
+    url, _ = focus
+    status, body, headers = await _post(f"{url}/delegate_delayed_leave", {"room_id": ROOM})
+    assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
+    assert headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_url_comes_from_public_url(fake_homeserver: tuple[FakeHomeserver, str]) -> None:
+    homeserver, hs_url = fake_homeserver
+    homeserver.tokens["t"] = "@alice:hs.example"
+    config = Config(keys=KEYS, server=ServerConfig(public_url="https://sfu.example.org/"))
+    matrix = MatrixConfig(server_name=HS, federation_url_overrides={HS: hs_url})
+    async with _focus(config, matrix) as url:
+        status, body, _ = await _post(
+            f"{url}/sfu/get", {"room": ROOM, "openid_token": _openid("t"), "device_id": "D"}
+        )
+        assert status == 200, body
+        assert body["url"] == "wss://sfu.example.org"
+
+
+async def test_default_allow_list_is_the_local_server(
+    fake_homeserver: tuple[FakeHomeserver, str],
+) -> None:
+    homeserver, hs_url = fake_homeserver
+    homeserver.tokens["t"] = "@alice:other.example"
+    matrix = MatrixConfig(server_name=HS, federation_url_overrides={"other.example": hs_url})
+    async with _focus(Config(keys=KEYS), matrix) as url:
+        status, body, _ = await _post(
+            f"{url}/sfu/get",
+            {"room": ROOM, "openid_token": _openid("t", "other.example"), "device_id": "D"},
+        )
+        assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+    assert homeserver.requests == []
+
+
+def test_element_call_can_decode_the_payload() -> None:
+    # What Element Call does with the token: atob() on the payload segment.
+    token = mint_focus_token(
+        "focuskey", KEYS["focuskey"], FocusGrant("room", "@a:b:C", "@a:b"), now=1_700_000_000
+    )
+    claims = decode_payload_with_atob_rules(token)
+    assert claims["sub"] == "@a:b:C"
+    assert claims["video"]["room"] == "room"

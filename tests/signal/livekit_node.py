@@ -1,0 +1,74 @@
+"""A running mediafed node with the LiveKit front-end and the real room core, for e2e tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from mediafed import server
+from mediafed.config import Config, load_config
+from mediafed.media import RoomManager
+from mediafed.signal.livekit import setup_livekit
+from mediafed.tokens import VideoGrant, mint_token
+
+API_KEY = "e2ekey"
+API_SECRET = "e2e-secret-" + "x" * 24
+
+
+@dataclass
+class LiveNode:
+    config: Config
+    rooms: RoomManager
+    http_port: int
+    host: str
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.http_port}"
+
+    def token(self, identity: str, room: str = "call", **grant: object) -> str:
+        return mint_token(
+            API_KEY,
+            API_SECRET,
+            identity=identity,
+            name=identity.title(),
+            video=VideoGrant(room_join=True, room=room, **grant),  # type: ignore[arg-type]
+        )
+
+
+@asynccontextmanager
+async def live_node(node_ip: str, *, dev: bool = False) -> AsyncIterator[LiveNode]:
+    """HTTP on every address of the test namespace, ICE-lite candidates on ``node_ip``."""
+    config = load_config(
+        dev=dev,
+        environ={
+            "MEDIAFED_KEYS": f"{API_KEY}: {API_SECRET}",
+            "MEDIAFED_SERVER_BIND": "0.0.0.0",
+            "MEDIAFED_RTC_UDP_PORT": "0",
+            "MEDIAFED_RTC_NODE_IP": node_ip,
+        },
+    )
+    rooms = RoomManager(config)
+    await rooms.start()
+
+    def extension(app: web.Application, cfg: Config) -> None:
+        setup_livekit(app, cfg, rooms)
+
+    app = await server.build_app(config, extensions=[extension])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "0.0.0.0", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield LiveNode(config, rooms, port, node_ip)
+    finally:
+        await runner.cleanup()
+        await rooms.stop()

@@ -1,0 +1,142 @@
+"""The LiveKit front-end's HTTP endpoints: validate, the v1 fallback 404s, dev tokens."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+from livekit_fakes import FakeRoomManager
+
+from mediafed import server
+from mediafed.config import Config, load_config
+from mediafed.signal.livekit import setup_livekit
+from mediafed.tokens import VideoGrant, mint_token, verify_token
+
+KEYS = {"k1": "s" * 32}
+
+
+async def _serve(config: Config) -> tuple[web.AppRunner, str]:
+    rooms = FakeRoomManager()
+    app = await server.build_app(
+        config, extensions=[lambda app, cfg: setup_livekit(app, cfg, rooms)]
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def base_url() -> AsyncIterator[str]:
+    config = load_config(environ={"MEDIAFED_KEYS": "k1: " + KEYS["k1"]})
+    runner, url = await _serve(config)
+    yield url
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def dev_url() -> AsyncIterator[str]:
+    runner, url = await _serve(load_config(dev=True, environ={}))
+    yield url
+    await runner.cleanup()
+
+
+def _token(room: str = "r1", **kw: object) -> str:
+    return mint_token(
+        "k1", KEYS["k1"], identity="alice", video=VideoGrant(room_join=True, room=room), **kw
+    )
+
+
+async def test_v1_endpoints_send_clients_back_to_v0(base_url: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        for path in ("/rtc/v1", "/rtc/v1/validate"):
+            async with http.get(base_url + path, params={"access_token": _token()}) as resp:
+                body = await resp.text()
+                assert resp.status == 404
+                assert resp.headers["Access-Control-Allow-Origin"] == "*"
+                assert "requested room does not exist" not in body
+                assert "/rtc" in body
+        # a WebSocket upgrade to /rtc/v1 fails with the same 404 (the Python SDK's cue)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await http.ws_connect(base_url + "/rtc/v1")
+        assert info.value.status == 404
+
+
+async def test_validate_accepts_query_and_bearer_tokens(base_url: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        url = base_url + "/rtc/validate"
+        async with http.get(url, params={"access_token": _token()}) as resp:
+            assert resp.status == 200
+            assert await resp.text() == "success"
+            assert resp.headers["Access-Control-Allow-Origin"] == "*"
+        headers = {"Authorization": "Bearer " + _token()}
+        async with http.get(url, headers=headers) as resp:
+            assert resp.status == 200
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        ("", "no access token"),
+        ("not-a-jwt", "not a well-formed JWT"),
+        (
+            mint_token("other", "x" * 32, identity="a", video=VideoGrant(room_join=True, room="r")),
+            "unknown API key 'other'",
+        ),
+        (
+            mint_token(
+                "k1",
+                KEYS["k1"],
+                identity="a",
+                video=VideoGrant(room_join=True, room="r"),
+                now=time.time() - 7200,
+                ttl_s=60,
+            ),
+            "expired at",
+        ),
+        (
+            mint_token("k1", KEYS["k1"], identity="a", video=VideoGrant(room="r")),
+            "no roomJoin grant",
+        ),
+        (
+            mint_token("k1", "wrong" * 8, identity="a", video=VideoGrant(room_join=True, room="r")),
+            "signature does not match",
+        ),
+    ],
+)
+async def test_validate_refusals_say_why(base_url: str, token: str, reason: str) -> None:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(base_url + "/rtc/validate", params={"access_token": token}) as resp,
+    ):
+        assert resp.status == 401
+        assert reason in await resp.text()
+        assert resp.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_dev_token_only_in_dev_mode(base_url: str, dev_url: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base_url + "/dev/token", params={"room": "r"}) as resp:
+            assert resp.status == 404
+        params = {"room": "standup", "name": "Ada Lovelace"}
+        async with http.get(dev_url + "/dev/token", params=params) as resp:
+            assert resp.status == 200
+            answer = await resp.json()
+        claims = verify_token(answer["token"], {"devkey": "secret"})
+        assert claims.video.room == "standup" and claims.video.room_join
+        assert claims.name == "Ada Lovelace"
+        assert claims.identity == answer["identity"]
+        assert claims.identity.startswith("ada-lovelace-")
+        async with http.get(dev_url + "/dev/token", params={"name": "x"}) as resp:
+            assert resp.status == 400
+            assert "room" in (await resp.json())["error"]
+        # the dev token passes /rtc/validate of the same node
+        async with http.get(
+            dev_url + "/rtc/validate", params={"access_token": answer["token"]}
+        ) as resp:
+            assert resp.status == 200

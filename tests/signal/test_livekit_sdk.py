@@ -1,0 +1,86 @@
+"""The Python ``livekit`` SDK (libwebrtc) against mediafed, from a veth test host.
+
+Two participants publish camera, screenshare and microphone tracks whose
+content names the sender; each checks what it receives from the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from livekit_node import live_node
+from netns_hosts import TestHost
+
+CLIENT = Path(__file__).with_name("lk_sdk_client.py")
+EXPECTED = {
+    # sender: (camera RGB, screenshare RGB, tone Hz) — see lk_sdk_client.PATTERNS
+    "alice": ((220, 40, 40), (40, 200, 60), 440),
+    "bob": ((40, 60, 220), (230, 210, 40), 880),
+}
+
+
+async def _run_client(host: TestHost, url: str, token: str, role: str) -> list[dict[str, Any]]:
+    proc = await host.spawn(
+        [sys.executable, CLIENT, url, token, role],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 90)
+    except TimeoutError:
+        proc.kill()
+        raise
+    lines = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    if not any(line["event"] in ("done", "refused") for line in lines):
+        raise AssertionError(f"{role} did not finish: {lines[-5:]} {err.decode()[-2000:]}")
+    return lines
+
+
+def _close(rgb: list[int], expected: tuple[int, int, int]) -> bool:
+    return all(abs(a - b) <= 40 for a, b in zip(rgb, expected, strict=True))
+
+
+@pytest.mark.slow
+async def test_two_sdk_participants_see_and_hear_each_other() -> None:
+    with TestHost(1) as host:
+        async with live_node(host.server_ip) as node:
+            alice, bob = await asyncio.gather(
+                _run_client(host, node.ws_url, node.token("alice"), "alice"),
+                _run_client(host, node.ws_url, node.token("bob"), "bob"),
+            )
+    for me, other, seen in (("alice", "bob", alice), ("bob", "alice", bob)):
+        camera_rgb, screen_rgb, tone = EXPECTED[other]
+        assert any(e["event"] == "connected" for e in seen), seen[:3]
+        sources = {e["source"] for e in seen if e["event"] == "subscribed" and e["sender"] == other}
+        assert {"SOURCE_CAMERA", "SOURCE_SCREENSHARE", "SOURCE_MICROPHONE"} <= sources, sources
+        camera = [e for e in seen if e["event"] == "video" and e["source"] == "SOURCE_CAMERA"]
+        screen = [e for e in seen if e["event"] == "video" and e["source"] == "SOURCE_SCREENSHARE"]
+        assert camera and all(e["sender"] == other for e in camera)
+        assert (camera[-1]["width"], camera[-1]["height"]) == (320, 240)
+        assert camera[-1]["frames"] >= 30, f"{me} got few camera frames: {camera[-1]}"
+        assert _close(camera[-1]["rgb"], camera_rgb), (me, camera[-1])
+        assert screen and _close(screen[-1]["rgb"], screen_rgb), (me, screen[-1:])
+        tones = [e["peak_hz"] for e in seen if e["event"] == "audio" and e["sender"] == other]
+        assert tones and abs(tones[0] - tone) <= 10, (me, tones)
+    # bob muted his microphone half-way: alice was told
+    assert any(e["event"] == "muted" and e["sender"] == "bob" for e in alice), alice[-10:]
+
+
+@pytest.mark.slow
+async def test_sdk_token_refusals() -> None:
+    with TestHost(2) as host:
+        async with live_node(host.server_ip) as node:
+            good = node.token("carol")
+            forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+            seen = await _run_client(host, node.ws_url, forged, "alice")
+            assert seen[-1]["event"] == "refused", seen
+            other_room = node.token("carol", room="elsewhere")
+            # the token is valid, for another room: it joins that room, not "call"
+            joined = await _run_client(host, node.ws_url, other_room, "alice")
+            assert joined[0]["event"] == "connected"
+            assert node.rooms.get("call") is None

@@ -1,0 +1,89 @@
+"""`mediafed bridge link|unlink|list` on the embedded database."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from mediafed import bridge_cli
+from mediafed.api.calls import DB_FILE
+from mediafed.store import Store
+
+
+def run(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="mediafed")
+    bridge_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+def test_link_list_unlink(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = str(tmp_path)
+    assert (
+        run(
+            "bridge",
+            "link",
+            "--rocketchat-room",
+            "GENERAL",
+            "--matrix-room",
+            "!abc:example.org",
+            "--data-dir",
+            data,
+        )
+        == 0
+    )
+    assert "linked room rc-GENERAL: rocketchat=GENERAL matrix=!abc:example.org" in (
+        capsys.readouterr().out
+    )
+    assert (
+        run(
+            "bridge",
+            "link",
+            "--matrix-room",
+            "!solo:example.org",
+            "--room",
+            "solo",
+            "--data-dir",
+            data,
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert run("bridge", "list", "--json", "--data-dir", data) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(b["room"], b["rocketchat_room"], b["matrix_room"]) for b in listed] == [
+        ("rc-GENERAL", "GENERAL", "!abc:example.org"),
+        ("solo", None, "!solo:example.org"),
+    ]
+    assert run("bridge", "unlink", "--matrix-room", "!abc:example.org", "--data-dir", data) == 0
+    assert run("bridge", "unlink", "--room", "solo", "--data-dir", data) == 0
+    capsys.readouterr()
+    assert run("bridge", "list", "--data-dir", data) == 0
+    assert "no bridges" in capsys.readouterr().out
+
+    async def stored() -> int:
+        store = Store(tmp_path / DB_FILE)
+        await store.open()
+        count = len(await store.list_bridges())
+        await store.close()
+        return count
+
+    assert asyncio.run(stored()) == 0
+
+
+def test_bad_input_is_explained(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = str(tmp_path)
+    assert run("bridge", "link", "--data-dir", data) == 1
+    assert "give --rocketchat-room, --matrix-room or both" in capsys.readouterr().err
+    assert run("bridge", "link", "--matrix-room", "#alias:example.org", "--data-dir", data) == 1
+    assert "is not a Matrix room id" in capsys.readouterr().err
+    assert run("bridge", "link", "--rocketchat-room", "R1", "--room", "a", "--data-dir", data) == 0
+    assert run("bridge", "link", "--rocketchat-room", "R1", "--room", "b", "--data-dir", data) == 1
+    assert "already linked to room 'a'; unlink it first" in capsys.readouterr().err
+    assert run("bridge", "unlink", "--room", "nope", "--data-dir", data) == 1
+    assert "no such bridge" in capsys.readouterr().err
