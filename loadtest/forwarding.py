@@ -243,10 +243,32 @@ async def run_mediafed(subscribers: int, packets: list[bytes], rate: float) -> R
         ice = publisher.publisher.endpoint.ice
         check = _binding_request(f"{ice.local_ufrag}:bench", ice.local_pwd)
         count, cpu = await _measure(manager.udp_port, [check, *packets], rate, forwarded)
+        verified = _verify_sink(sink.socks[0], downtracks[0].ssrc)
+        if not verified:
+            raise RuntimeError("subscriber 0 received nothing it could decrypt")
     finally:
         await manager.stop()
         sink.close()
     return Result("mediafed", subscribers, count, cpu)
+
+
+def _verify_sink(sock: socket.socket, ssrc: int) -> int:
+    """Decrypt what subscriber 0 received: real SRTP with its SSRC and the payload intact."""
+    rx = _unprotector(KEY)
+    sock.setblocking(False)
+    good = 0
+    for _ in range(200):
+        try:
+            data = sock.recv(2048)
+        except BlockingIOError:
+            break
+        try:
+            plain = rx.unprotect(data)
+        except pylibsrtp.Error:
+            continue
+        if _RTP.unpack_from(plain, 0)[4] == ssrc and len(plain) == 12 + PAYLOAD_SIZE:
+            good += 1
+    return good
 
 
 def _binding_request(username: str, password: str) -> bytes:

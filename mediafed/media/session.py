@@ -118,6 +118,7 @@ class Session:
         self._dirty = False
         self._offer_scheduled = False
         self._publisher_sdp_version = 0
+        self._removal: asyncio.Task[None] | None = None
 
     # -- info -----------------------------------------------------------------
     def info(self) -> ParticipantInfo:
@@ -607,9 +608,11 @@ class Session:
                     if downtrack.negotiated:
                         downtrack.select_layer(now)
                         downtrack.track.request_keyframe(now)
-        elif state is EndpointState.FAILED and not self.closed:
-            asyncio.get_running_loop().create_task(
-                self.room.remove(self, f"{peer.role.value} connection failed")
+        elif state in (EndpointState.FAILED, EndpointState.CLOSED) and not self.closed:
+            # The peer vanished (consent expired) or closed DTLS: the session is over.
+            what = "failed" if state is EndpointState.FAILED else "closed by the peer"
+            self._removal = asyncio.get_running_loop().create_task(
+                self.room.remove(self, f"{peer.role.value} connection {what}")
             )
 
     async def leave(self, reason: str = "client request") -> None:

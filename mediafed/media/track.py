@@ -312,6 +312,7 @@ class DownTrack:
         "packets_sent",
         "payload_type",
         "peer",
+        "retransmitted",
         "rtx_payload_type",
         "rtx_seq",
         "rtx_ssrc",
@@ -355,6 +356,7 @@ class DownTrack:
         self.packets_sent = 0
         self.octets_sent = 0
         self.rtx_seq = random.getrandbits(16)
+        self.retransmitted = 0
 
     # -- control (off the hot path) ---------------------------------------
     def attach(self, now: float) -> None:
@@ -473,6 +475,7 @@ class DownTrack:
                 SEQ_TS_SSRC.pack_into(out, 2, seq_out, ts_out, self.ssrc)
             self.peer.send_rtp(bytes(out))
             sent += 1
+        self.retransmitted += sent
         return sent
 
     def _rtx_packet(self, packet: bytes, b1: int, ts_out: int, seq_out: int) -> bytearray:
@@ -499,4 +502,9 @@ class DownTrack:
         return ntp, rtp
 
     def stats(self) -> dict[str, Any]:
-        return {"ssrc": self.ssrc, "packets": self.packets_sent, "octets": self.octets_sent}
+        return {
+            "ssrc": self.ssrc,
+            "packets": self.packets_sent,
+            "octets": self.octets_sent,
+            "retransmitted": self.retransmitted,
+        }

@@ -95,6 +95,8 @@ class Endpoint:
         passive (DTLS server) role whenever we may, as ICE-lite servers do.
         """
         restart = bool(self.ice.remote_ufrag) and ufrag != self.ice.remote_ufrag
+        if not self.ice.remote_ufrag:
+            self.created_at = self.mux.clock()  # connectivity is expected from now on
         self.ice.set_remote(ufrag, pwd)
         self.remote_fingerprints = fingerprints
         self.dtls_role_server = remote_setup != "passive"
@@ -194,6 +196,8 @@ class Endpoint:
         """RFC 7675: no valid check for ``timeout_s`` means the path is gone."""
         if self.state in (EndpointState.FAILED, EndpointState.CLOSED):
             return
+        if not self.ice.remote_ufrag:
+            return  # never negotiated: nothing is expected to arrive
         since = self.ice.last_consent or self.created_at
         if now - since > timeout_s:
             log.info("x %s no ICE consent for %.0f s", self.label, now - since)
