@@ -150,7 +150,9 @@ class MediaPeer:
             layer.rtx_ssrc = ssrc
             self.rtx_by_ssrc[ssrc] = layer
             return None
-        layer.ssrc = ssrc
+        if layer.ssrc:
+            self.layers_by_ssrc.pop(layer.ssrc, None)
+        layer.set_ssrc(ssrc)
         self.layers_by_ssrc[ssrc] = layer
         log.info("- %s track %s layer %r is ssrc %d", self.label, track.sid, rid, ssrc)
         self.session.room.on_layer_started(track, layer)

@@ -322,7 +322,7 @@ class Session:
             layer = track.layer("")
             if layer.ssrc and layer.ssrc != ssrc:
                 peer.layers_by_ssrc.pop(layer.ssrc, None)
-            layer.ssrc = ssrc
+            layer.set_ssrc(ssrc)
             peer.layers_by_ssrc[ssrc] = layer
             rtx_ssrc = media.rtx_ssrcs.get(ssrc)
             if rtx_ssrc:

@@ -111,6 +111,23 @@ class Layer:
     def active(self) -> bool:
         return self.last_packet_at >= 0
 
+    def set_ssrc(self, ssrc: int) -> None:
+        """A (new) SSRC for this layer. A different one means the publisher restarted
+        the stream: its sequence and timestamps start over, so statistics reset and
+        every DownTrack re-anchors its offsets (on a keyframe for video)."""
+        if self.ssrc and ssrc != self.ssrc:
+            self.base_seq = -1
+            self.cycles = 0
+            self.received = 0
+            self.expected_prior = 0
+            self.received_prior = 0
+            self.missing.clear()
+            self.cache.clear()
+            self.last_sr_at = 0.0
+            for downtrack in self.downtracks:
+                downtrack.resync()
+        self.ssrc = ssrc
+
     def receive(self, buf: PacketBuffer, length: int, now: float) -> None:
         """The hot path: one plaintext RTP packet of this layer sits in ``buf``."""
         view = buf.view
@@ -320,6 +337,7 @@ class DownTrack:
         "seq_out",
         "ssrc",
         "started",
+        "synced",
         "time_out",
         "track",
         "ts_off",
@@ -347,6 +365,7 @@ class DownTrack:
         self.disabled = False
         self.negotiated = False
         self.started = False
+        self.synced = False
         self.needs_keyframe = track.kind is TrackKind.VIDEO
         self.seq_off = 0
         self.ts_off = 0
@@ -374,6 +393,7 @@ class DownTrack:
         self._leave_layer()
         self.layer = target
         target.downtracks.append(self)
+        self.synced = False
         if self.track.kind is TrackKind.VIDEO:
             self.needs_keyframe = True
             target.keyframe_waiters += 1
@@ -413,7 +433,7 @@ class DownTrack:
             if layer is not None:
                 layer.keyframe_waiters = max(0, layer.keyframe_waiters - 1)
             self._continue_from(seq, ts, now)
-        elif not self.started:
+        elif not self.synced:
             self._continue_from(seq, ts, now)
         endpoint = self.peer.endpoint
         srtp = endpoint.srtp
@@ -451,6 +471,15 @@ class DownTrack:
             self.started = True
         self.seq_off = (self.seq_out + 1 - seq) & 0xFFFF
         self.ts_off = (next_ts - ts) & 0xFFFFFFFF
+        self.synced = True
+
+    def resync(self) -> None:
+        """The input stream restarted: re-anchor offsets on the next usable packet."""
+        self.synced = False
+        layer = self.layer
+        if self.track.kind is TrackKind.VIDEO and not self.needs_keyframe and layer is not None:
+            self.needs_keyframe = True
+            layer.keyframe_waiters += 1
 
     # -- repair ----------------------------------------------------------------
     def retransmit(self, sequences: list[int], now: float) -> int:

@@ -1,0 +1,126 @@
+"""A DownTrack's output stays one continuous stream when its input restarts.
+
+Packets are handed to the publisher's peer as the UDP demux would after
+SRTP; the subscriber's output is read from a real socket and decrypted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import AsyncIterator
+
+import pylibsrtp
+import pytest
+
+from mediafed.media import RoomManager
+from mediafed.media.session import Session
+from mediafed.transport.dtls import SrtpKeys
+from mediafed.transport.srtp import PacketBuffer, SrtpContext, copy_into
+
+from .aiortc_client import AiortcParticipant
+from .conftest import media_config
+
+KEY = bytes(range(30))
+PUB_SSRC = 0x11111111
+OFFER = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+    "m=video 9 UDP/TLS/RTP/SAVPF 100\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\n"
+    "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+    "a=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\na=setup:actpass\r\n"
+    "a=rtcp-mux\r\na=rtpmap:100 VP8/90000\r\na=rtcp-fb:100 nack pli\r\n"
+    f"a=msid:s v\r\na=ssrc:{PUB_SSRC} cname:x\r\n"
+)
+RTP = struct.Struct("!BBHII")
+
+
+def vp8_packet(ssrc: int, seq: int, ts: int, keyframe: bool) -> bytes:
+    descriptor = b"\x10"  # S=1, partition 0
+    header = b"\x00" if keyframe else b"\x01"  # VP8 P bit: 0 = keyframe
+    return RTP.pack(0x80, 0x80 | 100, seq, ts, ssrc) + descriptor + header + bytes(50)
+
+
+@pytest.fixture
+async def wired(rooms: RoomManager) -> AsyncIterator[tuple[Session, Session, socket.socket]]:
+    room = rooms.get_or_create("continuity")
+    publisher = await room.join("pub", listener=AiortcParticipant(room, "x"))
+    await publisher.answer_publisher_offer(OFFER)
+    subscriber = await room.join("sub", listener=AiortcParticipant(room, "y"))
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.2", 0))
+    sink.setblocking(False)
+    endpoint = subscriber.subscriber.endpoint
+    endpoint.srtp = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY))
+    endpoint.mux.bind_address(endpoint, sink.getsockname())
+    for downtrack in subscriber.downtracks.values():
+        downtrack.attach(rooms.clock())
+    yield publisher, subscriber, sink
+    sink.close()
+
+
+def feed(publisher: Session, packet: bytes, now: float) -> None:
+    buf = PacketBuffer()
+    size = copy_into(buf, packet)
+    publisher.publisher.on_rtp(publisher.publisher.endpoint, buf, size, now)
+
+
+async def received(sink: socket.socket) -> list[tuple[int, int, int]]:
+    await asyncio.sleep(0.05)
+    rx = pylibsrtp.Session(pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND))
+    out = []
+    while True:
+        try:
+            data = sink.recv(2048)
+        except BlockingIOError:
+            return out
+        if 192 <= data[1] <= 223:
+            continue  # RTCP (sender reports)
+        _b0, b1, seq, ts, ssrc = RTP.unpack_from(rx.unprotect(data), 0)
+        out.append((seq, ts, ssrc))
+
+
+async def test_output_continues_across_a_publisher_restart(
+    wired: tuple[Session, Session, socket.socket],
+) -> None:
+    publisher, subscriber, sink = wired
+    downtrack = next(iter(subscriber.downtracks.values()))
+    # Before the first keyframe nothing is sent: a decoder cannot start on a delta frame.
+    feed(publisher, vp8_packet(PUB_SSRC, 99, 1000, keyframe=False), 10.0)
+    assert await received(sink) == []
+    for index in range(5):
+        feed(publisher, vp8_packet(PUB_SSRC, 100 + index, 3000 + 3000 * index, index == 0), 10.0)
+    first = await received(sink)
+    assert [s for s, _, _ in first] == [(first[0][0] + i) & 0xFFFF for i in range(5)]
+    assert {ssrc for _, _, ssrc in first} == {downtrack.ssrc}
+    # The publisher restarts its stream: new SSRC, unrelated sequence and timestamps.
+    layer = next(iter(publisher.published.values())).layer("")
+    peer = publisher.publisher
+    peer.layers_by_ssrc.pop(PUB_SSRC)
+    layer.set_ssrc(0x22222222)
+    peer.layers_by_ssrc[0x22222222] = layer
+    feed(publisher, vp8_packet(0x22222222, 40000, 777, keyframe=False), 10.5)
+    assert await received(sink) == [], "waits for a keyframe of the new stream"
+    for index in range(3):
+        feed(publisher, vp8_packet(0x22222222, 40001 + index, 900 + 3000 * index, index == 0), 10.5)
+    second = await received(sink)
+    assert [s for s, _, _ in second] == [(first[-1][0] + 1 + i) & 0xFFFF for i in range(3)]
+    gap_ts = (second[0][1] - first[-1][1]) & 0xFFFFFFFF
+    assert 0.4 * 90000 < gap_ts < 0.6 * 90000, "timestamps advance by the real time elapsed"
+    assert {ssrc for _, _, ssrc in second} == {downtrack.ssrc}
+
+
+async def test_publisher_alone_is_cached_not_forwarded(rooms: RoomManager) -> None:
+    # A room with one publisher and nobody watching forwards nothing and fails nothing.
+    manager = RoomManager(media_config())  # type: ignore[arg-type]
+    await manager.start()
+    try:
+        room = manager.get_or_create("alone")
+        publisher = await room.join("pub", listener=AiortcParticipant(room, "x"))
+        await publisher.answer_publisher_offer(OFFER)
+        feed(publisher, vp8_packet(PUB_SSRC, 1, 0, keyframe=True), 1.0)
+        layer = next(iter(publisher.published.values())).layer("")
+        assert layer.received == 1
+        assert layer.cache.get(1, 1.0) is not None
+    finally:
+        await manager.stop()
