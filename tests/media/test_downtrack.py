@@ -76,7 +76,7 @@ async def received(sink: socket.socket) -> list[tuple[int, int, int]]:
             return out
         if 192 <= data[1] <= 223:
             continue  # RTCP (sender reports)
-        _b0, b1, seq, ts, ssrc = RTP.unpack_from(rx.unprotect(data), 0)
+        _b0, _b1, seq, ts, ssrc = RTP.unpack_from(rx.unprotect(data), 0)
         out.append((seq, ts, ssrc))
 
 
