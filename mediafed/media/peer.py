@@ -100,6 +100,9 @@ class MediaPeer:
     def on_state(self, endpoint: Endpoint, state: EndpointState) -> None:
         self.session.on_transport_state(self, state)
 
+    def on_channel_message(self, endpoint: Endpoint, label: str, data: bytes) -> None:
+        self.session.on_channel_message(self, label, data)
+
     # -- learning streams --------------------------------------------------------
     def _learn_ssrc(self, view: memoryview, length: int, ssrc: int) -> Layer | None:
         """Find the track of an unsignaled SSRC from its mid/rid extensions (simulcast)."""

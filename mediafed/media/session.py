@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 MAX_PENDING_TRACKS = 32
 MAX_PUBLISHED_TRACKS = 64
 DATA_CHANNEL_MID = "0"
+RELIABLE_LABEL = "_reliable"
+LOSSY_LABEL = "_lossy"
 
 
 class SessionListener(Protocol):
@@ -71,6 +73,13 @@ class SessionListener(Protocol):
         self, target: str, candidate: str, sdp_mid: str, sdp_mline_index: int
     ) -> None:
         """A local ICE candidate (ICE-lite puts them in the SDP; rarely called)."""
+
+
+class DataMessageListener(Protocol):
+    """Optional listener method: raw data-channel messages from the client."""
+
+    def on_data_message(self, target: str, label: str, data: bytes) -> None:
+        """A message on data channel ``label`` of the ``target`` connection."""
 
 
 class Session:
@@ -215,6 +224,11 @@ class Session:
             version=self._publisher_sdp_version,
         )
         refused = self._apply_published(accepted)
+        application = next(
+            (m for m in offer.media if m.kind == "application" and m.port != 0), None
+        )
+        if application is not None:
+            endpoint.enable_data_channels(application.sctp_port)
         for section in answer.media:
             if section.mid in refused:
                 section.direction = "inactive"
@@ -553,6 +567,13 @@ class Session:
         self.subscriber.endpoint.configure_remote(ufrag, pwd, fingerprints, setup)
         accepted = negotiation.accepted_mids(answer)
         now = self.room.manager.clock()
+        if DATA_CHANNEL_MID in accepted:
+            channels = self.subscriber.endpoint.enable_data_channels(
+                next((m.sctp_port for m in answer.media if m.mid == DATA_CHANNEL_MID), None)
+            )
+            # LiveKit's server opens these on the subscriber connection.
+            channels.open(RELIABLE_LABEL, ordered=True)
+            channels.open(LOSSY_LABEL, ordered=False, max_retransmits=0)
         for track_sid, downtrack in self.downtracks.items():
             slot = self.slot_of.get(track_sid)
             offered = self._offered_slots.get(downtrack.mid)
@@ -591,6 +612,19 @@ class Session:
             destination_identities=destination_identities,
             sender=self.identity,
         )
+
+    def send_data_message(self, kind: str, data: bytes) -> bool:
+        """Send one message on the subscriber connection's ``_reliable`` or ``_lossy``
+        channel (LiveKit clients listen there); False if the channel is not open."""
+        channels = self.subscriber.endpoint.datachannels
+        if channels is None:
+            return False
+        return channels.send(RELIABLE_LABEL if kind == "reliable" else LOSSY_LABEL, data)
+
+    def on_channel_message(self, peer: MediaPeer, label: str, data: bytes) -> None:
+        handler = getattr(self.listener, "on_data_message", None)
+        if handler is not None:
+            handler(peer.role.value, label, data)
 
     def connection_quality(self) -> float:
         state = self.subscriber.endpoint.state

@@ -8,10 +8,12 @@ hands it STUN, DTLS and SRTP datagrams; it hands decrypted RTP/RTCP up to an
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 from typing import TYPE_CHECKING, Protocol
 
+from mediafed.transport.datachannel import DataChannels
 from mediafed.transport.dtls import Certificate, DtlsSession, DtlsState
 from mediafed.transport.ice import IceLiteAgent
 from mediafed.transport.srtp import PacketBuffer, SrtpContext
@@ -20,6 +22,9 @@ if TYPE_CHECKING:
     from mediafed.transport.udp import MediaSocket
 
 log = logging.getLogger(__name__)
+
+_background: set[asyncio.Task[None]] = set()
+"""Data-channel tasks, kept referenced until they finish."""
 
 
 class EndpointState(enum.Enum):
@@ -40,6 +45,9 @@ class EndpointHandler(Protocol):
 
     def on_state(self, endpoint: Endpoint, state: EndpointState) -> None: ...
 
+    def on_channel_message(self, endpoint: Endpoint, label: str, data: bytes) -> None:
+        """A data channel message (SCTP over this endpoint's DTLS)."""
+
 
 class Endpoint:
     """Transport state of one peer connection."""
@@ -49,6 +57,7 @@ class Endpoint:
         "addr",
         "certificate",
         "created_at",
+        "datachannels",
         "dtls",
         "dtls_role_server",
         "handler",
@@ -56,6 +65,7 @@ class Endpoint:
         "label",
         "mux",
         "remote_fingerprints",
+        "sctp_remote_port",
         "srtp",
         "state",
         "stats",
@@ -83,6 +93,8 @@ class Endpoint:
         self.state = EndpointState.NEW
         self.created_at = now
         self.stats = {"srtp_auth_failed": 0, "rtp_in": 0, "rtcp_in": 0}
+        self.datachannels: DataChannels | None = None
+        self.sctp_remote_port = 5000
         mux.register(self)
 
     # -- negotiation ------------------------------------------------------
@@ -103,6 +115,26 @@ class Endpoint:
         if restart:
             log.info("- %s remote ICE restart", self.label)
         return "passive" if self.dtls_role_server else "active"
+
+    def enable_data_channels(self, remote_port: int | None) -> DataChannels:
+        """SCTP was negotiated (an m=application section): run it once DTLS is up."""
+        if self.datachannels is None:
+            self.sctp_remote_port = remote_port or 5000
+
+            def deliver(label: str, data: bytes) -> None:
+                self.handler.on_channel_message(self, label, data)
+
+            self.datachannels = DataChannels(self, deliver, label=self.label)
+            if self.srtp is not None:
+                self._start_data_channels()
+        return self.datachannels
+
+    def _start_data_channels(self) -> None:
+        channels = self.datachannels
+        if channels is not None and not channels.started:
+            task = asyncio.get_running_loop().create_task(channels.start(self.sctp_remote_port))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
 
     def restart_ice(self) -> None:
         self.mux.unregister_ufrag(self)
@@ -157,12 +189,16 @@ class Endpoint:
         for datagram in self.dtls.receive(data):
             self.send_raw(datagram)
         if self.dtls.application_data:
-            # SCTP (data channels) rides here; not consumed yet, so not kept.
+            # SCTP (data channels) rides here.
+            if self.datachannels is not None:
+                for record in self.dtls.application_data:
+                    self.datachannels.feed(record)
             self.dtls.application_data.clear()
         if self.dtls.state is DtlsState.CONNECTED and self.srtp is None:
             assert self.dtls.keys is not None
             self.srtp = SrtpContext(self.dtls.keys)
             self._set_state(EndpointState.CONNECTED)
+            self._start_data_channels()
         elif self.dtls.state is DtlsState.FAILED:
             self.mux.report("dtls", self.addr, f"{self.label} {self.dtls.error}")
             self._set_state(EndpointState.FAILED)
@@ -215,6 +251,11 @@ class Endpoint:
         self.mux.send_to(self.srtp.protect_rtcp_bytes(packet), self.addr)
 
     def close(self) -> None:
+        if self.datachannels is not None:
+            task = asyncio.get_running_loop().create_task(self.datachannels.close())
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+            self.datachannels = None
         if self.dtls is not None:
             for datagram in self.dtls.close():
                 self.send_raw(datagram)

@@ -125,7 +125,11 @@ class AiortcParticipant:
         self._offers: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[Any]] = []
         self.answer_errors: list[Exception] = []
+        self.data_messages: list[tuple[str, str, bytes]] = []
+        self.server_channels: dict[str, Any] = {}
+        self.channel_messages: list[tuple[str, bytes]] = []
         self.sub.on("track", self._on_track)
+        self.sub.on("datachannel", self._on_datachannel)
 
     # -- SessionListener ----------------------------------------------------
     def on_room_event(self, event: events.RoomEvent) -> None:
@@ -133,6 +137,17 @@ class AiortcParticipant:
 
     def on_subscriber_offer(self, sdp: str, offer_id: int) -> None:
         self._offers.put_nowait((sdp, offer_id))
+
+    def on_data_message(self, target: str, label: str, data: bytes) -> None:
+        self.data_messages.append((target, label, data))
+
+    def _on_datachannel(self, channel: Any) -> None:
+        self.server_channels[channel.label] = channel
+
+        @channel.on("message")  # type: ignore[misc]
+        def on_message(message: bytes | str) -> None:
+            data = message.encode() if isinstance(message, str) else message
+            self.channel_messages.append((channel.label, data))
 
     def on_local_candidate(
         self, target: str, candidate: str, sdp_mid: str, sdp_mline_index: int
