@@ -119,3 +119,24 @@ def subscriber_extmaps(kind: str) -> list[Extmap]:
     if kind == "audio":
         return [Extmap(FORWARD_EXTENSIONS[rtp.URI_AUDIO_LEVEL], rtp.URI_AUDIO_LEVEL)]
     return [Extmap(FORWARD_EXTENSIONS[rtp.URI_ABS_SEND_TIME], rtp.URI_ABS_SEND_TIME)]
+
+
+def downstream_table(extmaps: list[Extmap]) -> bytes | None:
+    """Rewrite table from canonical forwarded ids to a connection's own ids.
+
+    Subscriber connections we offer use the canonical ids and need none; a
+    connection the client opened (classic Matrix calls) has its own numbering.
+    None when the canonical numbering already fits.
+    """
+    used = {extmap.id for extmap in extmaps}
+    free = next((i for i in range(14, 0, -1) if i not in used), 15)
+    table = bytearray([free] * 16)
+    table[0] = 0
+    table[15] = 15
+    by_uri = {extmap.uri: extmap.id for extmap in extmaps}
+    for uri, canonical in FORWARD_EXTENSIONS.items():
+        table[canonical] = by_uri.get(uri, free)
+    identity = all(table[c] == c for c in FORWARD_EXTENSIONS.values()) and free == (
+        UNKNOWN_EXTENSION_ID
+    )
+    return None if identity else bytes(table)

@@ -11,6 +11,7 @@ Two shapes, both with every m-section bundled on one transport and rtcp-mux:
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 
@@ -190,6 +191,14 @@ def answer_offer(
                 section.direction = "sendrecv"
         elif media.kind in ("audio", "video") and not rejected:
             chosen = next((c for c in media.codecs if codecs.find_spec(c) is not None), None)
+            slot = (send_slots or {}).get(mid)
+            if slot is not None and slot.active:
+                # We send a given track here: its codec must be the one chosen.
+                wanted = slot.codec.mime.lower()
+                chosen = next(
+                    (c for c in media.codecs if c.mime.lower() == wanted),
+                    chosen if media.direction == "sendonly" else None,
+                )
             if chosen is None:
                 rejected = True
             else:
@@ -256,7 +265,12 @@ def _accept_rtp(
     offered = media.direction
     sending = offered in ("sendonly", "sendrecv")
     slot = (send_slots or {}).get(mid)
-    we_send = slot is not None and slot.active and offered in ("sendrecv", "recvonly")
+    we_send = (
+        slot is not None
+        and slot.active
+        and offered in ("sendrecv", "recvonly")
+        and chosen.mime.lower() == slot.codec.mime.lower()
+    )
     if sending and we_send:
         section.direction = "sendrecv"
     elif sending:
@@ -363,6 +377,114 @@ def build_offer(
         bundle.append(section.mid or "")
     offer.groups = [("BUNDLE", bundle)]
     return offer
+
+
+def build_single_offer(
+    previous: SessionDescription,
+    slots: list[OutgoingSlot],
+    local: LocalTransport,
+    *,
+    version: int,
+) -> SessionDescription:
+    """A new offer on a connection the client opened (classic Matrix calls).
+
+    Starts from our last local description, so every m-section keeps its
+    place, mid and codecs (RFC 8829 §5.2.2); sections of our slots change
+    direction and SSRCs, new slots are appended. Payload types are taken from
+    what the connection already uses for that codec, else from the free ones,
+    so one value never names two codecs in the bundle (RFC 8843 §9.1).
+    """
+    offer = copy.deepcopy(previous)
+    offer.session_version = version
+    offer.ice_lite = True
+    by_mid = {slot.mid: slot for slot in slots}
+    used: dict[int, tuple[str, int]] = {}
+    for section in offer.media:
+        for codec in section.codecs:
+            used[codec.payload_type] = (codec.name.lower(), codec.clock_rate)
+    known = {section.mid for section in offer.media}
+    ext_ids = {e.uri: e.id for section in offer.media for e in section.extmaps}
+    for section in offer.media:
+        slot = by_mid.get(section.mid or "")
+        if slot is None or section.port == 0:
+            continue
+        receiving = section.direction in ("recvonly", "sendrecv")
+        _set_sending(section, slot, receiving)
+    for slot in slots:
+        if slot.mid in known or not slot.active:
+            continue
+        _assign_payload_types(slot, used)
+        slot.extmaps = _extmaps_for(slot.extmaps, ext_ids)
+        section = MediaSection(
+            kind=slot.kind, port=9, protocol="UDP/TLS/RTP/SAVPF", formats=[], mid=slot.mid
+        )
+        section.codecs = [slot.codec] + ([slot.rtx] if slot.rtx is not None else [])
+        section.formats = [str(c.payload_type) for c in section.codecs]
+        section.extmaps = list(slot.extmaps)
+        section.rtcp_mux = True
+        section.rtcp_rsize = True
+        _set_sending(section, slot, receiving=False)
+        offer.media.append(section)
+    for section in offer.media:
+        _transport_attrs(section, local, with_candidates=section.port != 0)
+    offer.groups = [("BUNDLE", [m.mid or "" for m in offer.media if m.port != 0])]
+    return offer
+
+
+def _extmaps_for(wanted: list[Extmap], ext_ids: dict[str, int]) -> list[Extmap]:
+    """Our extensions, numbered as the connection already numbers them (one id, one URI)."""
+    out = []
+    for extmap in wanted:
+        ext_id = ext_ids.get(extmap.uri)
+        if ext_id is None:
+            taken = set(ext_ids.values())
+            ext_id = next((i for i in range(1, 15) if i not in taken), 0)
+            if not ext_id:
+                continue
+            ext_ids[extmap.uri] = ext_id
+        out.append(Extmap(ext_id, extmap.uri))
+    return out
+
+
+def _set_sending(section: MediaSection, slot: OutgoingSlot, receiving: bool) -> None:
+    if slot.active:
+        section.direction = "sendrecv" if receiving else "sendonly"
+        section.msid = [(slot.stream, slot.track_id)]
+        section.ssrcs = {slot.ssrc: {"cname": slot.cname}}
+        section.ssrc_groups = []
+        if slot.rtx is not None and slot.rtx_ssrc:
+            section.ssrcs[slot.rtx_ssrc] = {"cname": slot.cname}
+            section.ssrc_groups = [SsrcGroup("FID", [slot.ssrc, slot.rtx_ssrc])]
+    else:
+        section.direction = "recvonly" if receiving else "inactive"
+        section.msid = []
+        section.ssrcs = {}
+        section.ssrc_groups = []
+
+
+def _assign_payload_types(slot: OutgoingSlot, used: dict[int, tuple[str, int]]) -> None:
+    def pick(name: str, clock_rate: int, preferred: int) -> int:
+        for pt, codec in used.items():
+            if codec == (name.lower(), clock_rate) and name.lower() != "rtx":
+                return pt
+        if preferred not in used:
+            used[preferred] = (name.lower(), clock_rate)
+            return preferred
+        for pt in range(96, 128):
+            if pt not in used:
+                used[pt] = (name.lower(), clock_rate)
+                return pt
+        raise NegotiationError("no free RTP payload type left in this connection")
+
+    slot.codec.payload_type = pick(slot.codec.name, slot.codec.clock_rate, slot.codec.payload_type)
+    if slot.rtx is not None:
+        # RTX formats differ by their apt: never share one.
+        rtx_pt = slot.rtx.payload_type
+        if rtx_pt in used:
+            rtx_pt = next(pt for pt in range(96, 128) if pt not in used)
+        used[rtx_pt] = ("rtx", slot.rtx.clock_rate)
+        slot.rtx.payload_type = rtx_pt
+        slot.rtx.fmtp = {"apt": str(slot.codec.payload_type)}
 
 
 def _mid_order(mid: str) -> int:

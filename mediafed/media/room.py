@@ -88,7 +88,10 @@ class Room:
         permission: Permission | None = None,
         listener: SessionListener,
         auto_subscribe: bool = True,
+        single_connection: bool = False,
     ) -> Session:
+        """Join; ``single_connection`` for clients with one peer connection both ways
+        (classic Matrix calls): see :meth:`Session.answer_offer`."""
         if self.closed:
             raise LocalProtocolError(f"room {self.name} was deleted; create it again")
         if not identity:
@@ -109,6 +112,7 @@ class Room:
             permission=permission or Permission(),
             listener=listener,
             auto_subscribe=auto_subscribe,
+            single_connection=single_connection,
         )
         self.sessions[identity] = session
         self.empty_since = None
@@ -227,7 +231,7 @@ class Room:
     def tick(self, now: float, *, reports: bool, speakers: bool) -> None:
         for session in list(self.sessions.values()):
             session.publisher.periodic(now, reports=reports)
-            if reports:
+            if reports and session.subscriber is not session.publisher:
                 session.subscriber.periodic(now, reports=True)
         if speakers:
             self._update_speakers(now)

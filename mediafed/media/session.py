@@ -48,7 +48,7 @@ from mediafed.media.types import (
 )
 from mediafed.transport.endpoint import EndpointState
 from mediafed.wire import rtp
-from mediafed.wire.sdp import Codec, serialize_sdp
+from mediafed.wire.sdp import Codec, SessionDescription, serialize_sdp
 
 if TYPE_CHECKING:
     from mediafed.media.room import Room
@@ -96,6 +96,7 @@ class Session:
         permission: Permission,
         listener: SessionListener,
         auto_subscribe: bool,
+        single_connection: bool = False,
     ) -> None:
         self.room = room
         self.identity = identity
@@ -111,8 +112,12 @@ class Session:
         self._state = "joined"
         self.joined_at = time.time()
         self.closed = False
+        self.single = single_connection
         self.publisher = MediaPeer(self, PeerRole.PUBLISHER)
-        self.subscriber = MediaPeer(self, PeerRole.SUBSCRIBER)
+        # One connection both ways (classic Matrix calls) or LiveKit's two.
+        self.subscriber = (
+            self.publisher if single_connection else MediaPeer(self, PeerRole.SUBSCRIBER)
+        )
         self.pending: dict[str, TrackInfo] = {}
         self.published: dict[str, PublishedTrack] = {}
         self.downtracks: dict[str, DownTrack] = {}
@@ -128,6 +133,8 @@ class Session:
         self._offer_scheduled = False
         self._publisher_sdp_version = 0
         self._removal: asyncio.Task[None] | None = None
+        self._last_local: SessionDescription | None = None
+        self._pending_local: SessionDescription | None = None
 
     # -- info -----------------------------------------------------------------
     def info(self) -> ParticipantInfo:
@@ -450,14 +457,21 @@ class Session:
         )
         if slot is None:
             slot = negotiation.OutgoingSlot(
-                mid=str(len(self.slots) + 1), kind=track.kind.value, codec=codec
+                mid=f"mf{len(self.slots) + 1}" if self.single else str(len(self.slots) + 1),
+                kind=track.kind.value,
+                codec=codec,
             )
             self.slots.append(slot)
         slot.codec = codec
         slot.rtx = rtx
         slot.ssrc = downtrack.ssrc
         slot.rtx_ssrc = downtrack.rtx_ssrc if rtx else 0
-        slot.stream = f"{track.info.participant_sid}|{track.sid}"
+        if self.single:
+            # One stream per person and purpose (Matrix sdp_stream_metadata).
+            screen = track.info.source in (TrackSource.SCREEN_SHARE, TrackSource.SCREEN_SHARE_AUDIO)
+            slot.stream = track.info.participant_sid + ("-screen" if screen else "")
+        else:
+            slot.stream = f"{track.info.participant_sid}|{track.sid}"
         slot.track_id = track.sid
         slot.cname = track.info.participant_sid
         slot.active = True
@@ -508,6 +522,8 @@ class Session:
     def _negotiate_subscriber(self) -> None:
         if self.closed:
             return
+        if self.single and self._last_local is None:
+            return  # the client opens the connection; its offer carries our tracks
         if self._outstanding is not None:
             self._dirty = True
             return
@@ -522,13 +538,23 @@ class Session:
         self._dirty = False
         self._offer_id += 1
         self._sdp_version += 1
-        offer = negotiation.build_offer(
-            self.slots,
-            self._local_transport(self.subscriber, "actpass"),
-            session_id=self._sdp_session_id,
-            version=self._sdp_version,
-            data_channel_mid=DATA_CHANNEL_MID,
-        )
+        if self.single:
+            assert self._last_local is not None
+            offer = negotiation.build_single_offer(
+                self._last_local,
+                self.slots,
+                self._local_transport(self.publisher, "actpass"),
+                version=self._sdp_version + self._publisher_sdp_version,
+            )
+            self._pending_local = offer
+        else:
+            offer = negotiation.build_offer(
+                self.slots,
+                self._local_transport(self.subscriber, "actpass"),
+                session_id=self._sdp_session_id,
+                version=self._sdp_version,
+                data_channel_mid=DATA_CHANNEL_MID,
+            )
         self._outstanding = self._offer_id
         self._offered_slots = {
             slot.mid: negotiation.OutgoingSlot(
@@ -549,7 +575,8 @@ class Session:
 
     def start_subscriber(self) -> None:
         """Send the first subscriber offer (data channel and current tracks)."""
-        self._negotiate_subscriber()
+        if not self.single:
+            self._negotiate_subscriber()
 
     async def accept_subscriber_answer(self, sdp: str, offer_id: int) -> None:
         self._check_open()
@@ -566,8 +593,11 @@ class Session:
             )
         self.subscriber.endpoint.configure_remote(ufrag, pwd, fingerprints, setup)
         accepted = negotiation.accepted_mids(answer)
+        if self.single and self._pending_local is not None:
+            self._last_local = self._pending_local
+            self._pending_local = None
         now = self.room.manager.clock()
-        if DATA_CHANNEL_MID in accepted:
+        if DATA_CHANNEL_MID in accepted and not self.single:
             channels = self.subscriber.endpoint.enable_data_channels(
                 next((m.sctp_port for m in answer.media if m.mid == DATA_CHANNEL_MID), None)
             )
@@ -580,10 +610,131 @@ class Session:
             if slot is None or offered is None or offered.ssrc != downtrack.ssrc:
                 continue  # not in the offer this answers; the next one carries it
             if downtrack.mid in accepted and not downtrack.negotiated:
+                self._use_negotiated_codec(downtrack, slot)
                 downtrack.attach(now)
         self._outstanding = None
         if self._dirty:
             self._negotiate_subscriber()
+
+    def _use_negotiated_codec(self, downtrack: DownTrack, slot: negotiation.OutgoingSlot) -> None:
+        """Payload types and extension ids as this connection negotiated them."""
+        downtrack.payload_type = slot.codec.payload_type
+        downtrack.rtx_payload_type = slot.rtx.payload_type if slot.rtx is not None else None
+        if self.single and self._last_local is not None:
+            section = next((m for m in self._last_local.media if m.mid == slot.mid), None)
+            if section is not None:
+                downtrack.ext_remap = codecs.downstream_table(section.extmaps)
+
+    async def answer_offer(self, sdp: str) -> str:
+        """Single-connection sessions: answer the client's offer (first or renegotiation).
+
+        What the client sends is published; room tracks go out on the sections
+        the client lets us send on (sendrecv/recvonly). Tracks that find no
+        section come in a later offer through ``listener.on_subscriber_offer``,
+        which may be called as soon as this returns: send this answer first.
+        """
+        self._check_open()
+        if not self.single:
+            raise LocalProtocolError(
+                "answer_offer is for single-connection sessions; use answer_publisher_offer"
+            )
+        offer = negotiation.parse(sdp, "offer")
+        ufrag, pwd, fingerprints, setup = negotiation.remote_transport(offer, "offer")
+        endpoint = self.publisher.endpoint
+        if endpoint.ice.remote_ufrag and ufrag != endpoint.ice.remote_ufrag:
+            endpoint.restart_ice()
+        local_setup = endpoint.configure_remote(ufrag, pwd, fingerprints, setup)
+        if self._outstanding is not None:
+            # Glare: we are the polite side; our offer is dropped and made again later.
+            self._outstanding = None
+            self._pending_local = None
+            self._dirty = True
+        self._claim_offered_sections(offer)
+        self._publisher_sdp_version += 1
+        answer, accepted = negotiation.answer_offer(
+            offer,
+            self._local_transport(self.publisher, local_setup),
+            session_id=self._sdp_session_id,
+            version=self._publisher_sdp_version + self._sdp_version,
+            send_slots={slot.mid: slot for slot in self.slots},
+        )
+        refused = self._apply_published(accepted)
+        for section in answer.media:
+            if section.mid in refused:
+                section.direction = "sendonly" if section.direction == "sendrecv" else "inactive"
+        sending = {
+            section.mid
+            for section in answer.media
+            if section.port != 0 and section.direction in ("sendonly", "sendrecv")
+        }
+        self._last_local = answer
+        now = self.room.manager.clock()
+        for track_sid, downtrack in self.downtracks.items():
+            slot = self.slot_of.get(track_sid)
+            if slot is None:
+                continue
+            if downtrack.mid in sending and not downtrack.negotiated:
+                self._use_negotiated_codec(downtrack, slot)
+                downtrack.attach(now)
+            elif downtrack.mid not in sending and downtrack.negotiated:
+                downtrack.detach()
+        unsent = [
+            slot
+            for slot in self.slots
+            if slot.active and slot.mid not in {m.mid for m in answer.media}
+        ]
+        if unsent or self._dirty:
+            self._dirty = False
+            self._negotiate_subscriber()
+        return serialize_sdp(answer)
+
+    def _claim_offered_sections(self, offer: SessionDescription) -> None:
+        """Put tracks not yet negotiated on sections the client offered to receive on."""
+        known = {m.mid for m in (self._last_local.media if self._last_local else [])}
+        taken = {slot.mid for slot in self.slots if slot.mid in known}
+        for media in offer.media:
+            if media.mid is None or media.mid in taken or media.port == 0:
+                continue
+            if media.direction not in ("sendrecv", "recvonly"):
+                continue
+            for slot in self.slots:
+                if slot.active and slot.kind == media.kind and slot.mid not in known | taken:
+                    old_mid = slot.mid
+                    slot.mid = media.mid
+                    for downtrack in self.downtracks.values():
+                        if downtrack.mid == old_mid:
+                            downtrack.mid = media.mid
+                    taken.add(media.mid)
+                    break
+
+    def stream_metadata(self) -> dict[str, dict[str, object]]:
+        """What we send, by msid stream id: Matrix ``sdp_stream_metadata``."""
+        streams: dict[str, dict[str, object]] = {}
+        for track_sid, slot in self.slot_of.items():
+            downtrack = self.downtracks.get(track_sid)
+            if downtrack is None or not slot.active:
+                continue
+            info = downtrack.track.info
+            screen = info.source in (TrackSource.SCREEN_SHARE, TrackSource.SCREEN_SHARE_AUDIO)
+            entry = streams.setdefault(
+                slot.stream,
+                {
+                    "purpose": "m.screenshare" if screen else "m.usermedia",
+                    "audio_muted": True,
+                    "video_muted": True,
+                },
+            )
+            key = "audio_muted" if info.kind is TrackKind.AUDIO else "video_muted"
+            entry[key] = bool(info.muted)
+        return streams
+
+    def local_candidates(self) -> list[tuple[str, str, int]]:
+        """(candidate, sdpMid, sdpMLineIndex) of our last local description's first section."""
+        description = self._last_local
+        mid = "0"
+        if description is not None and description.media:
+            mid = description.media[0].mid or "0"
+        return [(line, mid, 0) for line in self.publisher.endpoint.local_candidates()]
 
     def add_remote_candidate(self, target: str, candidate: str) -> None:
         """Trickled remote candidates: ICE-lite learns addresses from checks instead."""

@@ -24,7 +24,14 @@ from pylibsrtp._binding import ffi, lib
 from mediafed.media.rtxcache import RetransmissionCache
 from mediafed.media.types import LayerInfo, TrackInfo, TrackKind
 from mediafed.wire import payload as payload_codecs
-from mediafed.wire.rtp import HEADER, SEQ_TS_SSRC, U16, payload_end, payload_offset
+from mediafed.wire.rtp import (
+    HEADER,
+    SEQ_TS_SSRC,
+    U16,
+    payload_end,
+    payload_offset,
+    remap_extension_ids,
+)
 
 if TYPE_CHECKING:
     from mediafed.media.peer import MediaPeer
@@ -35,6 +42,7 @@ log = logging.getLogger(__name__)
 _memmove = ffi.memmove
 _protect = lib.srtp_protect
 KEYFRAME_REQUEST_INTERVAL_S = 0.5
+KEYFRAME_RETRY_S = 1.0
 NACK_MAX_TRIES = 3
 NACK_RETRY_S = 0.05
 MAX_MISSING = 256
@@ -265,6 +273,7 @@ class PublishedTrack:
         self.layers: dict[str, Layer] = {}
         self.downtracks: dict[str, DownTrack] = {}
         self.last_keyframe_request = -1.0
+        self.keyframe_pending = False
         self.muted = info.muted
         self.closed = False
 
@@ -296,13 +305,32 @@ class PublishedTrack:
         return min(active, key=lambda layer: layer.quality)
 
     def request_keyframe(self, now: float) -> None:
-        """Ask the publisher for a keyframe (PLI), at most every 500 ms."""
+        """Ask the publisher for a keyframe (PLI), at most every 500 ms.
+
+        A request inside the interval is not dropped but deferred to its end
+        (:meth:`tick`): the subscriber that asked may be the only one waiting.
+        """
         if self.kind is not TrackKind.VIDEO or self.closed:
             return
         if now - self.last_keyframe_request < KEYFRAME_REQUEST_INTERVAL_S:
+            self.keyframe_pending = True
             return
+        self.keyframe_pending = False
         self.last_keyframe_request = now
         self.publisher.send_pli(self)
+
+    def tick(self, now: float) -> None:
+        """Timer work: deferred keyframe requests, and asking again for subscribers
+        still waiting after a second (the PLI or the keyframe may have been lost)."""
+        if self.kind is not TrackKind.VIDEO:
+            return
+        since = now - self.last_keyframe_request
+        if self.keyframe_pending and since >= KEYFRAME_REQUEST_INTERVAL_S:
+            self.request_keyframe(now)
+        elif since >= KEYFRAME_RETRY_S and any(
+            layer.keyframe_waiters for layer in self.layers.values()
+        ):
+            self.request_keyframe(now)
 
     def layer_infos(self) -> tuple[LayerInfo, ...]:
         return self.info.layers
@@ -320,6 +348,7 @@ class DownTrack:
     __slots__ = (
         "clock_rate",
         "disabled",
+        "ext_remap",
         "layer",
         "max_quality",
         "mid",
@@ -363,6 +392,7 @@ class DownTrack:
         self.layer: Layer | None = None
         self.max_quality = 2
         self.disabled = False
+        self.ext_remap: bytes | None = None
         self.negotiated = False
         self.started = False
         self.synced = False
@@ -447,6 +477,8 @@ class DownTrack:
         seq_out = (seq + self.seq_off) & 0xFFFF
         ts_out = (ts + self.ts_off) & 0xFFFFFFFF
         SEQ_TS_SSRC.pack_into(view, 2, seq_out, ts_out, self.ssrc)
+        if self.ext_remap is not None:
+            remap_extension_ids(view, length, self.ext_remap)
         cell = tx.length
         cell[0] = length
         if _protect(srtp.tx, tx.cdata, cell):
@@ -502,6 +534,8 @@ class DownTrack:
                 out = bytearray(packet)
                 out[1] = (b1 & 0x80) | self.payload_type
                 SEQ_TS_SSRC.pack_into(out, 2, seq_out, ts_out, self.ssrc)
+            if self.ext_remap is not None:
+                remap_extension_ids(out, len(out), self.ext_remap)
             self.peer.send_rtp(bytes(out))
             sent += 1
         self.retransmitted += sent

@@ -141,7 +141,7 @@ def extension_value(buf: bytes | bytearray | memoryview, length: int, wanted: in
     return None
 
 
-def remap_extension_ids(buf: bytearray, length: int, table: bytes) -> None:
+def remap_extension_ids(buf: bytearray | memoryview, length: int, table: bytes) -> None:
     """Rewrite one-byte extension ids in place through ``table`` (16 entries).
 
     ``table[old_id]`` is the new id; ids a receiver has not negotiated map to
