@@ -1,5 +1,7 @@
 """Composition of the Matrix front-end: the focus always, the appservice when a
-registration file is configured (``[matrix] registration``).
+registration file is configured (``[matrix] registration``), and with a media
+server (``rooms``) the bridge that answers classic ``m.call.*`` calls
+(:mod:`mediafed.matrix.calls`).
 
 The lead wires :func:`setup_matrix` into :func:`mediafed.server.build_app` as an
 extension once ``Config`` has its ``matrix`` section.
@@ -8,20 +10,26 @@ extension once ``Config`` has its ``matrix`` section.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from mediafed.config import Config
 from mediafed.errors import ConfigError
 from mediafed.matrix.appservice import CallEventSink, setup_appservice
+from mediafed.matrix.calls import AppServiceSender, MatrixCallBridge, OnCallStarted
 from mediafed.matrix.config import MatrixConfig
 from mediafed.matrix.focus import setup_focus
 from mediafed.matrix.membership import CallMembership
 from mediafed.matrix.registration import Registration
 
+if TYPE_CHECKING:
+    from mediafed.media import RoomManager
+
 log = logging.getLogger(__name__)
 
 MEMBERSHIP_KEY = web.AppKey("matrix_membership", CallMembership)
+CALL_BRIDGE_KEY = web.AppKey("matrix_call_bridge", MatrixCallBridge)
 
 
 def setup_matrix(
@@ -30,8 +38,14 @@ def setup_matrix(
     matrix: MatrixConfig,
     *,
     call_sink: CallEventSink | None = None,
+    rooms: RoomManager | None = None,
+    on_call_started: OnCallStarted | None = None,
 ) -> None:
-    """Add the Matrix routes; does nothing when ``[matrix] server_name`` is unset."""
+    """Add the Matrix routes; does nothing when ``[matrix] server_name`` is unset.
+
+    With ``rooms`` (and no ``call_sink``), classic calls to bridge users are
+    answered in the media server; ``on_call_started(mediafed_room, caller_name)``
+    is told of each (the Rocket.Chat notice)."""
     if not matrix.server_name:
         log.info("- Matrix front-end off: set [matrix] server_name to enable it")
         return
@@ -51,7 +65,7 @@ def setup_matrix(
         )
     membership = CallMembership()
     app[MEMBERSHIP_KEY] = membership
-    setup_appservice(
+    service = setup_appservice(
         app,
         registration,
         homeserver_url=matrix.homeserver_url,
@@ -59,3 +73,15 @@ def setup_matrix(
         membership=membership,
         call_sink=call_sink,
     )
+    if call_sink is None and rooms is not None:
+        bridge = MatrixCallBridge(
+            rooms, registration, AppServiceSender(service), on_call_started=on_call_started
+        )
+        service.call_sink = bridge
+        app[CALL_BRIDGE_KEY] = bridge
+
+        async def hang_up_all(app: web.Application) -> None:
+            await bridge.close()
+
+        # on_shutdown runs before on_cleanup, while the appservice can still send.
+        app.on_shutdown.append(hang_up_all)

@@ -325,11 +325,11 @@ class PublishedTrack:
         if self.kind is not TrackKind.VIDEO:
             return
         since = now - self.last_keyframe_request
-        if self.keyframe_pending and since >= KEYFRAME_REQUEST_INTERVAL_S:
-            self.request_keyframe(now)
-        elif since >= KEYFRAME_RETRY_S and any(
+        deferred = self.keyframe_pending and since >= KEYFRAME_REQUEST_INTERVAL_S
+        waiting = since >= KEYFRAME_RETRY_S and any(
             layer.keyframe_waiters for layer in self.layers.values()
-        ):
+        )
+        if deferred or waiting:
             self.request_keyframe(now)
 
     def layer_infos(self) -> tuple[LayerInfo, ...]:

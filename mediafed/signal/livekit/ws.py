@@ -128,6 +128,7 @@ class SignalPeer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._grace: asyncio.TimerHandle | None = None
         self._last_seen = 0.0
+        self._last_offer_id = 0
         self._handlers: dict[str, Callable[[Any], None]] = {
             "ParticipantJoined": self._on_participant_joined,
             "ParticipantUpdated": self._on_participant_updated,
@@ -137,7 +138,9 @@ class SignalPeer:
             "TrackMuted": self._on_track_muted,
             "SpeakersChanged": self._on_speakers_changed,
             "SessionClosed": self._on_session_closed,
+            "DataReceived": self._on_data_received,
         }
+        self._data_sequence = 0
 
     # ---- log helpers -------------------------------------------------------
 
@@ -221,6 +224,7 @@ class SignalPeer:
 
     def on_subscriber_offer(self, sdp: str, offer_id: int) -> None:
         log.debug("> %r subscriber offer id=%d", self, offer_id)
+        self._last_offer_id = offer_id
         self.send(
             rtc.SignalResponse(offer=rtc.SessionDescription(type="offer", sdp=sdp, id=offer_id))
         )
@@ -237,7 +241,51 @@ class SignalPeer:
             )
         )
 
+    def on_data_message(self, role: str, label: str, data: bytes) -> None:
+        """A data-channel message from the client: relay its user packet to the room."""
+        session = self.session
+        if session is None:
+            return
+        packet = models.DataPacket()
+        try:
+            packet.ParseFromString(data)
+        except DecodeError:
+            log.info("x %r malformed DataPacket on %s/%s dropped", self, role, label)
+            return
+        user = translate.user_data_from_pb(packet)
+        if user is None:
+            log.debug("- %r %s data packet not relayed", self, packet.WhichOneof("value"))
+            return
+        payload, topic, destinations = user
+        lossy = label == "_lossy" or packet.kind == models.DataPacket.Kind.LOSSY
+        try:
+            session.send_data(
+                payload,
+                topic=topic,
+                kind="lossy" if lossy else "reliable",
+                destination_identities=destinations,
+            )
+        except MediafedError as exc:
+            log.info("x %r data refused: %s", self, exc)
+
     # ---- room events -----------------------------------------------------------
+
+    def _on_data_received(self, event: Any) -> None:
+        session = self.session
+        if session is None:
+            return
+        self._data_sequence += 1
+        packet = translate.data_packet_to_pb(
+            sender_sid=event.sender.sid,
+            sender_identity=event.sender.identity,
+            payload=event.payload,
+            topic=event.topic,
+            kind=event.kind,
+            destination_identities=event.destination_identities,
+            sequence=self._data_sequence,
+        )
+        if not session.send_data_message(event.kind, packet.SerializeToString()):
+            log.debug("x %r data channel not open; %d bytes dropped", self, len(event.payload))
 
     def _own_sid(self) -> str:
         return self.session.sid if self.session is not None else ""
@@ -435,6 +483,8 @@ class SignalPeer:
         session = self.session
         assert session is not None
         which = request.WhichOneof("message")
+        if which not in ("ping", "ping_req", "trickle"):
+            log.debug("< %r %s", self, which)
         if which == "offer":
             answer = await session.answer_publisher_offer(request.offer.sdp)
             self.send(
@@ -443,7 +493,9 @@ class SignalPeer:
                 )
             )
         elif which == "answer":
-            await session.accept_subscriber_answer(request.answer.sdp, request.answer.id)
+            # the Rust SDK (Python ``livekit``) does not echo the offer id: 0 means the latest
+            offer_id = request.answer.id or self._last_offer_id
+            await session.accept_subscriber_answer(request.answer.sdp, offer_id)
         elif which == "trickle":
             self._trickle(session, request.trickle)
         elif which == "add_track":
