@@ -29,7 +29,7 @@ OFFER = (
     "m=video 9 UDP/TLS/RTP/SAVPF 100\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\n"
     "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
     "a=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\na=setup:actpass\r\n"
-    "a=rtcp-mux\r\na=rtpmap:100 VP8/90000\r\na=rtcp-fb:100 nack pli\r\n"
+    "a=rtcp-mux\r\na=rtpmap:100 VP8/90000\r\na=rtcp-fb:100 nack\r\na=rtcp-fb:100 nack pli\r\n"
     f"a=msid:s v\r\na=ssrc:{PUB_SSRC} cname:x\r\n"
 )
 RTP = struct.Struct("!BBHII")
@@ -124,3 +124,55 @@ async def test_publisher_alone_is_cached_not_forwarded(rooms: RoomManager) -> No
         assert layer.cache.get(1, 1.0) is not None
     finally:
         await manager.stop()
+
+
+TWCC_OFFER = OFFER.replace(
+    "a=rtcp-mux\r\n",
+    "a=rtcp-mux\r\na=extmap:5 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-"
+    "extensions-01\r\n",
+).replace("a=rtcp-fb:100 nack pli\r\n", "a=rtcp-fb:100 nack pli\r\na=rtcp-fb:100 transport-cc\r\n")
+
+
+async def test_publisher_gets_transport_cc_feedback_and_nacks(rooms: RoomManager) -> None:
+    from mediafed.wire import rtcp, rtp
+
+    room = rooms.get_or_create("feedback")
+    publisher = await room.join("pub", listener=AiortcParticipant(room, "x"))
+    answer = await publisher.answer_publisher_offer(TWCC_OFFER)
+    assert "transport-cc" in answer  # accepted in the answer: the browser will send it
+    back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    back.bind(("127.0.0.2", 0))
+    back.setblocking(False)
+    endpoint = publisher.publisher.endpoint
+    endpoint.srtp = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY))
+    endpoint.mux.bind_address(endpoint, back.getsockname())
+    # Packets 0..9 arrive with transport-wide sequence numbers, RTP sequence 6 is lost.
+    for index in range(10):
+        if index == 6:
+            continue
+        header = rtp.build_header(
+            100, 500 + index, 3000 * index, PUB_SSRC, extensions=[(5, struct.pack("!H", index))]
+        )
+        feed(publisher, bytes(header) + b"\x10\x00" + bytes(40), rooms.clock())
+    rx = pylibsrtp.Session(pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND))
+    feedback: list[rtcp.TransportCcFeedback] = []
+    nacks: list[rtcp.GenericNack] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while (not feedback or not nacks) and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+        while True:
+            try:
+                data = back.recv(2048)
+            except BlockingIOError:
+                break
+            for item in rtcp.parse_rtcp(rx.unprotect_rtcp(data)):
+                if isinstance(item, rtcp.TransportCcFeedback):
+                    feedback.append(item)
+                elif isinstance(item, rtcp.GenericNack):
+                    nacks.append(item)
+    back.close()
+    assert feedback, "no transport-cc feedback reached the publisher"
+    statuses = {seq: delta is not None for fb in feedback for seq, delta in fb.packets}
+    assert statuses[0] and statuses[5] and statuses[7] and not statuses[6]
+    assert nacks and nacks[0].media_ssrc == PUB_SSRC and 506 in nacks[0].lost
