@@ -84,7 +84,14 @@ def front_ends(rooms: RoomManager) -> list[Extension]:
         rooms.add_observer(observe)
 
     def matrix(app: web.Application, config: Config) -> None:
-        setup_matrix(app, config, config.matrix)
+        service = app.get(CALL_SERVICE_KEY)  # set by `calls`, which runs first
+        setup_matrix(
+            app,
+            config,
+            config.matrix,
+            rooms=rooms,
+            on_call_started=service.call_started_elsewhere if service is not None else None,
+        )
 
     return [livekit, calls, matrix]
 

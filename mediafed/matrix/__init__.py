@@ -5,6 +5,7 @@ appservice (mautrix) and the typed stable 1:1 VoIP events (``m.call.*``).
 - :mod:`.openid` verifies Matrix OpenID tokens against the user's homeserver.
 - :mod:`.membership` follows MatrixRTC call membership state per room.
 - :mod:`.voip` parses ``m.call.*`` event content into frozen dataclasses.
+- :mod:`.calls` answers classic ``m.call.*`` calls to bridge users in the media core.
 - :mod:`.appservice` receives homeserver transactions; :mod:`.registration`
   writes the appservice registration file; :mod:`.cli` adds ``mediafed matrix``.
 """

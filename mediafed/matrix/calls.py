@@ -63,6 +63,8 @@ CONNECT_TIMEOUT_S = 30.0
 """Hang up with ``ice_timeout`` when the media connection is not up by then."""
 NEGOTIATE_LIFETIME_MS = 30000
 MAX_CALLS = 256
+MAX_CALLS_PER_CALLER = 4
+"""Calls one Matrix user may have with the bridge at once; more are answered busy."""
 MAX_QUEUED_EVENTS = 128
 """Events waiting for one call; more are dropped (a flood must not grow memory)."""
 MAX_REMOTE_CANDIDATES = 256
@@ -128,6 +130,10 @@ class AppServiceSender:
             log.info("- bridge not in room=%s (%s)", room_id, exc.errcode)
             return None
         return {str(user): member.displayname or "" for user, member in members.items()}
+
+
+class CallSendError(MediafedError):
+    """The homeserver did not take an event a call had to send; that call ends."""
 
 
 class CallState(enum.Enum):
@@ -537,8 +543,11 @@ class MatrixCall:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self.state is not CallState.ENDED:
+        if self.state is not CallState.ENDED:  # the task never got to run
             await self._end("hung up by the bridge", hangup=reason)
+            self.bridge.forget(self)
+            if not self.done.done():
+                self.done.set_result(self.end_reason)
 
     async def _end(self, why: str, hangup: str | None) -> None:
         if self.state is CallState.ENDED:
@@ -577,8 +586,10 @@ class MatrixCall:
         try:
             await self.bridge.sender.send(self.room_id, self.callee, event_type, body)
         except Exception as exc:
-            log.warning("x %s sending %s failed: %s", self.label, event_type, exc)
-            raise
+            raise CallSendError(
+                f"could not send {event_type} as {self.callee} to room {self.room_id}: {exc}; "
+                "check that the homeserver is up and the bridge user is in the room"
+            ) from exc
         log.info("> %s %s", event_type, self.label)
 
 
@@ -681,8 +692,16 @@ class MatrixCallBridge:
             callee=callee,
             invite=invite,
         )
-        if len(self.calls) >= self.max_calls:
-            log.warning("x %s more than %d calls; busy", label, self.max_calls)
+        mine = sum(1 for other in self.calls.values() if other.caller == sender)
+        if len(self.calls) >= self.max_calls or mine >= MAX_CALLS_PER_CALLER:
+            log.warning(
+                "x %s busy: %d calls (%d of this caller); limits %d and %d",
+                label,
+                len(self.calls),
+                mine,
+                self.max_calls,
+                MAX_CALLS_PER_CALLER,
+            )
             with contextlib.suppress(Exception):
                 await call._send(voip.HANGUP, {"reason": "user_busy"})
             self._remember_ended(key)
@@ -702,7 +721,15 @@ class MatrixCallBridge:
         return bot if bot in members else None
 
     def call_started(self, call: MatrixCall) -> None:
+        """Tell the hook, once per Matrix room while classic calls go on there."""
         if self.on_call_started is None:
+            return
+        if any(
+            other is not call
+            and other.room_id == call.room_id
+            and other.state is not CallState.ENDED
+            for other in self.calls.values()
+        ):
             return
         try:
             self.on_call_started(call.mediafed_room, call.caller_name)
