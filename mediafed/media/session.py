@@ -736,6 +736,19 @@ class Session:
             mid = description.media[0].mid or "0"
         return [(line, mid, 0) for line in self.publisher.endpoint.local_candidates()]
 
+    def withdraw_subscriber_offer(self, offer_id: int) -> bool:
+        """Give up on an offer the client never answered (its lifetime ran out).
+
+        The tracks it carried stay pending and go into the next offer, which is
+        made at once. False if ``offer_id`` is not the outstanding offer.
+        """
+        if self._outstanding is None or offer_id != self._outstanding:
+            return False
+        self._outstanding = None
+        self._pending_local = None
+        self._negotiate_subscriber()
+        return True
+
     def add_remote_candidate(self, target: str, candidate: str) -> None:
         """Trickled remote candidates: ICE-lite learns addresses from checks instead."""
         if target not in ("publisher", "subscriber"):
