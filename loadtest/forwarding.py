@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pylibsrtp
-from aioice import stun
 
 from mediafed.config import load_config
 from mediafed.media import RoomManager, events
 from mediafed.media.session import Session
 from mediafed.transport.dtls import SrtpKeys
+from mediafed.transport.ice import binding_request
 from mediafed.transport.srtp import SrtpContext
 
 KEY = bytes(range(30))  # key + salt for AES_CM_128_HMAC_SHA1_80
@@ -241,7 +241,7 @@ async def run_mediafed(subscribers: int, packets: list[bytes], rate: float) -> R
         # The sender proves itself with a real ICE check first, as a browser would:
         # the endpoint is found by the checked address, never by SSRC.
         ice = publisher.publisher.endpoint.ice
-        check = _binding_request(f"{ice.local_ufrag}:bench", ice.local_pwd)
+        check = binding_request(f"{ice.local_ufrag}:bench", ice.local_pwd)
         count, cpu = await _measure(manager.udp_port, [check, *packets], rate, forwarded)
         verified = _verify_sink(sink.socks[0], downtracks[0].ssrc)
         if not verified:
@@ -269,16 +269,6 @@ def _verify_sink(sock: socket.socket, ssrc: int) -> int:
         if _RTP.unpack_from(plain, 0)[4] == ssrc and len(plain) == 12 + PAYLOAD_SIZE:
             good += 1
     return good
-
-
-def _binding_request(username: str, password: str) -> bytes:
-    request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
-    request.attributes["USERNAME"] = username
-    request.attributes["PRIORITY"] = 1
-    request.attributes["ICE-CONTROLLING"] = 1
-    request.attributes["USE-CANDIDATE"] = None
-    request.add_message_integrity(password.encode())
-    return bytes(request)
 
 
 def _connect(session: Session, role: str, keys: SrtpKeys, addr: tuple[str, int]) -> None:

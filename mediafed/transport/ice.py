@@ -39,6 +39,23 @@ class StunResult:
     error: str = ""
 
 
+def binding_request(
+    username: str, password: str, *, tie_breaker: int = 1, nominate: bool = True
+) -> bytes:
+    """A full agent's check as a controlling peer sends it (RFC 8445 §7.1.1).
+
+    mediafed never sends checks itself; benchmarks and tests play the client with it.
+    """
+    request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+    request.attributes["USERNAME"] = username
+    request.attributes["PRIORITY"] = 1
+    request.attributes["ICE-CONTROLLING"] = tie_breaker
+    if nominate:
+        request.attributes["USE-CANDIDATE"] = None
+    request.add_message_integrity(password.encode())
+    return bytes(request)
+
+
 def parse_username(data: bytes) -> str | None:
     """The USERNAME of a STUN request, without checking anything else; None if absent."""
     try:

@@ -15,6 +15,7 @@ from aioice import stun
 from mediafed.errors import NegotiationError
 from mediafed.media import RoomManager
 from mediafed.transport.dtls import SrtpKeys
+from mediafed.transport.ice import binding_request
 from mediafed.transport.srtp import SrtpContext
 
 from .aiortc_client import AiortcParticipant, PatternVideoTrack, wait_for
@@ -72,16 +73,6 @@ async def _receive(sock: socket.socket) -> bytes:
     return await asyncio.wait_for(loop.sock_recv(sock, 2048), 5)
 
 
-def _binding(username: str, password: str) -> bytes:
-    request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
-    request.attributes["USERNAME"] = username
-    request.attributes["PRIORITY"] = 1
-    request.attributes["ICE-CONTROLLING"] = 7
-    request.attributes["USE-CANDIDATE"] = None
-    request.add_message_integrity(password.encode())
-    return bytes(request)
-
-
 async def test_random_datagrams_are_dropped_with_a_reason(
     rooms: RoomManager, call: Call, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -109,7 +100,7 @@ async def test_stun_with_a_wrong_password_gets_401(
     bound_before = endpoint.addr
     with _socket() as sock:
         sock.sendto(
-            _binding(f"{endpoint.ice.local_ufrag}:evil", "not-the-password-at-all"),
+            binding_request(f"{endpoint.ice.local_ufrag}:evil", "not-the-password-at-all"),
             ("127.0.0.2", rooms.udp_port),
         )
         reply = stun.parse_message(await _receive(sock))
@@ -130,7 +121,7 @@ async def test_srtp_failing_authentication_is_dropped(
     with _socket() as sock:
         # A real ICE check binds the address; SRTP keys we know stand in for DTLS.
         sock.sendto(
-            _binding(f"{endpoint.ice.local_ufrag}:m", endpoint.ice.local_pwd),
+            binding_request(f"{endpoint.ice.local_ufrag}:m", endpoint.ice.local_pwd),
             ("127.0.0.2", rooms.udp_port),
         )
         assert stun.parse_message(await _receive(sock)).message_class == stun.Class.RESPONSE
