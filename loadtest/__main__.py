@@ -98,7 +98,7 @@ async def run(args: argparse.Namespace) -> list[TargetResult]:
     if client_cpus:
         os.sched_setaffinity(0, client_cpus)
     clips = encode_clips(args)
-    level = logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING
+    level = _log_level(args.verbose)
     results: list[TargetResult] = []
     for n in args.n:
         for name in args.target or ["janus"]:
@@ -127,6 +127,10 @@ def _config_dict(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _log_level(verbose: int) -> int:
+    return logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+
+
 def only_loopback() -> bool:
     """True in a namespace whose only interface is lo (if_nameindex asks this namespace)."""
     return [name for _, name in socket.if_nameindex()] == ["lo"]
@@ -143,12 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     logging.basicConfig(
-        level=logging.DEBUG
-        if args.verbose > 1
-        else logging.INFO
-        if args.verbose
-        else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
+        level=_log_level(args.verbose), format="%(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("aioice").setLevel(logging.WARNING)
     # A shell may start us with SIGINT ignored (background job); Ctrl-C must still stop us.

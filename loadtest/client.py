@@ -24,6 +24,7 @@ from loadtest.rtp import (
     MID_EXT_ID,
     MID_URI,
     RtpSender,
+    keyframe_requests,
     packetize_vp8,
     read_send_time_ns,
 )
@@ -94,19 +95,32 @@ def build_offer(peer: LightPeer, sources: tuple[str, ...], ssrcs: list[int]) -> 
     return "\r\n".join(lines) + "\r\n"
 
 
+DATACHANNEL = -1  # _accepts() result for a data-channel section
+
+
 def _accepts(section: MediaSection) -> int | None:
-    if section.port == 0 or section.kind not in ("audio", "video"):
+    """The payload type we take in ``section``, DATACHANNEL, or None to reject it."""
+    if section.port == 0:
+        return None
+    if section.kind == "application" and "webrtc-datachannel" in section.formats:
+        return DATACHANNEL
+    if section.kind not in ("audio", "video"):
         return None
     return section.payload_type_for("opus" if section.kind == "audio" else "VP8")
 
 
 def build_answer(peer: LightPeer, offer_sdp: str) -> str:
-    """A receive-only answer to an SFU's offer; sections we cannot take get port 0."""
+    """A receive-only answer to an SFU's offer; sections we cannot take get port 0.
+
+    A data-channel section is accepted so that a BUNDLE holding only it (the
+    first subscriber offer of a LiveKit-style server) stays up; the client
+    never starts SCTP on it and ignores what arrives there.
+    """
     offer = parse_sdp(offer_sdp)
     host, port = peer.default_address()
     accepted = [s.mid for s in offer.media if _accepts(s) is not None]
     if not accepted:
-        raise PeerError("the SFU offered no Opus or VP8 section to receive")
+        raise PeerError("the SFU offered no Opus, VP8 or data-channel section to accept")
     lines = _session_header(random.getrandbits(62), accepted)
     for section in offer.media:
         pt = _accepts(section)
@@ -115,6 +129,15 @@ def build_answer(peer: LightPeer, offer_sdp: str) -> str:
             lines += [f"m={section.kind} 0 {section.protocol} {fmt}", "c=IN IP4 0.0.0.0"]
             if section.mid:
                 lines.append(f"a=mid:{section.mid}")
+            continue
+        if pt == DATACHANNEL:
+            lines += [
+                f"m=application {port} {section.protocol} webrtc-datachannel",
+                f"c=IN IP4 {host}",
+                *peer.transport_sdp_lines("active"),
+                f"a=mid:{section.mid}",
+                "a=sctp-port:5000",
+            ]
             continue
         direction = "recvonly" if section.direction in ("sendonly", "sendrecv") else "inactive"
         lines += [
@@ -153,7 +176,17 @@ class Publisher:
         self.max_payload = max_payload
         self.feed = ""
         self.packets_sent = 0
+        self.keyframes_requested = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._keyframe_wanted: set[int] = set()
+        self.peer.on_rtcp = self._on_rtcp
+
+    def _on_rtcp(self, compound: bytes) -> None:
+        # A browser answers PLI/FIR with a keyframe; we restart the clip, which opens with one.
+        wanted = keyframe_requests(compound)
+        if wanted:
+            self.keyframes_requested += 1
+            self._keyframe_wanted |= wanted
 
     async def start(self) -> None:
         await self.peer.gather(ice_controlling=True)
@@ -192,6 +225,9 @@ class Publisher:
             delay = next_at - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if video and sender.ssrc in self._keyframe_wanted:
+                self._keyframe_wanted.discard(sender.ssrc)
+                index = 0  # the clip's first frame is its keyframe
             frame = frames[index % len(frames)]
             now_ns = time.monotonic_ns()
             if video:

@@ -9,8 +9,8 @@ publish, the client sends ``add_track`` per track (``cid`` = the SDP msid
 track id), waits for ``track_published``, then offers on the publisher
 connection; candidates may also arrive as ``trickle`` messages.
 
-This is the client side only, written before mediafed's server side existed:
-it has not yet run against a real mediafed server.
+This is the client side only; mediafed's server side lives in
+``mediafed.signal.livekit``.
 """
 
 from __future__ import annotations
@@ -95,6 +95,12 @@ class MediafedTarget:
         self.room = ""
         self._proc: asyncio.subprocess.Process | None = None
         self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._log_path: Path | None = None
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self._log_path is None or not self._log_path.exists():
+            return "(no mediafed log)"
+        return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def server_cmd(self) -> list[str]:
         return [sys.executable, "-m", "mediafed", "serve", "--dev"]
@@ -115,7 +121,7 @@ class MediafedTarget:
             if cpus:
                 os.sched_setaffinity(0, cpus)
 
-        log_path = Path(self._dir.name) / "mediafed.log"
+        log_path = self._log_path = Path(self._dir.name) / "mediafed.log"
         with log_path.open("wb") as logfile:
             self._proc = await asyncio.create_subprocess_exec(
                 *self.server_cmd(),
@@ -202,6 +208,7 @@ class LiveKitSession:
         self._sinks: dict[int, CandidateSink] = {}
         self._early: dict[int, list[str | None]] = {}
         self._reoffer: OfferHandler | None = None
+        self._drain: asyncio.Task[None] | None = None
         self._subscriber_offer_id = 0
         self._reader = asyncio.create_task(self._read_loop(), name=f"lk-{identity}")
         self._pinger = asyncio.create_task(self._ping_loop())
@@ -241,6 +248,7 @@ class LiveKitSession:
                     continue
                 message = rtc.SignalResponse.FromString(raw)
                 kind = message.WhichOneof("message")
+                log.debug("< %s %s", self.identity, kind)
                 if kind == "answer" and self._answer is not None and not self._answer.done():
                     self._answer.set_result(message.answer)
                 elif kind == "offer":
@@ -292,6 +300,13 @@ class LiveKitSession:
 
     def on_reoffer(self, handler: OfferHandler) -> None:
         self._reoffer = handler
+        if not self._offers.empty():
+            # Offers that came while the first one was being answered: answer them in order.
+            self._drain = asyncio.create_task(self._answer_queued())
+
+    async def _answer_queued(self) -> None:
+        while not self._offers.empty():
+            await self._on_offer(self._offers.get_nowait())
 
     async def publish(self, offer_sdp: str, sources: tuple[str, ...]) -> PublishResult:
         loop = asyncio.get_running_loop()

@@ -17,6 +17,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aioice
 import pylibsrtp
@@ -393,13 +394,13 @@ class LightPeer:
         slow_path = protocol.datagram_received
         on_srtp = self._on_srtp
 
-        def datagram_received(data: bytes, addr: tuple[str, int]) -> None:
-            if data and 128 <= data[0] <= 191:
+        def datagram_received(data: bytes | str, addr: tuple[Any, ...]) -> None:
+            if isinstance(data, bytes) and data and 128 <= data[0] <= 191:
                 on_srtp(data)
             else:
                 slow_path(data, addr)
 
-        protocol.datagram_received = datagram_received
+        protocol.datagram_received = datagram_received  # type: ignore[method-assign]
 
     async def _read_loop(self) -> None:
         assert self.ice is not None and self._rx is not None

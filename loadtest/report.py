@@ -41,6 +41,7 @@ COLUMNS = (
     ("RSS MB", 7),
     ("KB/sub", 7),
     ("TTFM p50", 9),
+    ("no media", 8),
 )
 
 
@@ -66,8 +67,15 @@ def table(results: list[TargetResult]) -> str:
             f"{r.rss_end_kb / 1024:.1f}",
             _fmt(r.rss_per_subscriber_kb, ".0f"),
             _fmt(r.time_to_first_media_ms["p50"], ".0f"),
+            str(r.subscribers_without_media),
         )
         rows.append(" ".join(c.rjust(w) for c, (_, w) in zip(cells, COLUMNS, strict=True)))
+    for r in results:
+        if r.subscribers_without_media:
+            rows.append(
+                f"warning: {r.subscribers_without_media} of {r.subscribers} {r.target} "
+                f"subscribers received no media; their loss is not counted (see -v output)"
+            )
     return "\n".join(rows)
 
 

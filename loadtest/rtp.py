@@ -15,6 +15,11 @@ import struct
 from collections.abc import Iterator
 
 RTP_HEADER = struct.Struct("!BBHII")
+RTCP_HEADER = struct.Struct("!BBH")
+SSRC = struct.Struct("!I")
+RTCP_PSFB = 206  # RFC 4585 section 6.3 payload-specific feedback
+PSFB_PLI = 1  # RFC 4585 section 6.3.1
+PSFB_FIR = 4  # RFC 5104 section 4.3.1
 EXT_PROFILE = struct.Struct("!HH")
 TRAILER = struct.Struct("!4sQ")
 TRAILER_MAGIC = b"MFLT"
@@ -160,3 +165,23 @@ def iter_header_extensions(packet: bytes) -> Iterator[tuple[int, bytes]]:
             return
         yield ext_id, packet[pos + 1 : pos + 1 + length]
         pos += 1 + length
+
+
+def keyframe_requests(compound: bytes) -> set[int]:
+    """Media SSRCs a decrypted compound RTCP packet asks keyframes for (PLI or FIR)."""
+    wanted: set[int] = set()
+    offset = 0
+    while offset + 4 <= len(compound):
+        first, packet_type, words = RTCP_HEADER.unpack_from(compound, offset)
+        end = offset + 4 * (words + 1)
+        if first >> 6 != 2 or end > len(compound):
+            break
+        fmt = first & 0x1F
+        if packet_type == RTCP_PSFB and fmt == PSFB_PLI and end >= offset + 12:
+            wanted.add(SSRC.unpack_from(compound, offset + 8)[0])
+        elif packet_type == RTCP_PSFB and fmt == PSFB_FIR:
+            # FCI entries of 8 bytes: the SSRC asked for, then seq nr and padding.
+            for fci in range(offset + 12, end - 7, 8):
+                wanted.add(SSRC.unpack_from(compound, fci)[0])
+        offset = end
+    return wanted

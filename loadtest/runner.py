@@ -81,6 +81,32 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / CLK_TCK
 
 
+def thread_runtimes_ns(pids: list[int]) -> dict[tuple[int, int], int]:
+    """On-CPU time of every thread of ``pids`` in ns (/proc/PID/task/TID/schedstat).
+
+    Exact scheduler accounting, where utime/stime are sampled at the tick; a
+    thread that exits inside the window takes its time with it, so this is a
+    cross-check, not the headline number.
+    """
+    times: dict[tuple[int, int], int] = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    times[(pid, int(tid))] = int(f.read().split()[0])
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return times
+
+
+def runtime_delta_s(before: dict[tuple[int, int], int], after: dict[tuple[int, int], int]) -> float:
+    return sum(ns - before.get(key, 0) for key, ns in after.items()) / 1e9
+
+
 def rss_kb(pids: list[int]) -> int:
     """Sum of VmRSS of ``pids`` in kB, from /proc/PID/status."""
     total = 0
@@ -124,6 +150,7 @@ class TargetResult:
     server_cpu_s: float
     server_cpu_percent: float
     cpu_us_per_packet: float | None
+    cpu_us_per_packet_schedstat: float | None
     loss_mean: float
     loss_max: float
     loss_total: float
@@ -292,6 +319,7 @@ async def run_one(
         await asyncio.sleep(config.warmup_s)
         before, sent_before = _merge(await pool.call_all("mark"))
         cpu_before = cpu_seconds(pids)
+        runtimes_before = thread_runtimes_ns(pids)
         started = time.monotonic()
         last_packets = sum(s.packets for s in before.values())
         last_cpu, last_t = cpu_before, started
@@ -310,6 +338,7 @@ async def run_one(
         collected = await pool.call_all("collect")
         window = time.monotonic() - started
         cpu_after = cpu_seconds(pids)
+        runtime_s = runtime_delta_s(runtimes_before, thread_runtimes_ns(pids))
         rss_end = rss_kb(pids)
         after, sent_after = _merge(collected)
         latency = np.concatenate(
@@ -324,7 +353,7 @@ async def run_one(
             after,
             sent_after - sent_before,
             window,
-            cpu_after - cpu_before,
+            (cpu_after - cpu_before, runtime_s),
             latency,
             (rss_baseline, rss_joined, rss_end),
             ttfm,
@@ -342,7 +371,7 @@ def _result(
     after: dict[str, ReceiverSnapshot],
     sent: int,
     window_s: float,
-    cpu_s: float,
+    cpu_s: tuple[float, float],
     latency_ns: np.ndarray[Any, Any],
     rss: tuple[int, int, int],
     ttfm: dict[str, float | None],
@@ -357,6 +386,7 @@ def _result(
     got_media = [v for v in ttfm.values() if v is not None]
     ttfm_ms = np.asarray(got_media, dtype=np.float64) * 1000
     rss_baseline, rss_joined, rss_end = rss
+    stat_cpu_s, schedstat_cpu_s = cpu_s
     return TargetResult(
         target=name,
         scenario=config.scenario,
@@ -368,9 +398,10 @@ def _result(
         forwarded_packets=packets,
         forwarded_pps=packets / window_s,
         forwarded_bps=8 * nbytes / window_s,
-        server_cpu_s=cpu_s,
-        server_cpu_percent=100 * cpu_s / window_s,
-        cpu_us_per_packet=1e6 * cpu_s / packets if packets else None,
+        server_cpu_s=stat_cpu_s,
+        server_cpu_percent=100 * stat_cpu_s / window_s,
+        cpu_us_per_packet=1e6 * stat_cpu_s / packets if packets else None,
+        cpu_us_per_packet_schedstat=1e6 * schedstat_cpu_s / packets if packets else None,
         loss_mean=float(np.mean(list(losses.values()))) if losses else 0.0,
         loss_max=max(losses.values(), default=0.0),
         loss_total=loss_fraction(packets, expected),

@@ -123,6 +123,9 @@ def _mark(state: WorkerState) -> dict[str, Any]:
 
 
 def _collect(state: WorkerState) -> dict[str, Any]:
+    for subscriber in _subscribers(state):
+        counts = {ssrc: c.packets for ssrc, c in subscriber.stats.ssrcs.items()}
+        log.debug("- %s packets per SSRC %s", subscriber.name, counts)
     result = _snapshot(state)
     result["latency_ns"] = [ns for s in _subscribers(state) for ns in s.stats.latency_ns]
     return result

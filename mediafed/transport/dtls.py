@@ -125,6 +125,7 @@ class DtlsSession:
         else:
             self._conn.set_connect_state()
         self.application_data: list[bytes] = []
+        self._handshake_done = False
 
     def _set_state(self, state: DtlsState) -> None:
         if state is not self.state:
@@ -201,16 +202,32 @@ class DtlsSession:
             out.append(data)
 
     def _handshake(self) -> list[bytes]:
-        try:
-            self._conn.do_handshake()
-        except SSL.WantReadError:
-            return self._pending()
-        except SSL.Error as exc:
-            self.error = f"DTLS handshake failed: {exc}"
-            log.info("x %s %s", self._label, self.error)
-            self._set_state(DtlsState.FAILED)
-            return self._pending()
+        if not self._handshake_done:
+            try:
+                self._conn.do_handshake()
+            except SSL.WantReadError:
+                return self._pending()
+            except SSL.Error as exc:
+                self.error = f"DTLS handshake failed: {exc}"
+                log.info("x %s %s", self._label, self.error)
+                self._set_state(DtlsState.FAILED)
+                return self._pending()
+            self._handshake_done = True
         out = self._pending()
+        self._finish()
+        return out
+
+    def set_remote_fingerprints(self, fingerprints: list[tuple[str, str]]) -> None:
+        """The remote SDP arrived: check a handshake that finished before it did."""
+        self._remote_fingerprints = [(a.lower(), v.upper()) for a, v in fingerprints]
+        if self._handshake_done and self.state is DtlsState.CONNECTING:
+            self._finish()
+
+    def _finish(self) -> None:
+        # A client may complete the handshake before its answer reaches us (it
+        # starts ICE and DTLS as soon as it has answered): wait for the SDP.
+        if not self._remote_fingerprints:
+            return
         try:
             self._verify_peer()
             self.keys = self._export_keys()
@@ -218,9 +235,8 @@ class DtlsSession:
             self.error = str(exc)
             log.info("x %s %s", self._label, self.error)
             self._set_state(DtlsState.FAILED)
-            return out
+            return
         self._set_state(DtlsState.CONNECTED)
-        return out
 
     def _verify_peer(self) -> None:
         cert = self._conn.get_peer_certificate()

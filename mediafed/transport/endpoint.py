@@ -111,9 +111,21 @@ class Endpoint:
             self.created_at = self.mux.clock()  # connectivity is expected from now on
         self.ice.set_remote(ufrag, pwd)
         self.remote_fingerprints = fingerprints
-        self.dtls_role_server = remote_setup != "passive"
+        role_server = remote_setup != "passive"
         if restart:
             log.info("- %s remote ICE restart", self.label)
+        dtls = self.dtls
+        if dtls is not None and self.srtp is None:
+            if dtls.is_server != role_server:
+                # Checks (and our guess of the role) came before the answer: start over.
+                self.dtls = None
+                self.dtls_role_server = role_server
+                if self.addr is not None:
+                    self._start_dtls()
+            else:
+                dtls.set_remote_fingerprints(fingerprints)
+                self._after_dtls()
+        self.dtls_role_server = role_server
         return "passive" if self.dtls_role_server else "active"
 
     def enable_data_channels(self, remote_port: int | None) -> DataChannels:
@@ -194,15 +206,21 @@ class Endpoint:
                 for record in self.dtls.application_data:
                     self.datachannels.feed(record)
             self.dtls.application_data.clear()
-        if self.dtls.state is DtlsState.CONNECTED and self.srtp is None:
-            assert self.dtls.keys is not None
-            self.srtp = SrtpContext(self.dtls.keys)
+        self._after_dtls()
+
+    def _after_dtls(self) -> None:
+        dtls = self.dtls
+        if dtls is None:
+            return
+        if dtls.state is DtlsState.CONNECTED and self.srtp is None:
+            assert dtls.keys is not None
+            self.srtp = SrtpContext(dtls.keys)
             self._set_state(EndpointState.CONNECTED)
             self._start_data_channels()
-        elif self.dtls.state is DtlsState.FAILED:
-            self.mux.report("dtls", self.addr, f"{self.label} {self.dtls.error}")
+        elif dtls.state is DtlsState.FAILED and self.state is not EndpointState.FAILED:
+            self.mux.report("dtls", self.addr, f"{self.label} {dtls.error}")
             self._set_state(EndpointState.FAILED)
-        elif self.dtls.state is DtlsState.CLOSED:
+        elif dtls.state is DtlsState.CLOSED:
             self._set_state(EndpointState.CLOSED)
 
     def on_srtp(self, buf: PacketBuffer, length: int, now: float) -> None:

@@ -22,6 +22,7 @@ from loadtest.rtp import (
     abs_send_time,
     is_rtcp,
     iter_header_extensions,
+    keyframe_requests,
     packetize_vp8,
     read_send_time_ns,
     rtp_payload_bounds,
@@ -130,3 +131,13 @@ def test_payload_bounds_respect_csrcs_and_padding() -> None:
 def test_rtcp_is_told_apart_from_rtp() -> None:
     assert is_rtcp(bytes([0x80, 200, 0, 6]))  # sender report
     assert not is_rtcp(bytes([0x80, 96, 0, 1]))
+
+
+def test_keyframe_requests_from_pli_and_fir_in_a_compound_packet() -> None:
+    receiver_report = struct.pack("!BBHI", 0x80, 201, 1, 0x11111111)  # RR, no blocks
+    pli = struct.pack("!BBHII", 0x81, 206, 2, 0x22222222, 0xAAAA0001)  # FMT 1
+    fir = struct.pack("!BBHIIIBBH", 0x84, 206, 4, 0x22222222, 0, 0xAAAA0002, 7, 0, 0)  # FMT 4
+    remb = struct.pack("!BBHII", 0x8F, 206, 2, 0x22222222, 0)  # FMT 15: not a request
+    assert keyframe_requests(receiver_report + pli + fir + remb) == {0xAAAA0001, 0xAAAA0002}
+    assert keyframe_requests(receiver_report) == set()
+    assert keyframe_requests(pli[:-2]) == set()  # truncated: ignored, no exception

@@ -84,14 +84,16 @@ async def test_offer_and_answer_carry_our_transport() -> None:
             ("video", "sendonly", [22]),
         ]
 
+        port = peer.default_address()[1]
         answer_sdp = build_answer(peer, JANUS_LIKE_OFFER)
         answer = parse_sdp(answer_sdp)
-        assert "a=group:BUNDLE 0 1\r\n" in answer_sdp
+        assert "a=group:BUNDLE 0 1 2\r\n" in answer_sdp
         assert answer.setup == "active"
         audio, video, data = answer.media
         assert (audio.direction, audio.formats) == ("recvonly", ["111"])
         assert (video.direction, video.formats, video.mid) == ("recvonly", ["101"], "1")
-        assert (data.kind, data.port) == ("application", 0)
+        assert (data.kind, data.mid, data.port) == ("application", "2", port)
+        assert "a=sctp-port:5000" in data.lines
     finally:
         await peer.close()
 

@@ -110,6 +110,7 @@ def test_report_lists_every_field() -> None:
         server_cpu_s=0.02,
         server_cpu_percent=1.0,
         cpu_us_per_packet=50.0,
+        cpu_us_per_packet_schedstat=49.0,
         loss_mean=0.0,
         loss_max=0.0,
         loss_total=0.0,

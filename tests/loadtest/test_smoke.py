@@ -1,4 +1,4 @@
-"""Smoke runs of the load-test tool against a real Janus (Debian package) on loopback.
+"""Smoke runs of the load-test tool against real servers on loopback: Janus and mediafed.
 
 Speed is never asserted: only that the tool runs, every subscriber received
 media with little loss, and the JSON report carries every field.
@@ -23,11 +23,11 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def _run(tmp_path: Path, scenario: str, n: int) -> dict[str, object]:
+def _run(tmp_path: Path, scenario: str, n: int, target: str) -> dict[str, object]:
     out = tmp_path / "report.json"
     cmd = [
         sys.executable, "-m", "loadtest", "--scenario", scenario, "-n", str(n),
-        "--duration", "3", "--warmup", "0.5", "--target", "janus", "--json", str(out),
+        "--duration", "3", "--warmup", "0.5", "--target", target, "--json", str(out),
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -36,22 +36,24 @@ def _run(tmp_path: Path, scenario: str, n: int) -> dict[str, object]:
     return report
 
 
+@pytest.mark.parametrize("target", ["janus", "mediafed"])
 @pytest.mark.parametrize(
     ("scenario", "n", "subscribers"), [("livestream", 3, 3), ("meeting", 3, 3)]
 )
-def test_janus_run_moves_media_to_every_subscriber(
-    tmp_path: Path, scenario: str, n: int, subscribers: int
+def test_run_moves_media_to_every_subscriber(
+    tmp_path: Path, target: str, scenario: str, n: int, subscribers: int
 ) -> None:
-    report = _run(tmp_path, scenario, n)
+    report = _run(tmp_path, scenario, n, target)
     results = report["results"]
     assert isinstance(results, list) and len(results) == 1
     result = results[0]
     assert set(result) == set(FIELDS)
-    assert result["target"] == "janus"
+    assert result["target"] == target
     assert result["subscribers"] == subscribers
     assert result["subscribers_without_media"] == 0
     assert result["forwarded_packets"] > 0
     assert result["cpu_us_per_packet"] is not None and result["cpu_us_per_packet"] > 0
+    assert result["cpu_us_per_packet_schedstat"] > 0
     assert result["rss_end_kb"] > 0
     losses = result["loss_per_subscriber"]
     assert len(losses) == subscribers

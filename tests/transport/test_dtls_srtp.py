@@ -71,3 +71,26 @@ def test_garbage_records_do_not_raise(junk: bytes) -> None:
     _client, server = _pair()
     server.receive(junk)
     assert server.state in (DtlsState.CONNECTING, DtlsState.FAILED)
+
+
+def test_handshake_before_the_answer_waits_for_the_fingerprint() -> None:
+    # A client starts DTLS as soon as it has answered; its answer may arrive later.
+    for correct in (True, False):
+        client_cert, server_cert = Certificate(), Certificate()
+        server = DtlsSession(server_cert, is_server=True, remote_fingerprints=[])
+        client = DtlsSession(
+            client_cert,
+            is_server=False,
+            remote_fingerprints=[("sha-256", server_cert.fingerprint())],
+        )
+        _run(client, server)
+        assert client.state is DtlsState.CONNECTED
+        assert server.state is DtlsState.CONNECTING and server.keys is None
+        fingerprint = client_cert.fingerprint() if correct else ":".join(["00"] * 32)
+        server.set_remote_fingerprints([("sha-256", fingerprint)])
+        if correct:
+            assert server.state is DtlsState.CONNECTED
+            assert server.keys is not None and client.keys is not None
+            assert server.keys.remote_key == client.keys.local_key
+        else:
+            assert server.state is DtlsState.FAILED
