@@ -148,6 +148,7 @@ class FakeSession:
         self.settings: dict[str, dict[str, Any]] = {}
         self.sent_data: list[tuple[bytes, str, str, tuple[str, ...]]] = []
         self.ice_restarts = 0
+        self.channel_out: list[tuple[str, bytes]] = []
         self.max_pending = 8
 
     def info(self) -> ParticipantInfo:
@@ -295,6 +296,10 @@ class FakeSession:
         kind: Any = "reliable",
         destination_identities: Sequence[str] = (),
     ) -> None:
+        from mediafed.errors import AuthError
+
+        if not self._info.permission.can_publish_data:
+            raise AuthError(f"{self.identity} may not publish data")
         self.sent_data.append((payload, topic, str(kind), tuple(destination_identities)))
         self.room.send_data(
             payload,
@@ -303,6 +308,10 @@ class FakeSession:
             destination_identities=destination_identities,
             sender=self.identity,
         )
+
+    def send_data_message(self, kind: str, data: bytes) -> bool:
+        self.channel_out.append((kind, data))
+        return True
 
     def connection_quality(self) -> float:
         return 0.9

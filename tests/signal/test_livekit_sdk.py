@@ -1,7 +1,8 @@
 """The Python ``livekit`` SDK (libwebrtc) against mediafed, from a veth test host.
 
 Two participants publish camera, screenshare and microphone tracks whose
-content names the sender; each checks what it receives from the other.
+content names the sender; each checks what it receives from the other, and
+the data packet and the mute the other sent.
 """
 
 from __future__ import annotations
@@ -9,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from livekit_node import live_node
+from livekit_node import API_KEY, API_SECRET, live_node
 from netns_hosts import TestHost
+
+from mediafed.tokens import VideoGrant, mint_token
 
 CLIENT = Path(__file__).with_name("lk_sdk_client.py")
 EXPECTED = {
@@ -31,10 +35,12 @@ async def _run_client(host: TestHost, url: str, token: str, role: str) -> list[d
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), 90)
-    except TimeoutError:
-        proc.kill()
-        raise
+        out, err = await asyncio.wait_for(proc.communicate(), 45)
+    finally:
+        # a failing sibling or a timeout must not leave the client running
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
     lines = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
     if not any(line["event"] in ("done", "refused") for line in lines):
         raise AssertionError(f"{role} did not finish: {lines[-5:]} {err.decode()[-2000:]}")
@@ -49,10 +55,12 @@ def _close(rgb: list[int], expected: tuple[int, int, int]) -> bool:
 async def test_two_sdk_participants_see_and_hear_each_other() -> None:
     with TestHost(1) as host:
         async with live_node(host.server_ip) as node:
-            alice, bob = await asyncio.gather(
-                _run_client(host, node.ws_url, node.token("alice"), "alice"),
-                _run_client(host, node.ws_url, node.token("bob"), "bob"),
-            )
+            async with asyncio.TaskGroup() as both:  # a failure cancels the other client
+                alice_run = both.create_task(
+                    _run_client(host, node.ws_url, node.token("alice"), "alice")
+                )
+                bob_run = both.create_task(_run_client(host, node.ws_url, node.token("bob"), "bob"))
+            alice, bob = alice_run.result(), bob_run.result()
     for me, other, seen in (("alice", "bob", alice), ("bob", "alice", bob)):
         camera_rgb, screen_rgb, tone = EXPECTED[other]
         assert any(e["event"] == "connected" for e in seen), seen[:3]
@@ -67,6 +75,8 @@ async def test_two_sdk_participants_see_and_hear_each_other() -> None:
         assert screen and _close(screen[-1]["rgb"], screen_rgb), (me, screen[-1:])
         tones = [e["peak_hz"] for e in seen if e["event"] == "audio" and e["sender"] == other]
         assert tones and abs(tones[0] - tone) <= 10, (me, tones)
+        data = [(e["sender"], e["topic"], e["payload"]) for e in seen if e["event"] == "data"]
+        assert data == [(other, "chat", f"hello from {other}")], (me, data)
     # bob muted his microphone half-way: alice was told
     assert any(e["event"] == "muted" and e["sender"] == "bob" for e in alice), alice[-10:]
 
@@ -75,12 +85,27 @@ async def test_two_sdk_participants_see_and_hear_each_other() -> None:
 async def test_sdk_token_refusals() -> None:
     with TestHost(2) as host:
         async with live_node(host.server_ip) as node:
-            good = node.token("carol")
-            forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
-            seen = await _run_client(host, node.ws_url, forged, "alice")
-            assert seen[-1]["event"] == "refused", seen
-            other_room = node.token("carol", room="elsewhere")
-            # the token is valid, for another room: it joins that room, not "call"
-            joined = await _run_client(host, node.ws_url, other_room, "alice")
-            assert joined[0]["event"] == "connected"
+            refused = {
+                "signature does not match": mint_token(
+                    API_KEY,
+                    "not-the-secret",
+                    identity="carol",
+                    video=VideoGrant(room_join=True, room="call"),
+                ),
+                "expired at": mint_token(
+                    API_KEY,
+                    API_SECRET,
+                    identity="carol",
+                    video=VideoGrant(room_join=True, room="call"),
+                    now=time.time() - 7200,
+                    ttl_s=600,
+                ),
+                "no roomJoin grant": mint_token(
+                    API_KEY, API_SECRET, identity="carol", video=VideoGrant(room="call")
+                ),
+            }
+            for why, bad in refused.items():
+                seen = await _run_client(host, node.ws_url, bad, "alice")
+                assert [e["event"] for e in seen] == ["refused"], (why, seen)
+                assert "401" in seen[0]["error"] and why in seen[0]["error"], seen
             assert node.rooms.get("call") is None

@@ -424,7 +424,8 @@ async def test_resume_within_grace_keeps_the_participant(
     await bob.send(update_metadata=rtc.UpdateParticipantMetadata(name="Robert", request_id=1))
     refused = (await bob.expect("request_response")).request_response
     assert refused.reason == rtc.RequestResponse.NOT_ALLOWED  # no canUpdateOwnMetadata
-    back = await Client.connect(node, token("alice"), f"&reconnect=1&sid={sid}&reconnect_reason=1")
+    # reconnect_reason 3: the subscriber connection failed too, so ICE restarts
+    back = await Client.connect(node, token("alice"), f"&reconnect=1&sid={sid}&reconnect_reason=3")
     first = await back.recv()
     assert first.WhichOneof("message") == "reconnect"
     offer = (await back.expect("offer")).offer
@@ -432,6 +433,14 @@ async def test_resume_within_grace_keeps_the_participant(
     room = node.rooms.get("r1")
     assert room is not None and room.sessions["alice"].sid == sid
     assert room.sessions["alice"].ice_restarts == 1
+    # only the signal connection dropped (reason 1): media is left alone
+    await back.ws.close()
+    again = await Client.connect(node, token("alice"), f"&reconnect=1&sid={sid}&reconnect_reason=1")
+    assert (await again.recv()).WhichOneof("message") == "reconnect"
+    await again.send(ping=1)
+    await again.expect("pong")
+    assert room.sessions["alice"].ice_restarts == 1
+    back = again
     await bob.send(leave=rtc.LeaveRequest())
     await back.expect("update", _updated("bob", models.ParticipantInfo.State.DISCONNECTED))
 
@@ -473,3 +482,39 @@ async def test_silent_client_is_closed_after_ping_timeout(
     assert quality.connection_quality.updates[0].quality == models.ConnectionQuality.EXCELLENT
     closing = await alice.closed()
     assert "ping timeout" in str(closing.extra)
+
+
+async def test_data_packets_are_relayed_with_the_true_sender(node: Node) -> None:
+    clients = {}
+    for name in ("alice", "bob", "carol"):
+        clients[name] = await Client.connect(node, token(name))
+        await clients[name].join()
+    room = node.rooms.get("r1")
+    assert room is not None
+    alice = room.sessions["alice"]
+    forged = models.DataPacket(
+        kind=models.DataPacket.Kind.RELIABLE,
+        participant_identity="mallory",
+        destination_identities=["bob"],
+        user=models.UserPacket(payload=b"psst", topic="chat", participant_identity="mallory"),
+    )
+    alice.listener.on_data_message("publisher", "_reliable", forged.SerializeToString())
+    alice.listener.on_data_message("publisher", "_reliable", b"\xff\xff\xff")  # dropped
+    assert room.sessions["carol"].channel_out == []
+    [(kind, data)] = room.sessions["bob"].channel_out
+    relayed = models.DataPacket()
+    relayed.ParseFromString(data)
+    assert kind == "reliable"
+    assert relayed.participant_identity == "alice" and relayed.participant_sid == alice.sid
+    assert relayed.user.participant_identity == "alice"
+    assert relayed.user.payload == b"psst" and relayed.user.topic == "chat"
+    assert relayed.sequence == 1
+    # a token without canPublishData sends nothing
+    quiet = await Client.connect(node, token("quiet", can_publish_data=False))
+    await quiet.join()
+    room.sessions["quiet"].listener.on_data_message(
+        "publisher",
+        "_lossy",
+        models.DataPacket(user=models.UserPacket(payload=b"x")).SerializeToString(),
+    )
+    assert len(room.sessions["bob"].channel_out) == 1

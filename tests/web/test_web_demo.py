@@ -110,7 +110,9 @@ async def test_two_pages_call_and_a_late_third_sees_both(
     assert [v["identity"].rsplit("-", 1)[0] for v in grace_sees] == ["ada"]
     assert all(v["width"] > 0 and v["height"] > 0 for v in ada_sees + grace_sees)
     for page in (ada, grace):
-        await page.wait_for_function(f"{AUDIO_BYTES}().then(n => n > 1000)", timeout=TIMEOUT_MS)
+        await page.wait_for_function(
+            f"() => ({AUDIO_BYTES})().then(n => n > 1000)", timeout=TIMEOUT_MS
+        )
     names = await ada.locator("#grid .tile .name").all_text_contents()
     assert sorted(names) == ["Ada (you)", "Grace"]
     SCREENSHOT.parent.mkdir(exist_ok=True)
@@ -148,3 +150,27 @@ async def test_page_loads_and_refuses_a_bad_link(node: LiveNode, browser: Browse
     await page.wait_for_selector("#join-error:not([hidden])", timeout=TIMEOUT_MS)
     assert "could not join" in await page.text_content("#join-error")  # type: ignore[operator]
     assert await page.is_visible("#join-form")
+
+
+@pytest.mark.slow
+async def test_signal_reconnect_resumes_the_call(node: LiveNode, browser: BrowserContext) -> None:
+    """The signal socket drops; the client resumes with reconnect=1&sid=… and media goes on."""
+    base = f"http://127.0.0.1:{node.http_port}"
+    ada = await _join_with_form(browser, base, "resume", "Ada")
+    grace = await _join_with_form(browser, base, "resume", "Grace")
+    await _wait_for_videos(ada, 1)
+    await _wait_for_videos(grace, 1)
+    sid = await ada.evaluate("() => window.mediafedDemo.room.localParticipant.sid")
+    await ada.evaluate(
+        """() => { const room = window.mediafedDemo.room;
+                   window.resumed = false;
+                   room.once('reconnected', () => { window.resumed = true; });
+                   return room.simulateScenario('signal-reconnect'); }"""
+    )
+    await ada.wait_for_function("() => window.resumed === true", timeout=TIMEOUT_MS)
+    assert await ada.evaluate("() => window.mediafedDemo.room.localParticipant.sid") == sid
+    room = node.rooms.get("resume")
+    assert room is not None and room.num_participants == 2
+    # media still flows both ways after the resume
+    await _wait_for_videos(ada, 1)
+    await _wait_for_videos(grace, 1)

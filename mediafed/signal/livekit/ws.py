@@ -346,6 +346,8 @@ class SignalPeer:
         self.send(rtc.SignalResponse(speakers_changed=translate.speakers_to_pb(event.speakers)))
 
     def _on_session_closed(self, event: Any) -> None:
+        if self.finished:
+            return  # we ended it ourselves (leave, protocol error): already closing
         log.info("- %r closed by the server: %s", self, event.reason)
         self.send(
             rtc.SignalResponse(
@@ -699,7 +701,7 @@ class RtcEndpoint:
                 )
                 await ws.close(code=1000, message=b"session not found; join again")
                 return ws
-            await self._resume(peer, ws)
+            await self._resume(peer, ws, request.query.get("reconnect_reason", ""))
         else:
             joined = await self._join(ws, claims, room_name, request)
             if joined is None:
@@ -759,7 +761,7 @@ class RtcEndpoint:
         log.info("- %r joined", peer)
         return peer
 
-    async def _resume(self, peer: SignalPeer, ws: web.WebSocketResponse) -> None:
+    async def _resume(self, peer: SignalPeer, ws: web.WebSocketResponse, reason: str) -> None:
         assert peer.session is not None
         old = peer._ws
         if old is not None and not old.closed:
@@ -780,8 +782,12 @@ class RtcEndpoint:
                 )
             )
         )
-        log.info("- %r resumed", peer)
-        await peer.session.restart_ice()
+        log.info("- %r resumed (reconnect_reason=%s)", peer, reason or "-")
+        if reason != str(models.ReconnectReason.RR_SIGNAL_DISCONNECTED):
+            # media may be broken too: new ICE credentials and a new subscriber offer
+            # (the client restarts its publisher side itself). When only the signal
+            # connection dropped, media kept flowing and needs nothing.
+            await peer.session.restart_ice()
 
     async def _pump(self, peer: SignalPeer, ws: web.WebSocketResponse) -> None:
         watchdog = asyncio.create_task(peer.watch(ws))

@@ -45,12 +45,14 @@ class LiveNode:
 
 @asynccontextmanager
 async def live_node(node_ip: str, *, dev: bool = False) -> AsyncIterator[LiveNode]:
-    """HTTP on every address of the test namespace, ICE-lite candidates on ``node_ip``."""
+    """HTTP on every address of the test namespace; media UDP and candidates on ``node_ip``."""
     config = load_config(
         dev=dev,
         environ={
             "MEDIAFED_KEYS": f"{API_KEY}: {API_SECRET}",
-            "MEDIAFED_SERVER_BIND": "0.0.0.0",
+            # the media socket binds the advertised address: bound to 0.0.0.0 it would
+            # answer 127.0.0.2 traffic from 127.0.0.1 and ICE would never pair
+            "MEDIAFED_SERVER_BIND": node_ip,
             "MEDIAFED_RTC_UDP_PORT": "0",
             "MEDIAFED_RTC_NODE_IP": node_ip,
         },
