@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -160,6 +161,10 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
+    # Everything built so far lives as long as the process: keep the cyclic
+    # garbage collector from walking it again and again (pauses on the media path).
+    gc.collect()
+    gc.freeze()
     if ready is not None:
         ready.set()
     try:

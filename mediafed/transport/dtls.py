@@ -71,11 +71,18 @@ class Certificate:
         self._cert = cert
         self._key = key
         self._der = cert.public_bytes(serialization.Encoding.DER)
+        self._context: SSL.Context | None = None
 
     def fingerprint(self, algorithm: str = "sha-256") -> str:
         return _fingerprint(self._der, algorithm)
 
     def context(self) -> SSL.Context:
+        """One OpenSSL context for every association of this certificate (they share it)."""
+        if self._context is None:
+            self._context = self._new_context()
+        return self._context
+
+    def _new_context(self) -> SSL.Context:
         ctx = SSL.Context(SSL.DTLS_METHOD)
         ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _accept_any)
         ctx.use_certificate(self._cert)

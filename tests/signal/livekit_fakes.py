@@ -10,126 +10,45 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from types import SimpleNamespace
+from dataclasses import replace
 from typing import Any
 
 _ids = itertools.count(1)
 
 
-@dataclass(frozen=True, slots=True)
-class Permission:
-    can_publish: bool = True
-    can_subscribe: bool = True
-    can_publish_data: bool = True
-    can_publish_sources: tuple[str, ...] = ()
-    hidden: bool = False
-    can_update_metadata: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class LayerInfo:
-    quality: int
-    width: int
-    height: int
-    bitrate_bps: int
-    rid: str
-
-
-@dataclass(frozen=True, slots=True)
-class TrackInfo:
-    sid: str
-    cid: str
-    participant_sid: str
-    participant_identity: str
-    kind: str
-    source: str
-    name: str = ""
-    mime: str = ""
-    muted: bool = False
-    width: int = 0
-    height: int = 0
-    simulcast: bool = False
-    layers: tuple[LayerInfo, ...] = ()
-    encryption: int = 0
-    stream: str = ""
-    mid: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ParticipantInfo:
-    sid: str
-    identity: str
-    name: str = ""
-    metadata: str = ""
-    attributes: Mapping[str, str] = field(default_factory=dict)
-    joined_at: float = 0.0
-    version: int = 1
-    state: str = "joined"
-    permission: Permission = Permission()
-    hidden: bool = False
-    tracks: tuple[TrackInfo, ...] = ()
-    is_publisher: bool = False
-
-
-# events, named as in mediafed.media.events
-@dataclass(frozen=True, slots=True)
-class ParticipantJoined:
-    participant: ParticipantInfo
-
-
-@dataclass(frozen=True, slots=True)
-class ParticipantUpdated:
-    participant: ParticipantInfo
-
-
-@dataclass(frozen=True, slots=True)
-class ParticipantLeft:
-    participant: ParticipantInfo
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class TrackPublished:
-    track: TrackInfo
-
-
-@dataclass(frozen=True, slots=True)
-class TrackUnpublished:
-    track: TrackInfo
-
-
-@dataclass(frozen=True, slots=True)
-class TrackMuted:
-    track: TrackInfo
-    muted: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SpeakersChanged:
-    speakers: tuple[tuple[str, float, bool], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class DataReceived:
-    sender: ParticipantInfo
-    payload: bytes
-    topic: str
-    kind: str
-    destination_identities: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SessionClosed:
-    reason: str
-
-
-MEDIA_TYPES = SimpleNamespace(
-    Permission=Permission,
-    LayerInfo=LayerInfo,
-    TrackKind=str,
-    TrackSource=str,
+# The real values and events of the room core: only its behaviour is faked here.
+from mediafed import media as MEDIA_TYPES  # noqa: E402
+from mediafed.media.events import (  # noqa: E402
+    DataReceived,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantUpdated,
+    SessionClosed,
+    SpeakersChanged,
+    TrackMuted,
+    TrackPublished,
+    TrackUnpublished,
 )
+from mediafed.media.types import LayerInfo, ParticipantInfo, Permission, TrackInfo  # noqa: E402
+
+__all__ = [
+    "MEDIA_TYPES",
+    "DataReceived",
+    "LayerInfo",
+    "ParticipantInfo",
+    "ParticipantJoined",
+    "ParticipantLeft",
+    "ParticipantUpdated",
+    "Permission",
+    "SessionClosed",
+    "SpeakersChanged",
+    "TrackInfo",
+    "TrackMuted",
+    "TrackPublished",
+    "TrackUnpublished",
+]
+
+DEFAULT_PERMISSION = Permission()
 
 
 class FakeSession:
@@ -360,7 +279,7 @@ class FakeRoom:
         name: str = "",
         metadata: str = "",
         attributes: Mapping[str, str] = {},
-        permission: Any = Permission(),
+        permission: Any = DEFAULT_PERMISSION,
         listener: Any,
         auto_subscribe: bool = True,
     ) -> FakeSession:
@@ -379,6 +298,7 @@ class FakeRoom:
             permission=permission,
             hidden=permission.hidden,
             state="joined",
+            version=1,
         )
         session = FakeSession(self, info, listener)
         self.broadcast(ParticipantJoined(info), exclude=None)

@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError, Message
 from livekit.protocol import models
 from livekit.protocol import room as room_pb
 
+from mediafed import media as room_core
 from mediafed.config import Config
 from mediafed.errors import AuthError, MediafedError
 from mediafed.signal.livekit import translate
@@ -109,9 +110,7 @@ class RoomService:
     @property
     def media(self) -> Any:
         if self._media is None:
-            import importlib
-
-            self._media = importlib.import_module("mediafed.media")
+            self._media = room_core
         return self._media
 
     def _room(self, name: str) -> RoomPort:

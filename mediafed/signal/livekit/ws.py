@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import time
 from collections import deque
@@ -29,6 +28,7 @@ from google.protobuf.message import DecodeError
 from livekit.protocol import models, rtc
 
 from mediafed import __version__
+from mediafed import media as room_core
 from mediafed.config import Config
 from mediafed.errors import AuthError, LocalProtocolError, MediafedError, RemoteProtocolError
 from mediafed.signal.livekit import translate
@@ -65,7 +65,7 @@ class SignalOptions:
 
 def _default_media_types() -> Any:
     """The room core's constructors (``Permission``, ``LayerInfo``, enums)."""
-    return importlib.import_module("mediafed.media")
+    return room_core
 
 
 class _Peers:
