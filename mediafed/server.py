@@ -21,6 +21,7 @@ from aiohttp import web
 from mediafed import __version__
 from mediafed.config import Config
 from mediafed.media import Room, RoomManager, events
+from mediafed.tokens import MIN_SECRET_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,15 @@ def install_event_loop_policy() -> None:
 
 async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
     """Run one node (HTTP + one media worker) until SIGINT/SIGTERM."""
+    for key, secret in config.keys.items():
+        if len(secret) < MIN_SECRET_LENGTH and not config.server.dev:
+            log.warning(
+                "x API secret of key %r is %d characters; use %d or more (e.g. `openssl rand "
+                "-hex 32`) or anyone who guesses it can mint tokens",
+                key,
+                len(secret),
+                MIN_SECRET_LENGTH,
+            )
     rooms = RoomManager(config)
     app = await build_app(config, front_ends(rooms), rooms=rooms)
     runner = web.AppRunner(app, access_log=None)

@@ -13,15 +13,21 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+import jwt.warnings
 
 from mediafed.errors import AuthError
 
 LEEWAY_S = 60
+MIN_SECRET_LENGTH = 32
+
+# PyJWT warns on every call with a short secret; the node says it once at start-up.
+warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
 
 
 class _AtobSafeEncoder(json.JSONEncoder):
