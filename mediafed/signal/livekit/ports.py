@@ -1,238 +1,29 @@
-"""The part of the room core's session API (:mod:`mediafed.media`) this front-end uses.
+"""The room core's types as this front-end names them (:mod:`mediafed.media`).
 
-Structural types only: ``mediafed.media.RoomManager``, ``Room``, ``Session`` and
-their frozen data classes satisfy them as they are, and tests can drive the
-front-end with small stand-ins. Names and meanings follow the session API
-contract of the media-core issue; enums appear here as their string values
-(``TrackKind``/``TrackSource`` are ``StrEnum``).
+The front-end drives the real session API; its tests drive it with small
+stand-ins that use the same values and events (tests/signal/livekit_fakes.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from mediafed.media import (
+    LayerInfo as LayerView,
+    ParticipantInfo as ParticipantView,
+    Permission as PermissionView,
+    Room as RoomPort,
+    RoomManager as RoomDirectory,
+    Session as SessionPort,
+    SessionListener,
+    TrackInfo as TrackView,
+)
 
-
-class PermissionView(Protocol):
-    @property
-    def can_publish(self) -> bool: ...
-    @property
-    def can_subscribe(self) -> bool: ...
-    @property
-    def can_publish_data(self) -> bool: ...
-    @property
-    def can_publish_sources(self) -> tuple[str, ...]: ...
-    @property
-    def hidden(self) -> bool: ...
-    @property
-    def can_update_metadata(self) -> bool: ...
-
-
-class LayerView(Protocol):
-    @property
-    def quality(self) -> int: ...
-    @property
-    def width(self) -> int: ...
-    @property
-    def height(self) -> int: ...
-    @property
-    def bitrate_bps(self) -> int: ...
-    @property
-    def rid(self) -> str: ...
-
-
-class TrackView(Protocol):
-    @property
-    def sid(self) -> str: ...
-    @property
-    def cid(self) -> str: ...
-    @property
-    def participant_sid(self) -> str: ...
-    @property
-    def participant_identity(self) -> str: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def source(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def mime(self) -> str: ...
-    @property
-    def muted(self) -> bool: ...
-    @property
-    def width(self) -> int: ...
-    @property
-    def height(self) -> int: ...
-    @property
-    def simulcast(self) -> bool: ...
-    @property
-    def layers(self) -> Sequence[LayerView]: ...
-    @property
-    def encryption(self) -> int: ...
-    @property
-    def stream(self) -> str: ...
-    @property
-    def mid(self) -> str: ...
-
-
-class ParticipantView(Protocol):
-    @property
-    def sid(self) -> str: ...
-    @property
-    def identity(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def metadata(self) -> str: ...
-    @property
-    def attributes(self) -> Mapping[str, str]: ...
-    @property
-    def joined_at(self) -> float: ...
-    @property
-    def version(self) -> int: ...
-    @property
-    def state(self) -> str: ...
-    @property
-    def permission(self) -> PermissionView: ...
-    @property
-    def hidden(self) -> bool: ...
-    @property
-    def tracks(self) -> Sequence[TrackView]: ...
-    @property
-    def is_publisher(self) -> bool: ...
-
-
-class SessionListener(Protocol):
-    def on_room_event(self, event: Any) -> None: ...
-    def on_data_message(self, role: str, label: str, data: bytes) -> None: ...
-    def on_subscriber_offer(self, sdp: str, offer_id: int) -> None: ...
-    def on_local_candidate(
-        self, target: str, candidate: str, sdp_mid: str, sdp_mline_index: int
-    ) -> None: ...
-
-
-class SessionPort(Protocol):
-    """One participant's connection (``mediafed.media.Session``)."""
-
-    @property
-    def sid(self) -> str: ...
-    @property
-    def identity(self) -> str: ...
-    @property
-    def closed(self) -> bool: ...
-    def info(self) -> ParticipantView: ...
-    def announce_track(
-        self,
-        cid: str,
-        kind: Any,
-        *,
-        source: Any = ...,
-        name: str = ...,
-        width: int = ...,
-        height: int = ...,
-        muted: bool = ...,
-        layers: Sequence[Any] = ...,
-        encryption: int = ...,
-        stream: str = ...,
-    ) -> TrackView: ...
-    async def answer_publisher_offer(self, sdp: str) -> str: ...
-    async def accept_subscriber_answer(self, sdp: str, offer_id: int) -> None: ...
-    def add_remote_candidate(self, target: str, candidate: str) -> None: ...
-    async def restart_ice(self) -> None: ...
-    def set_subscribed(self, track_sid: str, subscribed: bool) -> None: ...
-    def update_track_settings(
-        self,
-        track_sid: str,
-        *,
-        disabled: bool = ...,
-        quality: int = ...,
-        width: int = ...,
-        height: int = ...,
-        fps: int = ...,
-    ) -> None: ...
-    def mute(self, track_sid: str, muted: bool) -> TrackView: ...
-    def unpublish(self, track_sid: str) -> None: ...
-    def update_metadata(
-        self,
-        *,
-        metadata: str | None = ...,
-        name: str | None = ...,
-        attributes: Mapping[str, str] | None = ...,
-    ) -> ParticipantView: ...
-    def send_data(
-        self,
-        payload: bytes,
-        *,
-        topic: str = ...,
-        kind: Any = ...,
-        destination_identities: Sequence[str] = ...,
-    ) -> None: ...
-    def send_data_message(self, kind: str, data: bytes) -> bool: ...
-    async def leave(self, reason: str = ...) -> None: ...
-
-
-class RoomPort(Protocol):
-    """One room (``mediafed.media.Room``)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def sid(self) -> str: ...
-    @property
-    def created_at(self) -> float: ...
-    @property
-    def metadata(self) -> str: ...
-    @property
-    def num_participants(self) -> int: ...
-    def participants(self) -> Sequence[ParticipantView]: ...
-    def participant(self, identity: str) -> ParticipantView | None: ...
-    async def join(
-        self,
-        identity: str,
-        *,
-        name: str = ...,
-        metadata: str = ...,
-        attributes: Mapping[str, str] = ...,
-        permission: Any = ...,
-        listener: SessionListener,
-        auto_subscribe: bool = ...,
-    ) -> SessionPort: ...
-    async def remove_participant(self, identity: str, reason: str = ...) -> bool: ...
-    def mute_published_track(
-        self, identity: str, track_sid: str, muted: bool
-    ) -> TrackView | None: ...
-    def update_participant(
-        self,
-        identity: str,
-        *,
-        metadata: str | None = ...,
-        name: str | None = ...,
-        attributes: Any = ...,
-        permission: Any = ...,
-    ) -> ParticipantView | None: ...
-    def send_data(
-        self,
-        payload: bytes,
-        *,
-        topic: str = ...,
-        kind: Any = ...,
-        destination_identities: Sequence[str] = ...,
-        sender: str | None = ...,
-    ) -> None: ...
-
-
-class RoomDirectory(Protocol):
-    """What ``mediafed.media.RoomManager`` offers the front-ends."""
-
-    def get_or_create(
-        self,
-        name: str,
-        *,
-        empty_timeout_s: int = ...,
-        max_participants: int = ...,
-        metadata: str = ...,
-    ) -> RoomPort: ...
-    def get(self, name: str) -> RoomPort | None: ...
-    def rooms(self) -> Sequence[RoomPort]: ...
-    async def delete(self, name: str) -> bool: ...
+__all__ = [
+    "LayerView",
+    "ParticipantView",
+    "PermissionView",
+    "RoomDirectory",
+    "RoomPort",
+    "SessionListener",
+    "SessionPort",
+    "TrackView",
+]

@@ -20,8 +20,7 @@ from typing import Any
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
-from livekit.protocol import models
-from livekit.protocol import room as room_pb
+from livekit.protocol import models, room as room_pb
 
 from mediafed import media as room_core
 from mediafed.config import Config

@@ -27,8 +27,7 @@ from aiohttp import WSMsgType, web
 from google.protobuf.message import DecodeError
 from livekit.protocol import models, rtc
 
-from mediafed import __version__
-from mediafed import media as room_core
+from mediafed import __version__, media as room_core
 from mediafed.config import Config
 from mediafed.errors import AuthError, LocalProtocolError, MediafedError, RemoteProtocolError
 from mediafed.signal.livekit import translate
