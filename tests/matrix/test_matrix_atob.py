@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import string
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from mediafed.matrix.focus import (
     FocusGrant,

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 from aiortc import rtp as aiortc_rtp
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from mediafed.errors import WireError
 from mediafed.wire.rtcp import (

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 from aiortc import sdp as aiortc_sdp
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from mediafed.errors import NegotiationError
 from mediafed.wire.sdp import (

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from mediafed.wire.rtcp import TransportCcFeedback, parse_rtcp
 from mediafed.wire.twcc import TransportCcRecorder
