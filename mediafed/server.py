@@ -71,6 +71,11 @@ def front_ends(rooms: RoomManager) -> list[Extension]:
         setup_calls_api(app, config)
         service = app[CALL_SERVICE_KEY]
 
+        async def close_room(room: str) -> bool:
+            return await rooms.delete(room, "call ended")
+
+        service.on_call_ended = close_room
+
         def observe(room: Room, event: events.RoomEvent) -> None:
             if isinstance(event, events.ParticipantJoined):
                 service.participant_joined(

@@ -127,6 +127,8 @@ class CallService:
         self.participants: dict[str, dict[str, str]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._room_locks: dict[str, asyncio.Lock] = {}
+        self.on_call_ended: Callable[[str], Coroutine[Any, Any, object]] | None = None
+        """Closes the media room of an ended call (set by the composition root)."""
 
     # -- helpers --------------------------------------------------------------
 
@@ -272,6 +274,8 @@ class CallService:
             self.participants.pop(call.room, None)
             log.info("- call %s ended room=%s (%s)", call_id, call.room, reason)
             self._webhook(call, "call_ended")
+            if self.on_call_ended is not None:
+                self._spawn(self.on_call_ended(call.room), f"close room {call.room}")
         return await self.get_call(call_id)
 
     def _webhook(self, call: CallRecord, event: str, **extra: str) -> None:
