@@ -169,7 +169,12 @@ class _ConnectTimeout:
     pass
 
 
-_Item = _Remote | _LocalOffer | _MetadataCheck | _SessionClosed | _ConnectTimeout
+@dataclass(frozen=True, slots=True)
+class _OfferExpired:
+    offer_id: int
+
+
+_Item = _Remote | _LocalOffer | _MetadataCheck | _SessionClosed | _ConnectTimeout | _OfferExpired
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,6 +441,14 @@ class MatrixCall:
             await self._metadata_changed()
         elif isinstance(item, _SessionClosed):
             await self._end(f"session closed: {item.reason}", hangup=hangup_reason_for(item.reason))
+        elif isinstance(item, _OfferExpired):
+            if self._outstanding_offer == item.offer_id and self.session is not None:
+                # The caller let our offer's lifetime pass: withdraw it, offer afresh.
+                log.info(
+                    "- %s negotiate offer %d unanswered; offering again", self.label, item.offer_id
+                )
+                self._outstanding_offer = None
+                self.session.withdraw_subscriber_offer(item.offer_id)
         elif self.state is CallState.ANSWERED:  # _ConnectTimeout
             await self._end("media connection not up in time", hangup="ice_timeout")
 
@@ -515,12 +528,16 @@ class MatrixCall:
         session = self.session
         assert session is not None
         self._outstanding_offer = offer.offer_id
+        lifetime_ms = self.bridge.negotiate_lifetime_ms
+        asyncio.get_running_loop().call_later(
+            lifetime_ms / 1000, self._queue.put_nowait, _OfferExpired(offer.offer_id)
+        )
         self._last_metadata = session.stream_metadata()
         await self._send(
             voip.NEGOTIATE,
             {
                 "description": {"type": "offer", "sdp": offer.sdp},
-                "lifetime": NEGOTIATE_LIFETIME_MS,
+                "lifetime": lifetime_ms,
                 "sdp_stream_metadata": self._last_metadata,
             },
         )
@@ -610,8 +627,10 @@ class MatrixCallBridge:
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         max_calls: int = MAX_CALLS,
+        negotiate_lifetime_ms: int = NEGOTIATE_LIFETIME_MS,
     ) -> None:
         self.rooms = rooms
+        self.negotiate_lifetime_ms = negotiate_lifetime_ms
         self.registration = registration
         self.sender = sender
         self.on_call_started = on_call_started

@@ -644,3 +644,44 @@ async def test_one_caller_gets_busy_beyond_the_limit(harness: Harness) -> None:
     assert len(harness.room_identities()) == MAX_CALLS_PER_CALLER
     # the Rocket.Chat side hears of the call in that room once, not once per call
     assert harness.started == [(mediafed_room_for(ROOM), "Dave")]
+
+
+async def test_unanswered_negotiate_offer_is_made_again_after_its_lifetime(
+    rooms: RoomManager,
+) -> None:
+    sender = RecordingSender({ROOM: {CALLER: "Dave", BOT: "mediafed bridge"}})
+    bridge = MatrixCallBridge(
+        rooms, _registration(), sender, connect_timeout_s=20.0, negotiate_lifetime_ms=700
+    )
+    harness = Harness(rooms, sender, bridge, [], [])
+    try:
+        caller = await harness.invite("c-lifetime")
+        await sender.until(lambda: bool(sender.of(voip.ANSWER, "c-lifetime")), "answer")
+        await caller.accept_answer(sender.of(voip.ANSWER, "c-lifetime")[0].content["answer"]["sdp"])
+        call = harness.call("c-lifetime")
+        await wait_for(lambda: call.state is CallState.CONNECTED)
+        room = rooms.get(mediafed_room_for(ROOM))
+        assert room is not None
+        alice = AiortcParticipant(room, "alice")
+        try:
+            await alice.join(name="Alice")
+            await alice.publish(PatternVideoTrack(GREEN))
+            # The caller never answers: after 0.7 s the offer is withdrawn and made again.
+            await sender.until(
+                lambda: len(sender.of(voip.NEGOTIATE, "c-lifetime")) >= 2, "a second offer"
+            )
+            offers = sender.of(voip.NEGOTIATE, "c-lifetime")
+            assert [o.content["description"]["type"] for o in offers[:2]] == ["offer", "offer"]
+            assert offers[0].content["lifetime"] == 700
+            # The second offer can still be answered.
+            answer = await caller.answer_offer(offers[-1].content["description"]["sdp"])
+            await harness.event(
+                voip.NEGOTIATE,
+                _v1("c-lifetime", description={"type": "answer", "sdp": answer}),
+            )
+            await wait_for(lambda: caller.sees(GREEN))
+        finally:
+            await alice.close()
+    finally:
+        for person in harness.callers:
+            await person.close()
