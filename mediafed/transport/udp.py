@@ -63,12 +63,18 @@ class MediaSocket:
 
     # -- lifecycle --------------------------------------------------------
     def open(self, loop: asyncio.AbstractEventLoop) -> None:
-        family = socket.AF_INET6 if ":" in self.bind_ip else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        sock.setblocking(False)
-        sock.bind((self.bind_ip, self.port))
+        sock = None
+        if self.bind_ip in ("0.0.0.0", "::", "") and len(self.advertised_ips) == 1:
+            # Bound to the wildcard, replies leave from whatever source address the
+            # kernel picks, and ICE pairs no check whose answer comes from elsewhere.
+            # Bind the one advertised address when it is ours (not a NAT's).
+            try:
+                sock = self._bind(self.advertised_ips[0])
+                self.bind_ip = self.advertised_ips[0]
+            except OSError:
+                sock = None
+        if sock is None:
+            sock = self._bind(self.bind_ip)
         self.port = sock.getsockname()[1]
         self.sock = sock
         self._loop = loop
@@ -76,6 +82,19 @@ class MediaSocket:
         log.info(
             "- media UDP on %s:%d, advertised %s", self.bind_ip, self.port, self.advertised_ips
         )
+
+    def _bind(self, ip: str) -> socket.socket:
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            sock.setblocking(False)
+            sock.bind((ip or "0.0.0.0", self.port))
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     def close(self) -> None:
         for endpoint in list(self.by_ufrag.values()):
