@@ -113,8 +113,11 @@ async def build_app(
     app = web.Application(client_max_size=1 << 20)
     app[CONFIG_KEY] = config
     if rooms is not None:
+        from mediafed.api.metrics import setup_metrics
+
         app[ROOMS_KEY] = rooms
         manager = rooms
+        setup_metrics(app, rooms)
 
         async def start_media(app: web.Application) -> None:
             await manager.start()
