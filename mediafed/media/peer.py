@@ -92,6 +92,9 @@ class MediaPeer:
                     layer.last_sr_ntp = item.ntp_timestamp
                     layer.last_sr_rtp = item.rtp_timestamp
                     layer.last_sr_at = now
+            elif isinstance(item, rtcp.Remb):
+                if self.downtracks_by_ssrc:
+                    self.session.on_estimate(item.bitrate_bps, now)
             elif isinstance(item, rtcp.Bye):
                 for ssrc in item.ssrcs:
                     if ssrc in self.layers_by_ssrc:

@@ -233,6 +233,8 @@ class Room:
             session.publisher.periodic(now, reports=reports)
             if reports and session.subscriber is not session.publisher:
                 session.subscriber.periodic(now, reports=True)
+            if reports:
+                session.allocate(now)
         if speakers:
             self._update_speakers(now)
 

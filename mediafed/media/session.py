@@ -28,12 +28,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 from mediafed.errors import AuthError, LocalProtocolError, NegotiationError
-from mediafed.media import codecs, events, negotiation
+from mediafed.media import allocation, codecs, events, negotiation
 from mediafed.media.peer import MediaPeer
 from mediafed.media.track import DownTrack, PublishedTrack
 from mediafed.media.types import (
@@ -56,6 +56,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_PENDING_TRACKS = 32
+ALLOCATE_INTERVAL_S = 0.5
+UPGRADE_HOLD_S = 2.0
+ESTIMATE_STALE_S = 5.0
+AUDIO_RESERVE_BPS = 64_000
 MAX_PUBLISHED_TRACKS = 64
 DATA_CHANNEL_MID = "0"
 RELIABLE_LABEL = "_reliable"
@@ -135,6 +139,9 @@ class Session:
         self._removal: asyncio.Task[None] | None = None
         self._last_local: SessionDescription | None = None
         self._pending_local: SessionDescription | None = None
+        self.estimate_bps: int | None = None
+        self._estimate_at = 0.0
+        self._allocated_at = -1.0
 
     # -- info -----------------------------------------------------------------
     def info(self) -> ParticipantInfo:
@@ -776,6 +783,52 @@ class Session:
             destination_identities=destination_identities,
             sender=self.identity,
         )
+
+    # -- bandwidth ----------------------------------------------------------
+    def on_estimate(self, bitrate_bps: int, now: float) -> None:
+        """The subscriber's downlink estimate (REMB) arrived."""
+        self.estimate_bps = bitrate_bps
+        self._estimate_at = now
+        if now - self._allocated_at >= ALLOCATE_INTERVAL_S:
+            self.allocate(now)
+
+    def allocate(self, now: float) -> None:
+        """Pick each watched video's layer within the estimate; timers call this too.
+
+        Lower layers apply at once; higher ones only after UPGRADE_HOLD_S, so a
+        noisy estimate does not flap between layers (each switch costs a keyframe).
+        """
+        self._allocated_at = now
+        videos = [
+            d
+            for d in self.downtracks.values()
+            if d.track.kind is TrackKind.VIDEO and d.negotiated and not d.disabled
+        ]
+        if not videos:
+            return
+        if self.estimate_bps is None or now - self._estimate_at > ESTIMATE_STALE_S:
+            choice: dict[Hashable, int] = {d.track.sid: 2 for d in videos}
+        else:
+            audio = sum(1 for d in self.downtracks.values() if d.track.kind is TrackKind.AUDIO)
+            budget = int(self.estimate_bps * 0.95) - audio * AUDIO_RESERVE_BPS
+            demands = [
+                allocation.Demand(
+                    key=d.track.sid,
+                    max_quality=d.max_quality,
+                    layers=d.track.layer_bitrates(now),
+                    priority=1 if d.track.info.source is TrackSource.SCREEN_SHARE else 0,
+                )
+                for d in videos
+            ]
+            choice = allocation.allocate(budget, demands)
+        for downtrack in videos:
+            quality = choice.get(downtrack.track.sid, downtrack.allocated_quality)
+            lower = quality < downtrack.allocated_quality
+            held = now - downtrack.allocated_at >= UPGRADE_HOLD_S
+            if lower or (quality > downtrack.allocated_quality and held):
+                downtrack.allocated_quality = quality
+                downtrack.allocated_at = now
+            downtrack.select_layer(now)
 
     def send_data_message(self, kind: str, data: bytes) -> bool:
         """Send one message on the subscriber connection's ``_reliable`` or ``_lossy``

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pylibsrtp._binding import ffi, lib
 
+from mediafed.media import allocation
 from mediafed.media.rtxcache import RetransmissionCache
 from mediafed.media.types import LayerInfo, TrackInfo, TrackKind
 from mediafed.wire import payload as payload_codecs
@@ -53,6 +54,7 @@ class Layer:
 
     __slots__ = (
         "base_seq",
+        "bitrate_bps",
         "cache",
         "clock_rate",
         "cycles",
@@ -73,7 +75,9 @@ class Layer:
         "level",
         "missing",
         "octets",
+        "octets_at_rate",
         "quality",
+        "rate_at",
         "received",
         "received_prior",
         "rid",
@@ -114,6 +118,25 @@ class Layer:
         self.last_sr_at = 0.0
         self.missing: dict[int, list[float]] = {}
         self.level = 127
+        self.bitrate_bps = 0
+        self.octets_at_rate = 0
+        self.rate_at = -1.0
+
+    def measure(self, now: float) -> None:
+        """Update ``bitrate_bps`` from the bytes received since the last measure."""
+        if self.rate_at < 0:
+            self.rate_at = now
+            self.octets_at_rate = self.octets
+            return
+        elapsed = now - self.rate_at
+        if elapsed >= 1.0:
+            self.bitrate_bps = int((self.octets - self.octets_at_rate) * 8 / elapsed)
+            self.rate_at = now
+            self.octets_at_rate = self.octets
+
+    def receiving(self, now: float) -> bool:
+        """Packets arrived in the last second (a publisher may stop a layer)."""
+        return self.last_packet_at >= 0 and now - self.last_packet_at < 1.0
 
     @property
     def active(self) -> bool:
@@ -292,9 +315,16 @@ class PublishedTrack:
             self.layers[rid] = layer
         return layer
 
-    def best_layer(self, max_quality: int = 2) -> Layer | None:
-        """The highest active layer at or below ``max_quality`` (else the lowest active)."""
-        active = [layer for layer in self.layers.values() if layer.active]
+    def best_layer(self, max_quality: int = 2, now: float | None = None) -> Layer | None:
+        """The highest active layer at or below ``max_quality`` (else the lowest active).
+
+        With ``now``, active means receiving in the last second, else ever received."""
+        if now is None:
+            active = [layer for layer in self.layers.values() if layer.active]
+        else:
+            active = [layer for layer in self.layers.values() if layer.receiving(now)]
+            if not active:
+                active = [layer for layer in self.layers.values() if layer.active]
         if not active:
             active = list(self.layers.values())
         if not active:
@@ -319,9 +349,26 @@ class PublishedTrack:
         self.last_keyframe_request = now
         self.publisher.send_pli(self)
 
+    def layer_bitrates(self, now: float) -> dict[int, int]:
+        """Quality -> bitrate of the layers arriving now: measured, else announced,
+        else a default for the quality."""
+        announced = {info.quality: info.bitrate_bps for info in self.info.layers}
+        rates: dict[int, int] = {}
+        for layer in self.layers.values():
+            if not layer.receiving(now):
+                continue
+            rates[layer.quality] = (
+                layer.bitrate_bps
+                or announced.get(layer.quality, 0)
+                or allocation.DEFAULT_LAYER_BPS.get(layer.quality, 500_000)
+            )
+        return rates
+
     def tick(self, now: float) -> None:
-        """Timer work: deferred keyframe requests, and asking again for subscribers
-        still waiting after a second (the PLI or the keyframe may have been lost)."""
+        """Timer work: bitrates, deferred keyframe requests, and asking again for
+        subscribers still waiting after a second (the PLI or keyframe may be lost)."""
+        for layer in self.layers.values():
+            layer.measure(now)
         if self.kind is not TrackKind.VIDEO:
             return
         since = now - self.last_keyframe_request
@@ -346,6 +393,8 @@ class DownTrack:
     """One subscriber's copy of a published track: its own SSRC, sequence and timestamps."""
 
     __slots__ = (
+        "allocated_at",
+        "allocated_quality",
         "clock_rate",
         "disabled",
         "ext_remap",
@@ -391,6 +440,8 @@ class DownTrack:
         self.mid = ""
         self.layer: Layer | None = None
         self.max_quality = 2
+        self.allocated_quality = 2
+        self.allocated_at = -1.0
         self.disabled = False
         self.ext_remap: bytes | None = None
         self.negotiated = False
@@ -417,7 +468,7 @@ class DownTrack:
         if self.disabled or not self.negotiated:
             self._leave_layer()
             return
-        target = self.track.best_layer(self.max_quality)
+        target = self.track.best_layer(min(self.max_quality, self.allocated_quality), now)
         if target is None or target is self.layer:
             return
         self._leave_layer()

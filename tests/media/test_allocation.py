@@ -1,0 +1,137 @@
+"""Bandwidth allocation across a subscriber's videos, and simulcast layer switching."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+
+import pylibsrtp
+
+from mediafed.media import LayerInfo, RoomManager, TrackKind
+from mediafed.media.allocation import Demand, allocate
+from mediafed.transport.dtls import SrtpKeys
+from mediafed.transport.srtp import SrtpContext
+from mediafed.wire import rtcp, rtp
+
+from .aiortc_client import AiortcParticipant, wait_for
+from .test_downtrack import KEY, feed
+
+LAYERS = {0: 150_000, 1: 500_000, 2: 1_500_000}
+
+
+def test_everyone_gets_the_lowest_layer_then_the_budget_is_shared() -> None:
+    camera = Demand("cam", 2, LAYERS)
+    screen = Demand("screen", 2, LAYERS, priority=1)
+    assert allocate(10_000_000, [camera, screen]) == {"cam": 2, "screen": 2}
+    assert allocate(2_100_000, [camera, screen]) == {"cam": 1, "screen": 2}
+    assert allocate(300_000, [camera, screen]) == {"cam": 0, "screen": 0}
+    # Never below the lowest layer, even when the budget is smaller.
+    assert allocate(10_000, [camera]) == {"cam": 0}
+    # Settings cap what is given; missing layers are skipped.
+    assert allocate(10_000_000, [Demand("thumb", 1, LAYERS)]) == {"thumb": 1}
+    assert allocate(10_000_000, [Demand("two", 2, {0: 150_000, 2: 1_500_000})]) == {"two": 2}
+
+
+SIMULCAST_OFFER = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+    "m=video 9 UDP/TLS/RTP/SAVPF 100\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\n"
+    "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+    "a=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\na=setup:actpass\r\n"
+    "a=rtcp-mux\r\na=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\n"
+    "a=extmap:2 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n"
+    "a=rtpmap:100 VP8/90000\r\na=rtcp-fb:100 nack\r\na=rtcp-fb:100 nack pli\r\n"
+    "a=msid:stream cam\r\na=rid:q send\r\na=rid:h send\r\na=rid:f send\r\n"
+    "a=simulcast:send q;h;f\r\n"
+)
+SSRCS = {"q": 0x1000, "h": 0x2000, "f": 0x3000}
+
+
+def layer_packet(rid: str, seq: int, keyframe: bool) -> bytes:
+    header = rtp.build_header(
+        100, seq, seq * 3000, SSRCS[rid], extensions=[(1, b"0"), (2, rid.encode())]
+    )
+    vp8 = b"\x10" + (b"\x00" if keyframe else b"\x01")
+    return bytes(header) + vp8 + rid.encode() * 30
+
+
+async def test_remb_moves_a_subscriber_between_simulcast_layers(rooms: RoomManager) -> None:
+    room = rooms.get_or_create("simulcast")
+    publisher = await room.join("pub", listener=AiortcParticipant(room, "x"))
+    publisher.announce_track(
+        "cam",
+        TrackKind.VIDEO,
+        layers=[
+            LayerInfo(0, 320, 180, LAYERS[0], "q"),
+            LayerInfo(1, 640, 360, LAYERS[1], "h"),
+            LayerInfo(2, 1280, 720, LAYERS[2], "f"),
+        ],
+    )
+    answer = await publisher.answer_publisher_offer(SIMULCAST_OFFER)
+    assert "a=simulcast:recv q;h;f" in answer and "a=rid:q recv" in answer
+    subscriber = await room.join("sub", listener=AiortcParticipant(room, "y"))
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.2", 0))
+    sink.setblocking(False)
+    endpoint = subscriber.subscriber.endpoint
+    endpoint.srtp = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY))
+    endpoint.mux.bind_address(endpoint, sink.getsockname())
+    [downtrack] = subscriber.downtracks.values()
+    rx = pylibsrtp.Session(pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND))
+    tx = pylibsrtp.Session(pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+    seq = iter(range(1, 10_000))
+
+    def send_round(keyframe_on: str = "") -> None:
+        number = next(seq)
+        for rid in ("q", "h", "f"):
+            feed(publisher, layer_packet(rid, number, rid == keyframe_on), rooms.clock())
+
+    async def forwarded_layers() -> list[tuple[int, str]]:
+        await asyncio.sleep(0.05)
+        out = []
+        while True:
+            try:
+                data = sink.recv(2048)
+            except BlockingIOError:
+                return out
+            if 192 <= data[1] <= 223:
+                continue
+            plain = rx.unprotect(data)
+            out.append((struct.unpack_from("!H", plain, 2)[0], chr(plain[-1])))
+
+    def remb(bitrate_bps: int) -> None:
+        packet = rtcp.serialize_rtcp([rtcp.Remb(0xABC, bitrate_bps, [downtrack.ssrc])])
+        sink.sendto(tx.protect_rtcp(packet), ("127.0.0.2", rooms.udp_port))
+
+    try:
+        send_round()  # every layer starts arriving
+        downtrack.attach(rooms.clock())
+        assert downtrack.layer is not None and downtrack.layer.rid == "f"
+        send_round(keyframe_on="f")
+        send_round()
+        first = await forwarded_layers()
+        assert [layer for _, layer in first] == ["f", "f"]
+
+        remb(300_000)  # a thin downlink: only the lowest layer fits
+        await wait_for(lambda: downtrack.layer is not None and downtrack.layer.rid == "q")
+        send_round()  # no keyframe of q yet: nothing may be sent
+        assert await forwarded_layers() == []
+        send_round(keyframe_on="q")
+        send_round()
+        second = await forwarded_layers()
+        assert [layer for _, layer in second] == ["q", "q"]
+        assert second[0][0] == (first[-1][0] + 1) & 0xFFFF, "one continuous sequence"
+
+        remb(5_000_000)  # room again, but upgrades wait out the hold time
+        await asyncio.sleep(0.6)
+        assert downtrack.layer is not None and downtrack.layer.rid == "q"
+        await asyncio.sleep(1.6)
+        send_round()
+        assert [layer for _, layer in await forwarded_layers()] == ["q"]
+        remb(5_000_000)
+        await wait_for(lambda: downtrack.layer is not None and downtrack.layer.rid == "f")
+        send_round(keyframe_on="f")
+        third = await forwarded_layers()
+        assert [layer for _, layer in third] == ["f"]
+    finally:
+        sink.close()
