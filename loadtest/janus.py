@@ -40,7 +40,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from loadtest.target import PublishResult, RoomPlan, TargetError
+from loadtest.target import PublishResult, RoomPlan, TargetError, stop_process_group
 
 log = logging.getLogger(__name__)
 
@@ -238,15 +238,8 @@ class JanusTarget:
 
     async def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+        if proc is not None:
+            await stop_process_group(proc)
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None

@@ -21,7 +21,6 @@ import itertools
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -40,7 +39,7 @@ from websockets.asyncio.client import ClientConnection
 
 from loadtest.janus import free_tcp_port, kill_group_at_exit
 from loadtest.peer import parse_sdp
-from loadtest.target import PublishResult, RoomPlan, TargetError
+from loadtest.target import PublishResult, RoomPlan, TargetError, stop_process_group
 from mediafed.tokens import VideoGrant, mint_token
 
 log = logging.getLogger(__name__)
@@ -167,15 +166,8 @@ class MediafedTarget:
 
     async def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+        if proc is not None:
+            await stop_process_group(proc)
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None

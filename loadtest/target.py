@@ -11,9 +11,27 @@ LiveKit signaling in ``loadtest.livekit_target``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+
+async def stop_process_group(proc: asyncio.subprocess.Process, grace_s: float = 10.0) -> None:
+    """SIGTERM the server's process group, SIGKILL it if it is still there after ``grace_s``."""
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), grace_s)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
 
 
 class TargetError(Exception):

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 from aiortc import MediaStreamTrack
-from playwright.async_api import BrowserContext, async_playwright
+from playwright.async_api import BrowserContext
 
 from mediafed import server
 from mediafed.config import Config
@@ -35,12 +35,12 @@ from mediafed.matrix.calls import CallState, mediafed_room_for
 from mediafed.matrix.frontend import CALL_BRIDGE_KEY
 from mediafed.media import RoomManager
 from mediafed.tokens import VideoGrant, mint_token
+from tests.browser import TIMEOUT_MS, chromium
 from tests.matrix.test_matrix_calls import MatrixCaller, close_to
 from tests.matrix.test_matrix_calls_synapse import MatrixClient, _invite, _room_with_bot
 from tests.matrix.test_matrix_synapse import Waiter
 from tests.media.aiortc_client import PatternVideoTrack, ReceivedVideo, ToneAudioTrack, wait_for
 from tests.synapse_fixture import SynapseServer
-from tests.web.test_web_demo import CHROMIUM_ARGS, TIMEOUT_MS
 
 pytestmark = pytest.mark.slow
 
@@ -151,18 +151,8 @@ async def full_node(
 
 @pytest.fixture
 async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
-    async with async_playwright() as pw:
-        context = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path="/usr/bin/chromium",
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 960, "height": 600},
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
+    async with chromium(tmp_path / "chromium-profile") as context:
+        yield context
 
 
 async def _answer_renegotiations(

@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from playwright.async_api import BrowserContext, async_playwright
+from playwright.async_api import BrowserContext
 
 from mediafed import server
 from mediafed.api import webhooks
@@ -33,8 +33,9 @@ from mediafed.config import Config
 from mediafed.errors import AuthError
 from mediafed.media import RoomManager
 from mediafed.tokens import VideoGrant, mint_token
+from tests.browser import TIMEOUT_MS, chromium
 from tests.synapse_fixture import free_port
-from tests.web.test_web_demo import CHROMIUM_ARGS, TIMEOUT_MS, _wait_for_videos
+from tests.web.test_web_demo import _wait_for_videos
 
 pytestmark = pytest.mark.slow
 
@@ -140,18 +141,8 @@ def app_headers() -> dict[str, str]:
 
 @pytest.fixture
 async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
-    async with async_playwright() as pw:
-        context = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path="/usr/bin/chromium",
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 960, "height": 600},
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
+    async with chromium(tmp_path / "chromium-profile") as context:
+        yield context
 
 
 async def _healthz(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:

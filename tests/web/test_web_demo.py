@@ -14,22 +14,12 @@ from typing import Any
 
 import pytest
 from livekit_node import LiveNode, live_node
-from playwright.async_api import BrowserContext, Page, async_playwright
+from playwright.async_api import BrowserContext, Page
+
+from tests.browser import TIMEOUT_MS, chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "screenshot-call.png"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-TIMEOUT_MS = 30_000
 
 # JavaScript run in a page: what a viewer of the other tiles would check.
 REMOTE_VIDEOS = """() => [...document.querySelectorAll('#grid .tile[data-source="camera"]')]
@@ -58,18 +48,8 @@ async def node() -> AsyncIterator[LiveNode]:
 
 @pytest.fixture
 async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
-    async with async_playwright() as pw:
-        context = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path="/usr/bin/chromium",
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 960, "height": 600},
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
+    async with chromium(tmp_path / "chromium-profile") as context:
+        yield context
 
 
 async def _join_with_form(context: BrowserContext, base: str, room: str, name: str) -> Page:
