@@ -60,6 +60,15 @@ class SessionClosed:
 
 
 @dataclass(frozen=True, slots=True)
+class SubscribedQualitiesChanged:
+    """To a publisher only: the simulcast qualities of its track someone watches
+    (LiveKit's dynacast); layers not listed may be paused to save its uplink."""
+
+    track: TrackInfo
+    qualities: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RoomClosed:
     """The room was deleted or expired empty (observers only)."""
 
@@ -76,5 +85,6 @@ RoomEvent = (
     | SpeakersChanged
     | DataReceived
     | SessionClosed
+    | SubscribedQualitiesChanged
     | RoomClosed
 )

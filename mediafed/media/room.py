@@ -235,8 +235,29 @@ class Room:
                 session.subscriber.periodic(now, reports=True)
             if reports:
                 session.allocate(now)
+        if reports:
+            self._report_wanted_qualities()
         if speakers:
             self._update_speakers(now)
+
+    def _report_wanted_qualities(self) -> None:
+        """Dynacast: tell each simulcast publisher which of its layers are watched."""
+        for track in self.tracks.values():
+            if track.kind is not TrackKind.VIDEO or track.closed:
+                continue
+            wanted = track.wanted_qualities()
+            if len(wanted) == 0 or wanted == track.reported_qualities:
+                continue
+            if track.reported_qualities is None and len(track.info.layers) < 2:
+                continue  # not simulcast: nothing to pause
+            track.reported_qualities = wanted
+            publisher = track.publisher.session
+            try:
+                publisher.listener.on_room_event(
+                    events.SubscribedQualitiesChanged(track.info, wanted)
+                )
+            except Exception:
+                log.exception("x room=%s listener of %s failed", self.name, publisher.identity)
 
     def _update_speakers(self, now: float) -> None:
         active: list[tuple[str, float]] = []

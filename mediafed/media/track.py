@@ -297,6 +297,7 @@ class PublishedTrack:
         self.downtracks: dict[str, DownTrack] = {}
         self.last_keyframe_request = -1.0
         self.keyframe_pending = False
+        self.reported_qualities: tuple[int, ...] | None = None
         self.muted = info.muted
         self.closed = False
 
@@ -362,7 +363,28 @@ class PublishedTrack:
                 or announced.get(layer.quality, 0)
                 or allocation.DEFAULT_LAYER_BPS.get(layer.quality, 500_000)
             )
+        # Layers paused because nobody watched them (dynacast) may still be chosen:
+        # the publisher resumes them when told they are wanted.
+        for quality, bitrate in announced.items():
+            rates.setdefault(quality, bitrate or allocation.DEFAULT_LAYER_BPS.get(quality, 500_000))
         return rates
+
+    def wanted_qualities(self) -> tuple[int, ...]:
+        """Simulcast qualities someone watches, plus the lowest (kept for a quick start)."""
+        known = sorted(
+            {info.quality for info in self.info.layers}
+            | {layer.quality for layer in self.layers.values()}
+        )
+        if len(known) < 2:
+            return tuple(known)
+        wanted = {known[0]}
+        for downtrack in self.downtracks.values():
+            if not downtrack.negotiated or downtrack.disabled:
+                continue
+            ceiling = min(downtrack.max_quality, downtrack.allocated_quality)
+            fitting = [quality for quality in known if quality <= ceiling]
+            wanted.add(fitting[-1] if fitting else known[0])
+        return tuple(sorted(wanted))
 
     def tick(self, now: float) -> None:
         """Timer work: bitrates, deferred keyframe requests, and asking again for

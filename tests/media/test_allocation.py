@@ -135,3 +135,38 @@ async def test_remb_moves_a_subscriber_between_simulcast_layers(rooms: RoomManag
         assert [layer for _, layer in third] == ["f"]
     finally:
         sink.close()
+
+
+async def test_publishers_hear_which_layers_are_watched(rooms: RoomManager) -> None:
+    from mediafed.media import events
+
+    room = rooms.get_or_create("dynacast")
+    recorder = AiortcParticipant(room, "x")
+    publisher = await room.join("pub", listener=recorder)
+    publisher.announce_track(
+        "cam",
+        TrackKind.VIDEO,
+        layers=[
+            LayerInfo(0, 320, 180, LAYERS[0], "q"),
+            LayerInfo(1, 640, 360, LAYERS[1], "h"),
+            LayerInfo(2, 1280, 720, LAYERS[2], "f"),
+        ],
+    )
+    await publisher.answer_publisher_offer(SIMULCAST_OFFER)
+    [track_sid] = publisher.published
+
+    def reported() -> list[tuple[int, ...]]:
+        return [
+            e.qualities for e in recorder.events if isinstance(e, events.SubscribedQualitiesChanged)
+        ]
+
+    # Nobody watches yet: only the lowest layer is wanted.
+    await wait_for(lambda: reported() == [(0,)], timeout=5)
+    viewer = await room.join("viewer", listener=AiortcParticipant(room, "y"))
+    viewer.downtracks[track_sid].attach(rooms.clock())
+    viewer.update_track_settings(track_sid, quality=1)
+    await wait_for(lambda: reported()[-1] == (0, 1), timeout=5)
+    viewer.update_track_settings(track_sid, width=1280, height=720)
+    await wait_for(lambda: reported()[-1] == (0, 2), timeout=5)
+    viewer.set_subscribed(track_sid, False)
+    await wait_for(lambda: reported()[-1] == (0,), timeout=5)

@@ -138,3 +138,22 @@ def test_data_packets() -> None:
 )
 def test_disconnect_reasons(reason: str, expected: int) -> None:
     assert translate.disconnect_reason(reason) == expected
+
+
+def test_subscribed_quality_update_enables_only_watched_layers() -> None:
+    from mediafed.media import LayerInfo, TrackInfo, TrackKind
+    from mediafed.signal.livekit.translate import subscribed_quality_update
+
+    track = TrackInfo(
+        sid="TR_1",
+        cid="c",
+        participant_sid="PA_1",
+        participant_identity="a",
+        kind=TrackKind.VIDEO,
+        mime="video/VP8",
+        layers=(LayerInfo(0, 320, 180, 1, "q"), LayerInfo(2, 1280, 720, 3, "f")),
+    )
+    update = subscribed_quality_update(track, (0,))
+    assert update.track_sid == "TR_1"
+    assert [(q.quality, q.enabled) for q in update.subscribed_qualities] == [(0, True), (2, False)]
+    assert update.subscribed_codecs[0].codec == "vp8"

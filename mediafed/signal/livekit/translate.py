@@ -246,6 +246,23 @@ def add_track_kwargs(
     }
 
 
+def subscribed_quality_update(
+    track: TrackView, wanted: Sequence[int]
+) -> rtc.SubscribedQualityUpdate:
+    """Which simulcast qualities of ``track`` are watched (LiveKit's dynacast)."""
+    known = sorted({layer.quality for layer in track.layers}) or [0, 1, 2]
+    qualities = [
+        rtc.SubscribedQuality(quality=quality, enabled=quality in wanted)  # type: ignore[arg-type]
+        for quality in known
+    ]
+    codec = track.mime.split("/", 1)[-1].lower() if track.mime else ""
+    return rtc.SubscribedQualityUpdate(
+        track_sid=track.sid,
+        subscribed_qualities=qualities,
+        subscribed_codecs=[rtc.SubscribedCodec(codec=codec, qualities=qualities)] if codec else [],
+    )
+
+
 def speakers_to_pb(speakers: Sequence[tuple[str, float, bool]]) -> rtc.SpeakersChanged:
     return rtc.SpeakersChanged(
         speakers=[

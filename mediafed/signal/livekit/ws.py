@@ -138,6 +138,7 @@ class SignalPeer:
             "SpeakersChanged": self._on_speakers_changed,
             "SessionClosed": self._on_session_closed,
             "DataReceived": self._on_data_received,
+            "SubscribedQualitiesChanged": self._on_subscribed_qualities,
         }
         self._data_sequence = 0
 
@@ -343,6 +344,16 @@ class SignalPeer:
 
     def _on_speakers_changed(self, event: Any) -> None:
         self.send(rtc.SignalResponse(speakers_changed=translate.speakers_to_pb(event.speakers)))
+
+    def _on_subscribed_qualities(self, event: Any) -> None:
+        # Dynacast: the client pauses the simulcast layers nobody watches.
+        self.send(
+            rtc.SignalResponse(
+                subscribed_quality_update=translate.subscribed_quality_update(
+                    event.track, event.qualities
+                )
+            )
+        )
 
     def _on_session_closed(self, event: Any) -> None:
         if self.finished:
