@@ -92,6 +92,9 @@ class Certificate:
             b"ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305"
         )
         ctx.set_tlsext_use_srtp(SRTP_PROFILES)
+        # After the handshake a connection carries only SCTP now and then: let
+        # OpenSSL free its record buffers between uses (tens of KB per subscriber).
+        ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
         return ctx
 
 
