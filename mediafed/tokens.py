@@ -66,11 +66,6 @@ class VideoGrant:
     room_admin: bool = False
     room_list: bool = False
 
-    def may_publish_source(self, source: str) -> bool:
-        return self.can_publish and (
-            not self.can_publish_sources or source in self.can_publish_sources
-        )
-
     def to_claim(self) -> dict[str, Any]:
         claim: dict[str, Any] = {}
         if self.room_join:

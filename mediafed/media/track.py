@@ -23,7 +23,7 @@ from pylibsrtp._binding import ffi, lib
 
 from mediafed.media import allocation
 from mediafed.media.rtxcache import RetransmissionCache
-from mediafed.media.types import LayerInfo, TrackInfo, TrackKind
+from mediafed.media.types import TrackInfo, TrackKind
 from mediafed.wire import payload as payload_codecs
 from mediafed.wire.rtp import (
     HEADER,
@@ -401,9 +401,6 @@ class PublishedTrack:
         if deferred or waiting:
             self.request_keyframe(now)
 
-    def layer_infos(self) -> tuple[LayerInfo, ...]:
-        return self.info.layers
-
     def close(self) -> None:
         self.closed = True
         for downtrack in list(self.downtracks.values()):
@@ -514,10 +511,6 @@ class DownTrack:
 
     def set_disabled(self, disabled: bool, now: float) -> None:
         self.disabled = disabled
-        self.select_layer(now)
-
-    def set_max_quality(self, quality: int, now: float) -> None:
-        self.max_quality = quality
         self.select_layer(now)
 
     def detach(self) -> None:

@@ -124,15 +124,6 @@ def iter_extensions(
             pos += 2 + size
 
 
-def find_extension(buf: bytes | bytearray | memoryview, length: int, wanted: int) -> int:
-    """Offset of the value of extension ``wanted``, or -1. Value length is not returned:
-    callers ask for fixed-size extensions (audio level 1, abs-send-time 3, twcc 2)."""
-    for ext_id, offset, _size in iter_extensions(buf, length):
-        if ext_id == wanted:
-            return offset
-    return -1
-
-
 def extension_value(buf: bytes | bytearray | memoryview, length: int, wanted: int) -> bytes | None:
     """The raw value of extension ``wanted`` (e.g. a mid or rid string), or None."""
     for ext_id, offset, size in iter_extensions(buf, length):
