@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
 import re
 from collections.abc import Callable
@@ -21,11 +20,10 @@ from typing import Any
 
 import aioice
 import pylibsrtp
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
+
+from mediafed.transport.dtls import self_signed
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +48,7 @@ class Certificate:
 
 def generate_certificate() -> Certificate:
     """A self-signed ECDSA P-256 certificate, as browsers make for WebRTC."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mediafed-loadtest")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
+    cert, key = self_signed("mediafed-loadtest")
     digest = cert.fingerprint(hashes.SHA256()).hex().upper()
     fingerprint = "sha-256 " + ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
     return Certificate(
