@@ -1,13 +1,24 @@
+# Build stage: compile the optional native send step (mediafed/transport/_fastsend.c)
+# into a wheel; the runtime image needs no compiler.
+FROM python:3.11-slim AS build
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml setup.py README.md ./
+COPY mediafed ./mediafed
+COPY loadtest ./loadtest
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 
 RUN useradd --system --create-home --home-dir /var/lib/mediafed mediafed
-WORKDIR /opt/mediafed
-COPY pyproject.toml README.md ./
-COPY mediafed ./mediafed
-COPY loadtest ./loadtest
-RUN pip install . && mkdir -p /var/lib/mediafed/data && chown -R mediafed /var/lib/mediafed
+COPY --from=build /wheels /tmp/wheels
+RUN pip install /tmp/wheels/*.whl && rm -rf /tmp/wheels \
+    && python -c "from mediafed.transport import native; assert native.send_rtp" \
+    && mkdir -p /var/lib/mediafed/data && chown -R mediafed /var/lib/mediafed
 
 USER mediafed
 WORKDIR /var/lib/mediafed

@@ -25,7 +25,7 @@ from typing import Any
 from loadtest.client import Clips
 from loadtest.media import encode_opus, encode_vp8
 from loadtest.peer import PeerError
-from loadtest.report import PlotError, plot, table, write_json
+from loadtest.report import PlotError, plot, ratio_summary, table, write_json
 from loadtest.runner import SCENARIOS, RunConfig, RunError, TargetResult, run_one, split_cpus
 from loadtest.target import Target, TargetError
 
@@ -46,6 +46,16 @@ def make_target(name: str, server_cpus: set[int] | None) -> Target:
     raise RunError(f"unknown target {name!r}; choose from {', '.join(TARGETS)}")
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 1280x720") from None
+    if not (16 <= width <= 3840 and 16 <= height <= 2160) or width % 2 or height % 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: even sizes from 16x16 to 3840x2160")
+    return width, height
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="mediafed-loadtest",
@@ -64,10 +74,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--video-bitrate", type=int, default=500_000, help="camera bits/s")
     parser.add_argument("--fps", type=int, default=30, help="camera frames per second")
     parser.add_argument(
+        "--video-size",
+        type=_size,
+        default=(640, 360),
+        metavar="WxH",
+        help="camera frame size (default 640x360; 1280x720 for high-rate capacity runs)",
+    )
+    parser.add_argument(
         "--target",
         action="append",
         choices=TARGETS,
         help="SFU to test; repeat to run several alternately (default: janus)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat every N on every target this many times, alternating; ratios are "
+        "taken within a round and their median reported (a shared machine drifts)",
     )
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument("--plot", type=Path, help="draw CPU and latency against N (PNG)")
@@ -82,9 +106,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def encode_clips(args: argparse.Namespace) -> Clips:
+    width, height = args.video_size
     return Clips(
         audio=encode_opus(),
-        camera=encode_vp8(640, 360, args.fps, args.video_bitrate),
+        camera=encode_vp8(width, height, args.fps, args.video_bitrate),
         screen=encode_vp8(1280, 720, 5, 300_000),
     )
 
@@ -100,18 +125,25 @@ async def run(args: argparse.Namespace) -> list[TargetResult]:
     clips = encode_clips(args)
     level = _log_level(args.verbose)
     results: list[TargetResult] = []
-    for n in args.n:
-        for name in args.target or ["janus"]:
-            config = RunConfig(
-                scenario=args.scenario,
-                n=n,
-                duration_s=args.duration,
-                warmup_s=args.warmup,
-                clients_per_worker=args.clients_per_worker,
-                log_level=level,
-            )
-            target = make_target(name, server_cpus)
-            results.append(await run_one(target, config, clips, client_cpus))
+    runs = [
+        (r, n, name)
+        for r in range(max(1, args.rounds))
+        for n in args.n
+        for name in args.target or ["janus"]
+    ]
+    for round_index, n, name in runs:
+        config = RunConfig(
+            scenario=args.scenario,
+            n=n,
+            duration_s=args.duration,
+            warmup_s=args.warmup,
+            clients_per_worker=args.clients_per_worker,
+            log_level=level,
+        )
+        target = make_target(name, server_cpus)
+        result = await run_one(target, config, clips, client_cpus)
+        result.round = round_index
+        results.append(result)
     return results
 
 
@@ -122,7 +154,9 @@ def _config_dict(args: argparse.Namespace) -> dict[str, Any]:
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "video_bitrate_bps": args.video_bitrate,
+        "rounds": args.rounds,
         "fps": args.fps,
+        "video_size": "x".join(map(str, args.video_size)),
         "targets": args.target or ["janus"],
     }
 
@@ -161,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nloadtest failed: {exc}", file=sys.stderr)
         return 1
     print(table(results))
+    summary = ratio_summary(results)
+    if summary:
+        print(summary)
     if args.json:
         write_json(args.json, results, _config_dict(args))
     if args.plot:

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 OPUS_PT = 111
 VP8_PT = 96
 SOURCE_KIND = {"microphone": "audio", "camera": "video", "screen_share": "video"}
+PACING_FACTOR = 2.5
+PACING_INTERVAL_S = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +223,9 @@ class Publisher:
         index = 0
         video = clip.kind == "video"
         frames = clip.frames
+        # libwebrtc's pacer sends at 2.5x the target bitrate in short bursts, so a
+        # big frame leaves as several bursts rather than one.
+        burst_bytes = max(1, int(PACING_FACTOR * clip.bitrate_bps * PACING_INTERVAL_S / 8))
         while True:
             delay = next_at - loop.time()
             if delay > 0:
@@ -229,15 +234,23 @@ class Publisher:
                 self._keyframe_wanted.discard(sender.ssrc)
                 index = 0  # the clip's first frame is its keyframe
             frame = frames[index % len(frames)]
-            now_ns = time.monotonic_ns()
             if video:
                 payloads = packetize_vp8(frame, picture_id, self.max_payload)
                 picture_id = (picture_id + 1) & 0x7FFF
             else:
                 payloads = [frame]
             last = len(payloads) - 1
+            budget = burst_bytes
             for i, payload in enumerate(payloads):
-                self.peer.send_rtp(sender.build(payload, timestamp, i == last or not video, now_ns))
+                if video and budget <= 0:
+                    # Paced like a browser: the rest of the frame in the next burst.
+                    await asyncio.sleep(PACING_INTERVAL_S)
+                    budget = burst_bytes
+                packet = sender.build(
+                    payload, timestamp, i == last or not video, time.monotonic_ns()
+                )
+                self.peer.send_rtp(packet)
+                budget -= len(packet)
             self.packets_sent += len(payloads)
             timestamp += clip.ticks_per_frame
             index += 1

@@ -27,9 +27,15 @@ from mediafed.transport.dtls import self_signed
 
 log = logging.getLogger(__name__)
 
-SRTP_PROFILE = b"SRTP_AES128_CM_SHA1_80"
-SRTP_KEY_LEN = 16
-SRTP_SALT_LEN = 14
+# What Chrome offers in use_srtp, in its order; the DTLS server picks by its own
+# preference (OpenSSL), so each SFU gets the profile it would get from a browser.
+SRTP_PROFILES = b"SRTP_AES128_CM_SHA1_80:SRTP_AEAD_AES_256_GCM:SRTP_AEAD_AES_128_GCM"
+# profile -> (pylibsrtp profile, key length, salt length)
+_SRTP = {
+    b"SRTP_AES128_CM_SHA1_80": (pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80, 16, 14),
+    b"SRTP_AEAD_AES_256_GCM": (pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM, 32, 12),
+    b"SRTP_AEAD_AES_128_GCM": (pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 16, 12),
+}
 
 
 class PeerError(Exception):
@@ -161,6 +167,7 @@ class LightPeer:
         self._tx: pylibsrtp.Session | None = None
         self._rx: pylibsrtp.Session | None = None
         self._remote_fingerprint = ""
+        self.srtp_profile = ""
         self._dtls_client = True
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
@@ -252,7 +259,7 @@ class LightPeer:
         ctx = SSL.Context(SSL.DTLS_METHOD)
         ctx.use_certificate(self.certificate.cert)
         ctx.use_privatekey(self.certificate.key)
-        ctx.set_tlsext_use_srtp(SRTP_PROFILE)
+        ctx.set_tlsext_use_srtp(SRTP_PROFILES)
         # Self-signed on both sides: trust comes from the SDP fingerprint, checked below.
         ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *args: True)
         conn = SSL.Connection(ctx, None)
@@ -315,15 +322,15 @@ class LightPeer:
             raise PeerError(f"{self.name}: the SFU's DTLS certificate does not match its SDP")
 
     def _setup_srtp(self, ssl: SSL.Connection) -> None:
-        material = ssl.export_keying_material(
-            b"EXTRACTOR-dtls_srtp", 2 * (SRTP_KEY_LEN + SRTP_SALT_LEN)
-        )
-        k = SRTP_KEY_LEN
-        s = SRTP_SALT_LEN
+        selected = ssl.get_selected_srtp_profile()
+        if selected not in _SRTP:
+            raise PeerError(f"{self.name}: the SFU chose no SRTP profile we offered ({selected!r})")
+        profile, k, s = _SRTP[selected]
+        self.srtp_profile = selected.decode()
+        material = ssl.export_keying_material(b"EXTRACTOR-dtls_srtp", 2 * (k + s))
         client_key = material[:k] + material[2 * k : 2 * k + s]
         server_key = material[k : 2 * k] + material[2 * k + s :]
         tx_key, rx_key = (client_key, server_key) if self._dtls_client else (server_key, client_key)
-        profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
         self._tx = pylibsrtp.Session(
             pylibsrtp.Policy(
                 key=tx_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile

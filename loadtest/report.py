@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import statistics
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ COLUMNS = (
     ("fwd Mbit/s", 10),
     ("CPU %", 6),
     ("CPU us/pkt", 10),
+    ("cli CPU%", 8),
     ("loss avg%", 9),
     ("loss max%", 9),
     ("lat p50", 8),
@@ -59,6 +61,7 @@ def table(results: list[TargetResult]) -> str:
             f"{r.forwarded_bps / 1e6:.2f}",
             f"{r.server_cpu_percent:.1f}",
             _fmt(r.cpu_us_per_packet, ".1f"),
+            f"{r.client_cpu_percent:.0f}",
             f"{100 * r.loss_mean:.2f}",
             f"{100 * r.loss_max:.2f}",
             _fmt(r.latency_ms["p50"], ".2f"),
@@ -80,25 +83,42 @@ def table(results: list[TargetResult]) -> str:
 
 
 def ratios(results: list[TargetResult]) -> list[dict[str, Any]]:
-    """CPU per packet of every non-Janus target relative to Janus, same scenario and N."""
+    """CPU per packet of every non-Janus target relative to Janus, same scenario, N and round."""
     janus = {
-        (r.scenario, r.n): r.cpu_us_per_packet
+        (r.scenario, r.n, r.round): r.cpu_us_per_packet
         for r in results
         if r.target == "janus" and r.cpu_us_per_packet
     }
     out = []
     for r in results:
-        base = janus.get((r.scenario, r.n))
+        base = janus.get((r.scenario, r.n, r.round))
         if r.target != "janus" and base and r.cpu_us_per_packet is not None:
             out.append(
                 {
                     "target": r.target,
                     "scenario": r.scenario,
                     "n": r.n,
+                    "round": r.round,
                     "cpu_per_packet_vs_janus": r.cpu_us_per_packet / base,
                 }
             )
     return out
+
+
+def ratio_summary(results: list[TargetResult]) -> str:
+    """One line per target, scenario and N: the ratio of each round and their median."""
+    grouped: dict[tuple[str, str, int], list[float]] = {}
+    for row in ratios(results):
+        key = (row["target"], row["scenario"], row["n"])
+        grouped.setdefault(key, []).append(row["cpu_per_packet_vs_janus"])
+    lines = []
+    for (target, scenario, n), values in grouped.items():
+        each = " ".join(f"{v:.2f}" for v in values)
+        lines.append(
+            f"CPU per packet {target}/janus, {scenario} N={n}: {each} "
+            f"(median {statistics.median(values):.2f})"
+        )
+    return "\n".join(lines)
 
 
 def to_json(results: list[TargetResult], config: dict[str, Any]) -> dict[str, Any]:
@@ -115,6 +135,11 @@ def write_json(path: Path, results: list[TargetResult], config: dict[str, Any]) 
     path.write_text(json.dumps(to_json(results, config), indent=2) + "\n")
 
 
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
 def plot(path: Path, results: list[TargetResult]) -> None:
     """CPU per packet and latency p99 against N, one line per target and scenario."""
     try:
@@ -129,11 +154,16 @@ def plot(path: Path, results: list[TargetResult]) -> None:
     for r in results:
         series.setdefault((r.target, r.scenario), []).append(r)
     for (target, scenario), rows in sorted(series.items()):
-        rows.sort(key=lambda r: r.n)
-        ns = [r.n for r in rows]
+        # Several rounds give several points per N: draw the median through them.
+        by_n: dict[int, list[TargetResult]] = {}
+        for r in rows:
+            by_n.setdefault(r.n, []).append(r)
+        ns = sorted(by_n)
+        cpu = [_median([r.cpu_us_per_packet for r in by_n[n]]) for n in ns]
+        p99 = [_median([r.latency_ms["p99"] for r in by_n[n]]) for n in ns]
         label = f"{target} {scenario}"
-        ax_cpu.plot(ns, [r.cpu_us_per_packet for r in rows], marker="o", label=label)
-        ax_lat.plot(ns, [r.latency_ms["p99"] for r in rows], marker="o", label=label)
+        ax_cpu.plot(ns, cpu, marker="o", label=label)
+        ax_lat.plot(ns, p99, marker="o", label=label)
     ax_cpu.set(xlabel="N", ylabel="server CPU per forwarded packet (µs)", title="CPU")
     ax_lat.set(xlabel="N", ylabel="added latency p99 (ms)", title="Latency")
     for ax in (ax_cpu, ax_lat):

@@ -163,6 +163,12 @@ class TargetResult:
     time_to_first_media_ms: dict[str, float | None]
     subscribers_without_media: int
     loss_per_subscriber: dict[str, float] = field(default_factory=dict)
+    round: int = 0
+    """Which round of ``--rounds`` (targets alternate within a round)."""
+    client_cpu_percent: float = 0.0
+    """CPU of all client workers over the window (they share the other core(s))."""
+    srtp_profiles: list[str] = field(default_factory=list)
+    """The SRTP profiles the server chose (clients offer what Chrome offers)."""
 
 
 FIELDS = tuple(TargetResult.__dataclass_fields__)
@@ -223,6 +229,9 @@ class WorkerPool:
             if kind == command:
                 replies[index] = reply
         return replies
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs if p.pid is not None]
 
     async def call_all(self, command: str, timeout_s: float = 60.0) -> dict[int, Any]:
         return await self.call(command, dict.fromkeys(range(self.count)), timeout_s)
@@ -319,6 +328,7 @@ async def run_one(
         await asyncio.sleep(config.warmup_s)
         before, sent_before = _merge(await pool.call_all("mark"))
         cpu_before = cpu_seconds(pids)
+        client_cpu_before = cpu_seconds(pool.pids())
         runtimes_before = thread_runtimes_ns(pids)
         started = time.monotonic()
         last_packets = sum(s.packets for s in before.values())
@@ -338,6 +348,7 @@ async def run_one(
         collected = await pool.call_all("collect")
         window = time.monotonic() - started
         cpu_after = cpu_seconds(pids)
+        client_cpu_s = cpu_seconds(pool.pids()) - client_cpu_before
         runtime_s = runtime_delta_s(runtimes_before, thread_runtimes_ns(pids))
         rss_end = rss_kb(pids)
         after, sent_after = _merge(collected)
@@ -345,7 +356,7 @@ async def run_one(
             [np.asarray(r["latency_ns"], dtype=np.int64) for r in collected.values()]
         )
         progress(f"{label} done")
-        return _result(
+        result = _result(
             target.name,
             config,
             len(publishers),
@@ -358,6 +369,11 @@ async def run_one(
             (rss_baseline, rss_joined, rss_end),
             ttfm,
         )
+        result.client_cpu_percent = 100 * client_cpu_s / window
+        result.srtp_profiles = sorted(
+            {name for r in collected.values() for name in r.get("srtp_profiles", [])}
+        )
+        return result
     finally:
         await pool.stop()
         await target.stop()

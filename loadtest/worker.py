@@ -128,6 +128,9 @@ def _collect(state: WorkerState) -> dict[str, Any]:
         log.debug("- %s packets per SSRC %s", subscriber.name, counts)
     result = _snapshot(state)
     result["latency_ns"] = [ns for s in _subscribers(state) for ns in s.stats.latency_ns]
+    peers = [p.publisher.peer for p in state.participants.values() if p.publisher is not None]
+    peers += [s.peer for s in _subscribers(state)]
+    result["srtp_profiles"] = sorted({peer.srtp_profile for peer in peers if peer.srtp_profile})
     return result
 
 

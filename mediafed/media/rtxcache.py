@@ -2,14 +2,17 @@
 
 A power-of-two ring indexed by ``sequence & mask`` holds each plaintext packet
 once, whatever the number of subscribers; entries older than ``max_age_s``
-are not served (a retransmission that late is useless to a jitter buffer).
+are not served (a retransmission that late is useless to a jitter buffer)
+and :meth:`trim`, run from the timers, lets them go, so a stream holds about
+``max_age_s`` of packets rather than a full ring (1024 packets of a 500 kbps
+camera are 17 s and a megabyte).
 """
 
 from __future__ import annotations
 
 
 class RetransmissionCache:
-    __slots__ = ("_mask", "_packets", "_sequences", "_times", "max_age_s")
+    __slots__ = ("_mask", "_packets", "_sequences", "_times", "_trim_at", "max_age_s")
 
     def __init__(self, size: int = 1024, max_age_s: float = 1.0) -> None:
         if size & (size - 1):
@@ -18,6 +21,7 @@ class RetransmissionCache:
         self._packets: list[bytes | None] = [None] * size
         self._sequences = [-1] * size
         self._times = [0.0] * size
+        self._trim_at = 0
         self.max_age_s = max_age_s
 
     def put(self, sequence: int, packet: bytes, now: float) -> None:
@@ -32,7 +36,31 @@ class RetransmissionCache:
             return None
         return self._packets[index]
 
+    def trim(self, now: float) -> int:
+        """Drop packets too old to serve, oldest first; how many were dropped.
+
+        The ring fills in sequence order, so the scan goes forward from where
+        it last stopped until a slot is young enough to keep.
+        """
+        cutoff = now - self.max_age_s
+        packets = self._packets
+        times = self._times
+        mask = self._mask
+        index = self._trim_at
+        dropped = 0
+        for _ in range(mask + 1):
+            if times[index] >= cutoff:
+                break
+            if packets[index] is not None:
+                packets[index] = None
+                dropped += 1
+            index = (index + 1) & mask
+        self._trim_at = index
+        return dropped
+
     def clear(self) -> None:
         size = self._mask + 1
         self._packets = [None] * size
         self._sequences = [-1] * size
+        self._times = [0.0] * size
+        self._trim_at = 0

@@ -24,6 +24,7 @@ from pylibsrtp._binding import ffi, lib
 from mediafed.media import allocation
 from mediafed.media.rtxcache import RetransmissionCache
 from mediafed.media.types import TrackInfo, TrackKind
+from mediafed.transport import native
 from mediafed.wire import payload as payload_codecs
 from mediafed.wire.rtp import (
     HEADER,
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 _memmove = ffi.memmove
 _protect = lib.srtp_protect
+_send_rtp = native.send_rtp
 KEYFRAME_REQUEST_INTERVAL_S = 0.5
 KEYFRAME_RETRY_S = 1.0
 NACK_MAX_TRIES = 3
@@ -391,6 +393,7 @@ class PublishedTrack:
         subscribers still waiting after a second (the PLI or keyframe may be lost)."""
         for layer in self.layers.values():
             layer.measure(now)
+            layer.cache.trim(now)
         if self.kind is not TrackKind.VIDEO:
             return
         since = now - self.last_keyframe_request
@@ -533,31 +536,56 @@ class DownTrack:
             self._continue_from(seq, ts, now)
         endpoint = self.peer.endpoint
         srtp = endpoint.srtp
-        addr = endpoint.addr
-        if srtp is None or addr is None:
+        sockaddr = endpoint.sockaddr
+        if srtp is None or sockaddr is None:
             return
-        tx = endpoint.mux.tx
-        view = tx.view
-        _memmove(tx.cdata, packet, length)
-        view[1] = (b1 & 0x80) | self.payload_type
         seq_out = (seq + self.seq_off) & 0xFFFF
         ts_out = (ts + self.ts_off) & 0xFFFFFFFF
-        SEQ_TS_SSRC.pack_into(view, 2, seq_out, ts_out, self.ssrc)
-        if self.ext_remap is not None:
-            remap_extension_ids(view, length, self.ext_remap)
-        cell = tx.length
-        cell[0] = length
-        if _protect(srtp.tx, tx.cdata, cell):
-            return
-        try:
-            endpoint.mux.sock.sendto(view[: cell[0]], addr)  # type: ignore[union-attr]
-        except OSError:
+        if _send_rtp is not None and self.ext_remap is None:
+            # One native call: copy, rewrite, protect, send (transport/_fastsend.c).
+            if (
+                _send_rtp(
+                    endpoint.mux.fd,
+                    packet,
+                    length,
+                    (b1 & 0x80) | self.payload_type,
+                    seq_out,
+                    ts_out,
+                    self.ssrc,
+                    srtp.tx_address,
+                    sockaddr,
+                )
+                < 0
+            ):
+                return
+        elif not self._send_python(endpoint, packet, length, b1, seq_out, ts_out):
             return
         self.seq_out = seq_out
         self.ts_out = ts_out
         self.time_out = now
         self.packets_sent += 1
         self.octets_sent += length
+
+    def _send_python(
+        self, endpoint: Any, packet: bytes, length: int, b1: int, seq_out: int, ts_out: int
+    ) -> bool:
+        """The same as the native send, in Python: copy, rewrite, protect in place, send."""
+        tx = endpoint.mux.tx
+        view = tx.view
+        _memmove(tx.cdata, packet, length)
+        view[1] = (b1 & 0x80) | self.payload_type
+        SEQ_TS_SSRC.pack_into(view, 2, seq_out, ts_out, self.ssrc)
+        if self.ext_remap is not None:
+            remap_extension_ids(view, length, self.ext_remap)
+        cell = tx.length
+        cell[0] = length
+        if _protect(endpoint.srtp.tx, tx.cdata, cell):
+            return False
+        try:
+            endpoint.mux.sock.sendto(view[: cell[0]], endpoint.addr)
+        except OSError:
+            return False
+        return True
 
     def _continue_from(self, seq: int, ts: int, now: float) -> None:
         """Choose offsets so this packet follows the last one sent without a jump."""

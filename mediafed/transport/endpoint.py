@@ -66,6 +66,7 @@ class Endpoint:
         "mux",
         "remote_fingerprints",
         "sctp_remote_port",
+        "sockaddr",
         "srtp",
         "state",
         "stats",
@@ -90,6 +91,8 @@ class Endpoint:
         self.remote_fingerprints: list[tuple[str, str]] = []
         self.srtp: SrtpContext | None = None
         self.addr: tuple[str, int] | None = None
+        self.sockaddr: bytes | None = None
+        """``addr`` packed for the native send path; set and cleared with it."""
         self.state = EndpointState.NEW
         self.created_at = now
         self.stats = {"srtp_auth_failed": 0, "rtp_in": 0, "rtcp_in": 0}
@@ -215,6 +218,7 @@ class Endpoint:
         if dtls.state is DtlsState.CONNECTED and self.srtp is None:
             assert dtls.keys is not None
             self.srtp = SrtpContext(dtls.keys)
+            log.info("- %s DTLS done, SRTP profile %s", self.label, dtls.keys.profile.decode())
             self._set_state(EndpointState.CONNECTED)
             self._start_data_channels()
         elif dtls.state is DtlsState.FAILED and self.state is not EndpointState.FAILED:

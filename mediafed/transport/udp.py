@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -29,6 +30,19 @@ log = logging.getLogger(__name__)
 
 READS_PER_WAKEUP = 256
 REPORT_INTERVAL_S = 5.0
+_SOCKADDR_IN = struct.Struct("=H2s4s8x")
+_SOCKADDR_IN6 = struct.Struct("=H2sI16sI")
+
+
+def pack_sockaddr(addr: tuple[str, int]) -> bytes:
+    """``addr`` as the kernel's ``struct sockaddr_in``/``sockaddr_in6`` (for the native send)."""
+    host, port = addr[0], addr[1]
+    port_be = port.to_bytes(2, "big")
+    if ":" in host:
+        return _SOCKADDR_IN6.pack(
+            socket.AF_INET6, port_be, 0, socket.inet_pton(socket.AF_INET6, host), 0
+        )
+    return _SOCKADDR_IN.pack(socket.AF_INET, port_be, socket.inet_pton(socket.AF_INET, host))
 
 
 class MediaSocket:
@@ -49,6 +63,7 @@ class MediaSocket:
         self.rx = PacketBuffer()
         self.tx = PacketBuffer()
         self.sock: socket.socket | None = None
+        self.fd = -1
         self.by_ufrag: dict[str, Endpoint] = {}
         self.by_addr: dict[tuple[str, int], Endpoint] = {}
         self.counters: dict[str, int] = {
@@ -77,6 +92,7 @@ class MediaSocket:
             sock = self._bind(self.bind_ip)
         self.port = sock.getsockname()[1]
         self.sock = sock
+        self.fd = sock.fileno()
         self._loop = loop
         loop.add_reader(sock.fileno(), self._on_readable)
         log.info(
@@ -103,6 +119,7 @@ class MediaSocket:
             self._loop.remove_reader(self.sock.fileno())
             self.sock.close()
             self.sock = None
+            self.fd = -1
 
     # -- endpoint registry ------------------------------------------------
     def register(self, endpoint: Endpoint) -> None:
@@ -122,9 +139,11 @@ class MediaSocket:
         if previous is not None and previous is not endpoint:
             # The same 5-tuple now belongs to another session (e.g. a rejoin).
             previous.addr = None
+            previous.sockaddr = None
         if endpoint.addr is not None and self.by_addr.get(endpoint.addr) is endpoint:
             del self.by_addr[endpoint.addr]
         endpoint.addr = addr
+        endpoint.sockaddr = pack_sockaddr(addr)
         self.by_addr[addr] = endpoint
 
     # -- I/O ----------------------------------------------------------------

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 
-from loadtest.report import table, to_json
+from loadtest.report import ratio_summary, ratios, table, to_json
 from loadtest.rtp import RtpSender
 from loadtest.runner import FIELDS, RunError, plan_clients
 from loadtest.stats import (
@@ -129,7 +131,22 @@ def test_report_lists_every_field() -> None:
     report = to_json([result, mediafed], {"scenario": "livestream"})
     assert set(report["results"][0]) == set(FIELDS)
     assert report["ratios"] == [
-        {"target": "mediafed", "scenario": "livestream", "n": 2, "cpu_per_packet_vs_janus": 0.4}
+        {
+            "target": "mediafed",
+            "scenario": "livestream",
+            "n": 2,
+            "round": 0,
+            "cpu_per_packet_vs_janus": 0.4,
+        }
     ]
     lines = table([result, mediafed]).splitlines()
     assert len(lines) == 4 and "CPU us/pkt" in lines[0] and "50.0" in lines[2]
+    # A second round pairs within itself; the summary gives each ratio and their median.
+    janus2 = TargetResult(**{**asdict(result), "round": 1, "cpu_us_per_packet": 25.0})
+    mediafed2 = TargetResult(**{**asdict(mediafed), "round": 1, "cpu_us_per_packet": 15.0})
+    mediafed3 = TargetResult(**{**asdict(mediafed), "round": 2, "cpu_us_per_packet": 15.0})
+    rows = [result, mediafed, janus2, mediafed2, mediafed3]  # round 2 has no Janus: no ratio
+    assert [r["cpu_per_packet_vs_janus"] for r in ratios(rows)] == [0.4, 0.6]
+    assert ratio_summary(rows) == (
+        "CPU per packet mediafed/janus, livestream N=2: 0.40 0.60 (median 0.50)"
+    )

@@ -61,6 +61,10 @@ def test_run_moves_media_to_every_subscriber(
     assert result["latency_samples"] > 0
     assert all(result["latency_ms"][p] is not None for p in ("p50", "p95", "p99"))
     assert result["time_to_first_media_ms"]["p50"] is not None
+    assert result["client_cpu_percent"] > 0
+    # Clients offer what Chrome offers; the server picked among those.
+    offered = {"SRTP_AES128_CM_SHA1_80", "SRTP_AEAD_AES_256_GCM", "SRTP_AEAD_AES_128_GCM"}
+    assert result["srtp_profiles"] and set(result["srtp_profiles"]) <= offered
     # Every subscriber gets every publisher's audio and video: in a meeting of 3,
     # each subscriber receives 2 publishers x 2 tracks, so more than it sends.
     if scenario == "meeting":

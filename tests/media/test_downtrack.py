@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import pylibsrtp
 import pytest
 
-from mediafed.media import RoomManager
+from mediafed.media import RoomManager, track as track_module
 from mediafed.media.session import Session
 from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.srtp import PacketBuffer, SrtpContext, copy_into
@@ -41,8 +41,15 @@ def vp8_packet(ssrc: int, seq: int, ts: int, keyframe: bool) -> bytes:
     return RTP.pack(0x80, 0x80 | 100, seq, ts, ssrc) + descriptor + header + bytes(50)
 
 
-@pytest.fixture
-async def wired(rooms: RoomManager) -> AsyncIterator[tuple[Session, Session, socket.socket]]:
+@pytest.fixture(params=["native", "python"])
+async def wired(
+    rooms: RoomManager, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Session, Session, socket.socket]]:
+    # Both send paths: the native step (transport/_fastsend.c) and the Python reference.
+    if request.param == "python":
+        monkeypatch.setattr(track_module, "_send_rtp", None)
+    else:
+        assert track_module._send_rtp is not None, "the native send step is not built"
     room = rooms.get_or_create("continuity")
     publisher = await room.join("pub", listener=AiortcParticipant(room, "x"))
     await publisher.answer_publisher_offer(OFFER)
