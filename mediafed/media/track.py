@@ -37,7 +37,8 @@ from mediafed.wire.rtp import (
 
 if TYPE_CHECKING:
     from mediafed.media.peer import MediaPeer
-    from mediafed.transport.srtp import PacketBuffer
+    from mediafed.transport.endpoint import Endpoint
+    from mediafed.transport.srtp import PacketBuffer, SrtpContext
 
 log = logging.getLogger(__name__)
 
@@ -558,7 +559,7 @@ class DownTrack:
                 < 0
             ):
                 return
-        elif not self._send_python(endpoint, packet, length, b1, seq_out, ts_out):
+        elif not self._send_python(endpoint, srtp, packet, length, b1, (seq_out, ts_out)):
             return
         self.seq_out = seq_out
         self.ts_out = ts_out
@@ -567,9 +568,16 @@ class DownTrack:
         self.octets_sent += length
 
     def _send_python(
-        self, endpoint: Any, packet: bytes, length: int, b1: int, seq_out: int, ts_out: int
+        self,
+        endpoint: Endpoint,
+        srtp: SrtpContext,
+        packet: bytes,
+        length: int,
+        b1: int,
+        seq_ts: tuple[int, int],
     ) -> bool:
         """The same as the native send, in Python: copy, rewrite, protect in place, send."""
+        seq_out, ts_out = seq_ts
         tx = endpoint.mux.tx
         view = tx.view
         _memmove(tx.cdata, packet, length)
@@ -579,10 +587,10 @@ class DownTrack:
             remap_extension_ids(view, length, self.ext_remap)
         cell = tx.length
         cell[0] = length
-        if _protect(endpoint.srtp.tx, tx.cdata, cell):
+        if _protect(srtp.tx, tx.cdata, cell):
             return False
         try:
-            endpoint.mux.sock.sendto(view[: cell[0]], endpoint.addr)
+            endpoint.mux.sock.sendto(view[: cell[0]], endpoint.addr)  # type: ignore[union-attr, arg-type]
         except OSError:
             return False
         return True

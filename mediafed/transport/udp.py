@@ -18,7 +18,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mediafed.transport.ice import parse_username
 from mediafed.transport.srtp import PacketBuffer
@@ -34,13 +34,17 @@ _SOCKADDR_IN = struct.Struct("=H2s4s8x")
 _SOCKADDR_IN6 = struct.Struct("=H2sI16sI")
 
 
-def pack_sockaddr(addr: tuple[str, int]) -> bytes:
-    """``addr`` as the kernel's ``struct sockaddr_in``/``sockaddr_in6`` (for the native send)."""
+def pack_sockaddr(addr: tuple[Any, ...]) -> bytes:
+    """An address as ``recvfrom`` gives it, packed as the kernel's ``struct sockaddr_in``
+    or ``sockaddr_in6`` (for the native send step)."""
     host, port = addr[0], addr[1]
     port_be = port.to_bytes(2, "big")
     if ":" in host:
+        host = host.split("%", 1)[0]  # a link-local zone; the scope id is addr[3]
+        flowinfo = socket.htonl(addr[2]) if len(addr) > 2 else 0  # sin6_flowinfo is big-endian
+        scope_id = addr[3] if len(addr) > 3 else 0
         return _SOCKADDR_IN6.pack(
-            socket.AF_INET6, port_be, 0, socket.inet_pton(socket.AF_INET6, host), 0
+            socket.AF_INET6, port_be, flowinfo, socket.inet_pton(socket.AF_INET6, host), scope_id
         )
     return _SOCKADDR_IN.pack(socket.AF_INET, port_be, socket.inet_pton(socket.AF_INET, host))
 

@@ -140,6 +140,12 @@ def test_pack_sockaddr_matches_the_kernel_layout() -> None:
     assert struct.unpack_from("=H", v6)[0] == socket.AF_INET6
     assert v6[2:4] == (5000).to_bytes(2, "big")
     assert v6[8:24] == socket.inet_pton(socket.AF_INET6, "::1")
+    # recvfrom on an IPv6 socket gives (host, port, flowinfo, scope_id); a link-local
+    # host may carry its zone after '%'.
+    scoped = pack_sockaddr(("fe80::1%lo", 5000, 7, 1))
+    assert struct.unpack_from("!I", scoped, 4)[0] == 7
+    assert scoped[8:24] == socket.inet_pton(socket.AF_INET6, "fe80::1")
+    assert struct.unpack_from("=I", scoped, 24)[0] == 1
 
 
 def test_pure_python_switch_turns_the_native_step_off() -> None:
