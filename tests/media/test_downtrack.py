@@ -129,6 +129,12 @@ async def test_publisher_alone_is_cached_not_forwarded(rooms: RoomManager) -> No
         layer = next(iter(publisher.published.values())).layer("")
         assert layer.received == 1
         assert layer.cache.get(1, 1.0) is not None
+        # The track's timer work lets packets older than the cache's age go.
+        track = next(iter(publisher.published.values()))
+        track.tick(1.5)
+        assert layer.cache._packets[1] is not None
+        track.tick(2.5)
+        assert layer.cache._packets[1] is None
     finally:
         await manager.stop()
 
