@@ -1,4 +1,4 @@
-# Build stage: compile the optional native send step (mediafed/transport/_fastsend.c)
+# Build stage: compile the optional native send step (mediafed/transport/_hotpath.c)
 # into a wheel; the runtime image needs no compiler.
 FROM python:3.11-slim AS build
 RUN apt-get update \

@@ -14,16 +14,18 @@ from typing import TYPE_CHECKING
 
 from mediafed.media.track import DownTrack, Layer, PublishedTrack
 from mediafed.media.types import PeerRole
+from mediafed.transport import native
 from mediafed.transport.endpoint import Endpoint, EndpointState
 from mediafed.transport.srtp import PacketBuffer, copy_into
 from mediafed.wire import rtcp
-from mediafed.wire.rtp import U16, U32, extension_value, payload_end, payload_offset, remap_and_scan
+from mediafed.wire.rtp import U16, U32, extension_value, payload_end, payload_offset
 from mediafed.wire.twcc import TransportCcRecorder
 
 if TYPE_CHECKING:
     from mediafed.media.session import Session
 
 log = logging.getLogger(__name__)
+remap_and_scan = native.remap_and_scan
 
 
 class MediaPeer:

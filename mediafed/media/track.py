@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 _memmove = ffi.memmove
 _protect = lib.srtp_protect
 _send_rtp = native.send_rtp
+_fanout = native.fanout
 KEYFRAME_REQUEST_INTERVAL_S = 0.5
 KEYFRAME_RETRY_S = 1.0
 NACK_MAX_TRIES = 3
@@ -174,8 +175,8 @@ class Layer:
             keyframe = self._is_keyframe(packet, length)
             if keyframe:
                 self.last_keyframe_at = now
-        for downtrack in self.downtracks:
-            downtrack.forward(packet, length, b1, seq, ts, keyframe, now)
+        # for downtrack in self.downtracks: downtrack.forward(...), natively when built
+        _fanout(self.downtracks, packet, length, b1, seq, ts, keyframe, now)
 
     def _is_keyframe(self, packet: bytes, length: int) -> bool:
         try:
@@ -412,37 +413,29 @@ class PublishedTrack:
         self.downtracks.clear()
 
 
-class DownTrack:
-    """One subscriber's copy of a published track: its own SSRC, sequence and timestamps."""
+class DownTrack(native.Forwarder):
+    """One subscriber's copy of a published track: its own SSRC, sequence and timestamps.
+
+    The fields the fan-out uses (offsets, SSRC, payload type, counters) are
+    declared by the ``Forwarder`` base, native when built (transport/native.py).
+    """
 
     __slots__ = (
         "allocated_at",
         "allocated_quality",
         "clock_rate",
         "disabled",
-        "ext_remap",
         "layer",
         "max_quality",
         "mid",
-        "needs_keyframe",
         "negotiated",
-        "octets_sent",
-        "packets_sent",
-        "payload_type",
         "peer",
         "retransmitted",
         "rtx_payload_type",
         "rtx_seq",
         "rtx_ssrc",
-        "seq_off",
-        "seq_out",
-        "ssrc",
         "started",
-        "synced",
-        "time_out",
         "track",
-        "ts_off",
-        "ts_out",
     )
 
     def __init__(
@@ -455,6 +448,7 @@ class DownTrack:
     ) -> None:
         self.track = track
         self.peer = peer
+        self.endpoint = peer.endpoint
         self.ssrc = random.getrandbits(32) or 1
         self.rtx_ssrc = random.getrandbits(32) or 2
         self.payload_type = payload_type
@@ -543,7 +537,7 @@ class DownTrack:
         seq_out = (seq + self.seq_off) & 0xFFFF
         ts_out = (ts + self.ts_off) & 0xFFFFFFFF
         if _send_rtp is not None and self.ext_remap is None:
-            # One native call: copy, rewrite, protect, send (transport/_fastsend.c).
+            # One native call: copy, rewrite, protect, send (transport/_hotpath.c).
             if (
                 _send_rtp(
                     endpoint.mux.fd,

@@ -228,27 +228,32 @@ class Endpoint:
             self._set_state(EndpointState.CLOSED)
 
     def on_srtp(self, buf: PacketBuffer, length: int, now: float) -> None:
-        srtp = self.srtp
-        if srtp is None:
-            self.mux.report("srtp", self.addr, f"{self.label} SRTP before DTLS finished")
-            return
-        second = buf.view[1]
-        if 192 <= second <= 223:
-            plain = srtp.unprotect_rtcp(buf, length)
+        """One SRTP or SRTCP datagram from our peer's address, in ``buf``. Never raises:
+        a failure is logged and the next datagram, of any call, is handled as usual."""
+        try:
+            srtp = self.srtp
+            if srtp is None:
+                self.mux.report("srtp", self.addr, f"{self.label} SRTP before DTLS finished")
+                return
+            second = buf.view[1]
+            if 192 <= second <= 223:
+                plain = srtp.unprotect_rtcp(buf, length)
+                if plain < 0:
+                    self.stats["srtp_auth_failed"] += 1
+                    self.mux.report("srtp", self.addr, f"{self.label} SRTCP failed authentication")
+                    return
+                self.stats["rtcp_in"] += 1
+                self.handler.on_rtcp(self, bytes(buf.view[:plain]), now)
+                return
+            plain = srtp.unprotect_rtp(buf, length)
             if plain < 0:
                 self.stats["srtp_auth_failed"] += 1
-                self.mux.report("srtp", self.addr, f"{self.label} SRTCP failed authentication")
+                self.mux.report("srtp", self.addr, f"{self.label} SRTP failed authentication")
                 return
-            self.stats["rtcp_in"] += 1
-            self.handler.on_rtcp(self, bytes(buf.view[:plain]), now)
-            return
-        plain = srtp.unprotect_rtp(buf, length)
-        if plain < 0:
-            self.stats["srtp_auth_failed"] += 1
-            self.mux.report("srtp", self.addr, f"{self.label} SRTP failed authentication")
-            return
-        self.stats["rtp_in"] += 1
-        self.handler.on_rtp(self, buf, plain, now)
+            self.stats["rtp_in"] += 1
+            self.handler.on_rtp(self, buf, plain, now)
+        except Exception:
+            log.exception("x %s error handling media", self.label)
 
     def check_consent(self, now: float, timeout_s: float) -> None:
         """RFC 7675: no valid check for ``timeout_s`` means the path is gone."""

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from mediafed.transport import native
 from mediafed.transport.ice import parse_username
 from mediafed.transport.srtp import PacketBuffer
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 READS_PER_WAKEUP = 256
 REPORT_INTERVAL_S = 5.0
+_read_datagrams = native.read_datagrams
 _SOCKADDR_IN = struct.Struct("=H2s4s8x")
 _SOCKADDR_IN6 = struct.Struct("=H2sI16sI")
 
@@ -47,6 +49,18 @@ def pack_sockaddr(addr: tuple[Any, ...]) -> bytes:
             socket.AF_INET6, port_be, flowinfo, socket.inet_pton(socket.AF_INET6, host), scope_id
         )
     return _SOCKADDR_IN.pack(socket.AF_INET, port_be, socket.inet_pton(socket.AF_INET, host))
+
+
+def unpack_sockaddr(sockaddr: bytes) -> tuple[Any, ...]:
+    """The address tuple ``recvfrom`` would give for a packed ``sockaddr_in(6)``."""
+    if len(sockaddr) == _SOCKADDR_IN6.size:
+        _family, port_be, flowinfo, raw, scope_id = _SOCKADDR_IN6.unpack(sockaddr)
+        host = socket.inet_ntop(socket.AF_INET6, raw)
+        return (host, int.from_bytes(port_be, "big"), socket.ntohl(flowinfo), scope_id)
+    if len(sockaddr) == _SOCKADDR_IN.size:
+        _family, port_be, raw = _SOCKADDR_IN.unpack(sockaddr)
+        return (socket.inet_ntop(socket.AF_INET, raw), int.from_bytes(port_be, "big"))
+    raise ValueError(f"not a packed IPv4 or IPv6 socket address ({len(sockaddr)} bytes)")
 
 
 class MediaSocket:
@@ -70,6 +84,8 @@ class MediaSocket:
         self.fd = -1
         self.by_ufrag: dict[str, Endpoint] = {}
         self.by_addr: dict[tuple[str, int], Endpoint] = {}
+        self.by_sockaddr: dict[bytes, Endpoint] = {}
+        """``by_addr`` keyed by packed address, for the native read loop."""
         self.counters: dict[str, int] = {
             "datagrams_in": 0,
             "datagrams_out": 0,
@@ -135,8 +151,13 @@ class MediaSocket:
 
     def unregister(self, endpoint: Endpoint) -> None:
         self.unregister_ufrag(endpoint)
+        self._unbind(endpoint)
+
+    def _unbind(self, endpoint: Endpoint) -> None:
         if endpoint.addr is not None and self.by_addr.get(endpoint.addr) is endpoint:
             del self.by_addr[endpoint.addr]
+        if endpoint.sockaddr is not None and self.by_sockaddr.get(endpoint.sockaddr) is endpoint:
+            del self.by_sockaddr[endpoint.sockaddr]
 
     def bind_address(self, endpoint: Endpoint, addr: tuple[str, int]) -> None:
         previous = self.by_addr.get(addr)
@@ -144,11 +165,11 @@ class MediaSocket:
             # The same 5-tuple now belongs to another session (e.g. a rejoin).
             previous.addr = None
             previous.sockaddr = None
-        if endpoint.addr is not None and self.by_addr.get(endpoint.addr) is endpoint:
-            del self.by_addr[endpoint.addr]
+        self._unbind(endpoint)
         endpoint.addr = addr
-        endpoint.sockaddr = pack_sockaddr(addr)
+        endpoint.sockaddr = sockaddr = pack_sockaddr(addr)
         self.by_addr[addr] = endpoint
+        self.by_sockaddr[sockaddr] = endpoint
 
     # -- I/O ----------------------------------------------------------------
     def send_to(self, datagram: bytes | memoryview, addr: tuple[str, int]) -> None:
@@ -175,10 +196,23 @@ class MediaSocket:
         sock = self.sock
         if sock is None:
             return
+        now = self.clock()
+        if _read_datagrams is not None:
+            count = _read_datagrams(
+                self.fd, self.rx, self.rx.view, self.by_sockaddr, self._on_other, now
+            )
+        else:
+            count = self._read_python(sock, now)
+        self.counters["datagrams_in"] += count
+
+    def _read_python(self, sock: socket.socket, now: float) -> int:
+        """Drain the socket: SRTP/SRTCP straight to its endpoint, the rest to ``_dispatch``.
+
+        The reference for the native read loop (``_hotpath.read_datagrams``).
+        """
         rx = self.rx
         view = rx.view
         by_addr = self.by_addr
-        now = self.clock()
         count = 0
         for _ in range(READS_PER_WAKEUP):
             try:
@@ -190,33 +224,45 @@ class MediaSocket:
             count += 1
             if length == 0:
                 continue
-            first = view[0]
-            if 128 <= first <= 191:
+            if 128 <= view[0] <= 191:
                 endpoint = by_addr.get(addr)
-                if endpoint is None:
-                    self.counters["dropped_unbound"] += 1
-                    self.report("rtp", addr, "RTP/RTCP from an address that never completed ICE")
-                    continue
-                try:
+                if endpoint is not None:
                     endpoint.on_srtp(rx, length, now)
-                except Exception:
-                    log.exception("x %s error handling media", endpoint.label)
-            elif first <= 3:
-                self._on_stun(bytes(view[:length]), addr, now)
-            elif 20 <= first <= 63:
-                endpoint = by_addr.get(addr)
-                if endpoint is None:
-                    self.counters["dropped_unbound"] += 1
-                    self.report("dtls", addr, "DTLS from an address that never completed ICE")
                     continue
-                try:
-                    endpoint.on_dtls(bytes(view[:length]), now)
-                except Exception:
-                    log.exception("x %s error handling DTLS", endpoint.label)
-            else:
-                self.counters["dropped_unknown"] += 1
-                self.report("unknown", addr, f"datagram with first byte {first} (RFC 7983)")
-        self.counters["datagrams_in"] += count
+            self._dispatch(length, addr, now)
+        return count
+
+    def _on_other(self, length: int, sockaddr: bytes, now: float) -> None:
+        """The native read loop's datagrams that are not media of a bound endpoint."""
+        try:
+            addr = unpack_sockaddr(sockaddr)
+        except ValueError:
+            self.counters["dropped_unknown"] += 1
+            return
+        self._dispatch(length, addr, now)
+
+    def _dispatch(self, length: int, addr: tuple[Any, ...], now: float) -> None:
+        """STUN, DTLS, and whatever is not SRTP of a bound endpoint (RFC 7983)."""
+        view = self.rx.view
+        first = view[0]
+        if 128 <= first <= 191:
+            self.counters["dropped_unbound"] += 1
+            self.report("rtp", addr, "RTP/RTCP from an address that never completed ICE")
+        elif first <= 3:
+            self._on_stun(bytes(view[:length]), addr, now)
+        elif 20 <= first <= 63:
+            endpoint = self.by_addr.get(addr)
+            if endpoint is None:
+                self.counters["dropped_unbound"] += 1
+                self.report("dtls", addr, "DTLS from an address that never completed ICE")
+                return
+            try:
+                endpoint.on_dtls(bytes(view[:length]), now)
+            except Exception:
+                log.exception("x %s error handling DTLS", endpoint.label)
+        else:
+            self.counters["dropped_unknown"] += 1
+            self.report("unknown", addr, f"datagram with first byte {first} (RFC 7983)")
 
     def _on_stun(self, data: bytes, addr: tuple[str, int], now: float) -> None:
         username = parse_username(data)

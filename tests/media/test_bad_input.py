@@ -14,6 +14,7 @@ from aioice import stun
 
 from mediafed.errors import NegotiationError
 from mediafed.media import RoomManager
+from mediafed.transport import udp
 from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.ice import binding_request
 from mediafed.transport.srtp import SrtpContext
@@ -52,6 +53,16 @@ class Call:
         await self.viewer.close()
 
 
+@pytest.fixture(params=["native", "python"])
+def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The media socket's read loop: native (transport/_hotpath.c) or the Python reference."""
+    if request.param == "python":
+        monkeypatch.setattr(udp, "_read_datagrams", None)
+    else:
+        assert udp._read_datagrams is not None, "the native read loop is not built"
+    return str(request.param)
+
+
 @pytest.fixture
 async def call(rooms: RoomManager) -> AsyncIterator[Call]:
     running = Call(rooms)
@@ -74,7 +85,7 @@ async def _receive(sock: socket.socket) -> bytes:
 
 
 async def test_random_datagrams_are_dropped_with_a_reason(
-    rooms: RoomManager, call: Call, caplog: pytest.LogCaptureFixture
+    read_path: str, rooms: RoomManager, call: Call, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="mediafed.transport.udp")
     target = ("127.0.0.2", rooms.udp_port)
@@ -112,7 +123,7 @@ async def test_stun_with_a_wrong_password_gets_401(
 
 
 async def test_srtp_failing_authentication_is_dropped(
-    rooms: RoomManager, call: Call, caplog: pytest.LogCaptureFixture
+    read_path: str, rooms: RoomManager, call: Call, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="mediafed.transport.udp")
     room = rooms.get_or_create("mallory-room")

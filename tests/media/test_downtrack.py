@@ -16,6 +16,7 @@ import pytest
 
 from mediafed.media import RoomManager, track as track_module
 from mediafed.media.session import Session
+from mediafed.transport import native
 from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.srtp import PacketBuffer, SrtpContext, copy_into
 
@@ -45,11 +46,13 @@ def vp8_packet(ssrc: int, seq: int, ts: int, keyframe: bool) -> bytes:
 async def wired(
     rooms: RoomManager, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[Session, Session, socket.socket]]:
-    # Both send paths: the native step (transport/_fastsend.c) and the Python reference.
+    # Both forwarding paths: the native steps (transport/_hotpath.c) and the Python reference.
     if request.param == "python":
         monkeypatch.setattr(track_module, "_send_rtp", None)
+        monkeypatch.setattr(track_module, "_fanout", native.py_fanout)
     else:
         assert track_module._send_rtp is not None, "the native send step is not built"
+        assert track_module._fanout is not native.py_fanout
     room = rooms.get_or_create("continuity")
     publisher = await room.join("pub", listener=AiortcParticipant(room, "x"))
     await publisher.answer_publisher_offer(OFFER)

@@ -1,0 +1,551 @@
+/* The forwarding hot path's native steps.
+ *
+ * mediafed's forwarding logic is Python (media/track.py, DownTrack.forward).
+ * Two parts of it are mechanical and run here:
+ *
+ * - send_rtp: copy the plaintext packet into a scratch buffer, write the
+ *   subscriber's payload type, sequence number, timestamp and SSRC, protect
+ *   it with the subscriber's SRTP session (libsrtp, as loaded by pylibsrtp)
+ *   and send it: one call instead of five calls and two objects;
+ * - fanout: the loop over a layer's DownTracks. A DownTrack in steady state
+ *   (synced, not waiting for a keyframe, no extension rewrite) only adds its
+ *   offsets and sends, so that is done here from the fields of its Forwarder
+ *   base; any other DownTrack runs its Python forward().
+ *
+ * Optional: when this module is not built, or MEDIAFED_PURE_PYTHON=1, the
+ * Python reference runs (transport/native.py), tested against this one.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define SCRATCH_SIZE 2048
+/* libsrtp writes at most this many bytes of trailer (auth tag, MKI). */
+#define MAX_TRAILER 148
+
+typedef int (*srtp_protect_fn)(void *ctx, void *rtp_hdr, int *len);
+
+static srtp_protect_fn protect = NULL;
+static unsigned char scratch[SCRATCH_SIZE];
+
+static PyObject *
+set_protect(PyObject *module, PyObject *address)
+{
+    void *fn = PyLong_AsVoidPtr(address);
+    if (fn == NULL && PyErr_Occurred())
+        return NULL;
+    protect = (srtp_protect_fn)fn;
+    Py_RETURN_NONE;
+}
+
+/* Copy, rewrite, protect and send one packet: the protected length, -1 when
+ * libsrtp refused the packet, -2 when the kernel did (EAGAIN, ENOBUFS...).
+ * The caller has checked the lengths. */
+static long
+rewrite_protect_send(int fd, const void *packet, Py_ssize_t length, unsigned long b1,
+                     unsigned long seq, unsigned long ts, unsigned long ssrc, void *ctx,
+                     const void *addr, Py_ssize_t addrlen)
+{
+    memcpy(scratch, packet, (size_t)length);
+    scratch[1] = (unsigned char)b1;
+    scratch[2] = (unsigned char)(seq >> 8);
+    scratch[3] = (unsigned char)seq;
+    scratch[4] = (unsigned char)(ts >> 24);
+    scratch[5] = (unsigned char)(ts >> 16);
+    scratch[6] = (unsigned char)(ts >> 8);
+    scratch[7] = (unsigned char)ts;
+    scratch[8] = (unsigned char)(ssrc >> 24);
+    scratch[9] = (unsigned char)(ssrc >> 16);
+    scratch[10] = (unsigned char)(ssrc >> 8);
+    scratch[11] = (unsigned char)ssrc;
+    int len = (int)length;
+    if (protect(ctx, scratch, &len) != 0)
+        return -1;
+    ssize_t sent = sendto(fd, scratch, (size_t)len, 0, (const struct sockaddr *)addr,
+                          (socklen_t)addrlen);
+    return sent < 0 ? -2 : len;
+}
+
+static int
+bad_lengths(Py_ssize_t length, Py_ssize_t available, Py_ssize_t addrlen)
+{
+    return length < 12 || length > available || length > SCRATCH_SIZE - MAX_TRAILER ||
+           addrlen < (Py_ssize_t)sizeof(struct sockaddr_in) ||
+           addrlen > (Py_ssize_t)sizeof(struct sockaddr_in6);
+}
+
+/* send_rtp(fd, packet, length, b1, seq, ts, ssrc, srtp_ctx, sockaddr) -> int
+ *
+ * packet: bytes-like plaintext RTP (at least 12 bytes); b1: the second header
+ * byte to write (marker | payload type); srtp_ctx: the srtp_t address;
+ * sockaddr: the destination as a packed struct sockaddr_in / sockaddr_in6.
+ * Returns the protected length sent, -1 when libsrtp refused the packet, or
+ * -2 when the kernel did (EAGAIN, ENOBUFS, unreachable...).
+ */
+static PyObject *
+send_rtp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "send_rtp takes 9 arguments");
+        return NULL;
+    }
+    if (protect == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_protect was not called");
+        return NULL;
+    }
+    int fd = (int)PyLong_AsLong(args[0]);
+    Py_ssize_t length = PyLong_AsSsize_t(args[2]);
+    unsigned long b1 = PyLong_AsUnsignedLongMask(args[3]);
+    unsigned long seq = PyLong_AsUnsignedLongMask(args[4]);
+    unsigned long ts = PyLong_AsUnsignedLongMask(args[5]);
+    unsigned long ssrc = PyLong_AsUnsignedLongMask(args[6]);
+    void *ctx = PyLong_AsVoidPtr(args[7]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_buffer packet, addr;
+    if (PyObject_GetBuffer(args[1], &packet, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[8], &addr, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&packet);
+        return NULL;
+    }
+    long result = 0;
+    if (bad_lengths(length, packet.len, addr.len)) {
+        PyErr_SetString(PyExc_ValueError, "send_rtp: bad packet length or address");
+    } else {
+        result = rewrite_protect_send(fd, packet.buf, length, b1, seq, ts, ssrc, ctx, addr.buf,
+                                      addr.len);
+    }
+    PyBuffer_Release(&packet);
+    PyBuffer_Release(&addr);
+    if (PyErr_Occurred())
+        return NULL;
+    return PyLong_FromLong(result);
+}
+
+/* -- Forwarder: the per-subscriber state the fan-out reads and writes ------
+ *
+ * DownTrack (media/track.py) derives from this type. Its forwarding fields
+ * live here as C members, so the fan-out below forwards a packet to a
+ * subscriber in steady state (synced, not waiting for a keyframe, no header
+ * extension rewrite) without running Python; every other case calls the
+ * DownTrack's own forward(), which stays the reference. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *endpoint;  /* the subscriber's Endpoint */
+    PyObject *ext_remap; /* bytes, or None: no extension id rewrite */
+    unsigned int seq_off;
+    unsigned int ts_off;
+    unsigned int seq_out;
+    unsigned int ts_out;
+    unsigned int ssrc;
+    int payload_type;
+    char needs_keyframe;
+    char synced;
+    unsigned long long packets_sent;
+    unsigned long long octets_sent;
+    double time_out;
+} Forwarder;
+
+static int
+Forwarder_traverse(Forwarder *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->endpoint);
+    Py_VISIT(self->ext_remap);
+    return 0;
+}
+
+static int
+Forwarder_clear(Forwarder *self)
+{
+    Py_CLEAR(self->endpoint);
+    Py_CLEAR(self->ext_remap);
+    return 0;
+}
+
+static void
+Forwarder_dealloc(Forwarder *self)
+{
+    PyObject_GC_UnTrack(self);
+    Forwarder_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef Forwarder_members[] = {
+    {"endpoint", T_OBJECT, offsetof(Forwarder, endpoint), 0, "the subscriber's Endpoint"},
+    {"ext_remap", T_OBJECT, offsetof(Forwarder, ext_remap), 0, "extension id table or None"},
+    {"seq_off", T_UINT, offsetof(Forwarder, seq_off), 0, NULL},
+    {"ts_off", T_UINT, offsetof(Forwarder, ts_off), 0, NULL},
+    {"seq_out", T_UINT, offsetof(Forwarder, seq_out), 0, NULL},
+    {"ts_out", T_UINT, offsetof(Forwarder, ts_out), 0, NULL},
+    {"ssrc", T_UINT, offsetof(Forwarder, ssrc), 0, NULL},
+    {"payload_type", T_INT, offsetof(Forwarder, payload_type), 0, NULL},
+    {"needs_keyframe", T_BOOL, offsetof(Forwarder, needs_keyframe), 0, NULL},
+    {"synced", T_BOOL, offsetof(Forwarder, synced), 0, NULL},
+    {"packets_sent", T_ULONGLONG, offsetof(Forwarder, packets_sent), 0, NULL},
+    {"octets_sent", T_ULONGLONG, offsetof(Forwarder, octets_sent), 0, NULL},
+    {"time_out", T_DOUBLE, offsetof(Forwarder, time_out), 0, NULL},
+    {NULL},
+};
+
+static PyTypeObject ForwarderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mediafed.transport._hotpath.Forwarder",
+    .tp_doc = "Forwarding state of one subscriber's track (base of DownTrack).",
+    .tp_basicsize = sizeof(Forwarder),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)Forwarder_dealloc,
+    .tp_traverse = (traverseproc)Forwarder_traverse,
+    .tp_clear = (inquiry)Forwarder_clear,
+    .tp_members = Forwarder_members,
+};
+
+static PyObject *str_forward, *str_sockaddr, *str_srtp, *str_tx_address, *str_mux, *str_fd;
+
+/* Where the endpoint sends now: 1 and the fields filled, 0 when it cannot send
+ * yet (no address or no SRTP), -1 with an exception set. */
+static int
+send_target(PyObject *endpoint, int *fd, void **ctx, PyObject **sockaddr)
+{
+    PyObject *addr = PyObject_GetAttr(endpoint, str_sockaddr);
+    if (addr == NULL)
+        return -1;
+    if (addr == Py_None) {
+        Py_DECREF(addr);
+        return 0;
+    }
+    if (!PyBytes_Check(addr)) {
+        Py_DECREF(addr);
+        PyErr_SetString(PyExc_TypeError, "endpoint.sockaddr must be bytes or None");
+        return -1;
+    }
+    PyObject *srtp = PyObject_GetAttr(endpoint, str_srtp);
+    if (srtp == NULL || srtp == Py_None) {
+        Py_DECREF(addr);
+        Py_XDECREF(srtp);
+        return srtp == NULL ? -1 : 0;
+    }
+    PyObject *address = PyObject_GetAttr(srtp, str_tx_address);
+    Py_DECREF(srtp);
+    if (address == NULL) {
+        Py_DECREF(addr);
+        return -1;
+    }
+    *ctx = PyLong_AsVoidPtr(address);
+    Py_DECREF(address);
+    PyObject *mux = PyObject_GetAttr(endpoint, str_mux);
+    PyObject *fdobj = mux == NULL ? NULL : PyObject_GetAttr(mux, str_fd);
+    Py_XDECREF(mux);
+    if (fdobj == NULL) {
+        Py_DECREF(addr);
+        return -1;
+    }
+    *fd = (int)PyLong_AsLong(fdobj);
+    Py_DECREF(fdobj);
+    if (PyErr_Occurred()) {
+        Py_DECREF(addr);
+        return -1;
+    }
+    *sockaddr = addr;
+    return 1;
+}
+
+/* fanout(downtracks, packet, length, b1, seq, ts, keyframe, now) -> None
+ *
+ * What ``for d in downtracks: d.forward(packet, length, b1, seq, ts, keyframe,
+ * now)`` does, with the steady-state case of each Forwarder done here. */
+static PyObject *
+fanout(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "fanout takes 8 arguments");
+        return NULL;
+    }
+    if (protect == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_protect was not called");
+        return NULL;
+    }
+    PyObject *list = args[0];
+    if (!PyList_Check(list)) {
+        PyErr_SetString(PyExc_TypeError, "fanout: downtracks must be a list");
+        return NULL;
+    }
+    Py_ssize_t length = PyLong_AsSsize_t(args[2]);
+    unsigned long b1 = PyLong_AsUnsignedLongMask(args[3]);
+    unsigned long seq = PyLong_AsUnsignedLongMask(args[4]);
+    unsigned long ts = PyLong_AsUnsignedLongMask(args[5]);
+    double now = PyFloat_AsDouble(args[7]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_buffer packet;
+    if (PyObject_GetBuffer(args[1], &packet, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (bad_lengths(length, packet.len, sizeof(struct sockaddr_in))) {
+        PyBuffer_Release(&packet);
+        PyErr_SetString(PyExc_ValueError, "fanout: bad packet length");
+        return NULL;
+    }
+    int failed = 0;
+    /* The list may change under a Python forward(): index it afresh each turn. */
+    for (Py_ssize_t i = 0; !failed && i < PyList_GET_SIZE(list); i++) {
+        PyObject *item = PyList_GET_ITEM(list, i);
+        Py_INCREF(item);
+        int done = 0;
+        if (PyObject_TypeCheck(item, &ForwarderType)) {
+            Forwarder *f = (Forwarder *)item;
+            if (!f->needs_keyframe && f->synced && f->endpoint != NULL &&
+                (f->ext_remap == NULL || f->ext_remap == Py_None)) {
+                int fd = -1;
+                void *ctx = NULL;
+                PyObject *addr = NULL;
+                int ready = send_target(f->endpoint, &fd, &ctx, &addr);
+                if (ready < 0) {
+                    failed = 1;
+                } else if (ready > 0) {
+                    Py_ssize_t addrlen = PyBytes_GET_SIZE(addr);
+                    if (bad_lengths(length, packet.len, addrlen)) {
+                        PyErr_SetString(PyExc_ValueError, "fanout: bad endpoint.sockaddr");
+                        failed = 1;
+                    } else {
+                        unsigned long seq_out = (seq + f->seq_off) & 0xFFFFUL;
+                        unsigned long ts_out = (ts + f->ts_off) & 0xFFFFFFFFUL;
+                        long sent = rewrite_protect_send(
+                            fd, packet.buf, length, (b1 & 0x80) | (unsigned long)f->payload_type,
+                            seq_out, ts_out, f->ssrc, ctx, PyBytes_AS_STRING(addr), addrlen);
+                        if (sent >= 0) {
+                            f->seq_out = (unsigned int)seq_out;
+                            f->ts_out = (unsigned int)ts_out;
+                            f->time_out = now;
+                            f->packets_sent += 1;
+                            f->octets_sent += (unsigned long long)length;
+                        }
+                    }
+                    Py_DECREF(addr);
+                }
+                done = 1;
+            }
+        }
+        if (!done && !failed) {
+            PyObject *call[9] = {NULL, item, args[1], args[2], args[3], args[4], args[5], args[6],
+                                 args[7]};
+            PyObject *result = PyObject_VectorcallMethod(
+                str_forward, call + 1, 8 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            if (result == NULL)
+                failed = 1;
+            Py_XDECREF(result);
+        }
+        Py_DECREF(item);
+    }
+    PyBuffer_Release(&packet);
+    if (failed)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* -- ingress ---------------------------------------------------------------
+ *
+ * read_datagrams(fd, rx, view, by_sockaddr, on_other, now) -> int
+ *
+ * Reads what the socket holds (at most MAX_READS datagrams) into ``view``
+ * (the writable memory of the PacketBuffer ``rx``). RTP/RTCP (RFC 7983: first
+ * byte 128-191) from an address in ``by_sockaddr`` (packed sockaddr -> Endpoint)
+ * goes to ``endpoint.on_srtp(rx, length, now)``; anything else — STUN, DTLS,
+ * media from an unknown address, garbage — to ``on_other(length, sockaddr,
+ * now)``. Returns how many datagrams were read. The Python loop this replaces
+ * is MediaSocket._read_python (transport/udp.py): the same, less an
+ * exception per wake-up and an address tuple per packet. */
+
+#define MAX_READS 64
+
+static PyObject *str_on_srtp;
+
+static PyObject *
+read_datagrams(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "read_datagrams takes 6 arguments");
+        return NULL;
+    }
+    int fd = (int)PyLong_AsLong(args[0]);
+    double now = PyFloat_AsDouble(args[5]);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *rx = args[1], *by_sockaddr = args[3], *on_other = args[4];
+    if (!PyDict_Check(by_sockaddr)) {
+        PyErr_SetString(PyExc_TypeError, "read_datagrams: by_sockaddr must be a dict");
+        return NULL;
+    }
+    PyObject *length_obj = NULL, *addr_obj = NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[2], &view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    long count = 0;
+    int failed = 0;
+    unsigned char *buf = (unsigned char *)view.buf;
+    for (int i = 0; i < MAX_READS && !failed; i++) {
+        struct sockaddr_storage from;
+        socklen_t fromlen = sizeof(from);
+        ssize_t n = recvfrom(fd, buf, (size_t)view.len, 0, (struct sockaddr *)&from, &fromlen);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                break;
+            continue; /* ICMP errors surface here on Linux; the next read is fine */
+        }
+        count++;
+        if (n == 0)
+            continue;
+        if (fromlen > sizeof(from))
+            fromlen = sizeof(from);
+        addr_obj = PyBytes_FromStringAndSize((const char *)&from, (Py_ssize_t)fromlen);
+        length_obj = PyLong_FromSsize_t(n);
+        PyObject *now_obj = PyFloat_FromDouble(now);
+        PyObject *result = NULL;
+        if (addr_obj == NULL || length_obj == NULL || now_obj == NULL) {
+            failed = 1;
+        } else {
+            PyObject *endpoint = NULL;
+            if (buf[0] >= 128 && buf[0] <= 191) {
+                endpoint = PyDict_GetItemWithError(by_sockaddr, addr_obj); /* borrowed */
+                if (endpoint == NULL && PyErr_Occurred())
+                    failed = 1;
+            }
+            if (!failed && endpoint != NULL) {
+                Py_INCREF(endpoint);
+                PyObject *call[5] = {NULL, endpoint, rx, length_obj, now_obj};
+                result = PyObject_VectorcallMethod(str_on_srtp, call + 1,
+                                                   4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+                Py_DECREF(endpoint);
+            } else if (!failed) {
+                PyObject *call[4] = {NULL, length_obj, addr_obj, now_obj};
+                result = PyObject_Vectorcall(on_other, call + 1,
+                                             3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            }
+            if (result == NULL)
+                failed = 1;
+            Py_XDECREF(result);
+        }
+        Py_XDECREF(now_obj);
+        Py_CLEAR(addr_obj);
+        Py_CLEAR(length_obj);
+    }
+    PyBuffer_Release(&view);
+    if (failed)
+        return NULL;
+    return PyLong_FromLong(count);
+}
+
+/* remap_and_scan(view, length, table, twcc_id, level_id) -> (twcc_seq, level)
+ *
+ * wire/rtp.py remap_and_scan, byte for byte: one pass over one-byte header
+ * extensions that reads the transport-wide sequence number and the audio
+ * level and rewrites every id in place through ``table``. */
+static PyObject *
+remap_and_scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "remap_and_scan takes 5 arguments");
+        return NULL;
+    }
+    Py_ssize_t length = PyLong_AsSsize_t(args[1]);
+    long twcc_id = PyLong_AsLong(args[3]);
+    long level_id = PyLong_AsLong(args[4]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_buffer view, table;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[2], &table, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    long twcc = -1, level = -1;
+    if (table.len < 16 || length < 1 || length > view.len) {
+        PyErr_SetString(PyExc_ValueError,
+                        "remap_and_scan: the table needs 16 entries and length must fit the buffer");
+    } else {
+        unsigned char *buf = (unsigned char *)view.buf;
+        const unsigned char *map = (const unsigned char *)table.buf;
+        unsigned char first = buf[0];
+        Py_ssize_t start = 12 + 4 * (first & 0x0F);
+        if ((first & 0x10) && start + 4 <= length && buf[start] == 0xBE && buf[start + 1] == 0xDE) {
+            Py_ssize_t pos = start + 4;
+            Py_ssize_t end = pos + 4 * (((Py_ssize_t)buf[start + 2] << 8) | buf[start + 3]);
+            if (end <= length) {
+                while (pos < end) {
+                    unsigned char byte = buf[pos];
+                    if (byte == 0) {
+                        pos += 1;
+                        continue;
+                    }
+                    int ext_id = byte >> 4;
+                    if (ext_id == 15)
+                        break;
+                    Py_ssize_t size = (byte & 0x0F) + 1;
+                    if (pos + 1 + size > end)
+                        break;
+                    if (ext_id == twcc_id && size == 2)
+                        twcc = ((long)buf[pos + 1] << 8) | buf[pos + 2];
+                    else if (ext_id == level_id)
+                        level = buf[pos + 1] & 0x7F;
+                    buf[pos] = (unsigned char)((map[ext_id] << 4) | (byte & 0x0F));
+                    pos += 1 + size;
+                }
+            }
+        }
+    }
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&table);
+    if (PyErr_Occurred())
+        return NULL;
+    return Py_BuildValue("(ll)", twcc, level);
+}
+
+static PyMethodDef methods[] = {
+    {"set_protect", set_protect, METH_O, "Give the address of libsrtp's srtp_protect."},
+    {"send_rtp", (PyCFunction)(void (*)(void))send_rtp, METH_FASTCALL,
+     "Rewrite, protect and send one RTP packet; the protected length, -1 or -2."},
+    {"fanout", (PyCFunction)(void (*)(void))fanout, METH_FASTCALL,
+     "Forward one packet to every DownTrack of a list."},
+    {"read_datagrams", (PyCFunction)(void (*)(void))read_datagrams, METH_FASTCALL,
+     "Read and dispatch what the media socket holds; how many datagrams."},
+    {"remap_and_scan", (PyCFunction)(void (*)(void))remap_and_scan, METH_FASTCALL,
+     "Read twcc and audio level, rewrite one-byte extension ids in place."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "mediafed.transport._hotpath", NULL, -1, methods,
+};
+
+PyMODINIT_FUNC
+PyInit__hotpath(void)
+{
+    if (PyType_Ready(&ForwarderType) < 0)
+        return NULL;
+    str_forward = PyUnicode_InternFromString("forward");
+    str_sockaddr = PyUnicode_InternFromString("sockaddr");
+    str_srtp = PyUnicode_InternFromString("srtp");
+    str_tx_address = PyUnicode_InternFromString("tx_address");
+    str_mux = PyUnicode_InternFromString("mux");
+    str_fd = PyUnicode_InternFromString("fd");
+    str_on_srtp = PyUnicode_InternFromString("on_srtp");
+    if (!str_on_srtp || !str_forward || !str_sockaddr || !str_srtp || !str_tx_address || !str_mux || !str_fd)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&ForwarderType);
+    if (PyModule_AddObject(m, "Forwarder", (PyObject *)&ForwarderType) < 0) {
+        Py_DECREF(&ForwarderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
