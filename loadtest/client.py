@@ -246,9 +246,7 @@ class Publisher:
                     # Paced like a browser: the rest of the frame in the next burst.
                     await asyncio.sleep(PACING_INTERVAL_S)
                     budget = burst_bytes
-                packet = sender.build(
-                    payload, timestamp, i == last or not video, time.monotonic_ns()
-                )
+                packet = sender.build(payload, timestamp, i == last or not video, time.time_ns())
                 self.peer.send_rtp(packet)
                 budget -= len(packet)
             self.packets_sent += len(payloads)
@@ -274,9 +272,10 @@ class Subscriber:
         self.stats = ReceiverStats(name)
         self.first_media = asyncio.Event()
 
-    def _on_rtp(self, packet: bytes) -> None:
-        now_ns = time.monotonic_ns()
-        self.stats.on_rtp(packet, now_ns, read_send_time_ns(packet))
+    def _on_rtp(self, packet: bytes, arrival_ns: int) -> None:
+        # Latency: kernel arrival time against the publisher's send time, both
+        # time.time_ns() clocks of this machine.
+        self.stats.on_rtp(packet, time.monotonic_ns(), read_send_time_ns(packet), arrival_ns)
         if not self.first_media.is_set():
             self.first_media.set()
 

@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
+import socket
+import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import aioice
 import pylibsrtp
@@ -26,6 +29,10 @@ from OpenSSL import SSL, crypto
 from mediafed.transport.dtls import self_signed
 
 log = logging.getLogger(__name__)
+
+SO_TIMESTAMPNS: int = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux
+_TIMESPEC = struct.Struct("@qq")  # struct timespec on 64-bit Linux
+_TIMESTAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 
 # What Chrome offers in use_srtp, in its order; the DTLS server picks by its own
 # preference (OpenSSL), so each SFU gets the profile it would get from a browser.
@@ -170,8 +177,11 @@ class LightPeer:
         self.srtp_profile = ""
         self._dtls_client = True
         self._reader: asyncio.Task[None] | None = None
+        self._own_socket: socket.socket | None = None
         self._closed = False
-        self.on_rtp: Callable[[bytes], None] | None = None
+        self.on_rtp: Callable[[bytes, int], None] | None = None
+        """Called with each decrypted RTP packet and its arrival time (``time.time_ns()``
+        clock): the kernel's receive timestamp when the socket gives one."""
         self.on_rtcp: Callable[[bytes], None] | None = None
         self.connected = asyncio.Event()
 
@@ -361,23 +371,27 @@ class LightPeer:
         # aioice's send path is a coroutine that only calls sendto(); skip the await.
         pair.protocol.transport.sendto(data, pair.remote_addr)
 
-    def _on_srtp(self, data: bytes) -> None:
+    def _on_srtp(self, data: bytes, arrival_ns: int = 0) -> None:
         assert self._rx is not None
         try:
             if 192 <= data[1] <= 223:
                 if self.on_rtcp is not None:
                     self.on_rtcp(self._rx.unprotect_rtcp(data))
             elif self.on_rtp is not None:
-                self.on_rtp(self._rx.unprotect(data))
+                self.on_rtp(self._rx.unprotect(data), arrival_ns or time.time_ns())
         except pylibsrtp.Error:
             return
 
     def _install_fast_path(self) -> None:
-        """Hand SRTP straight from the socket callback to ``_on_srtp``.
+        """Read the socket ourselves once ICE is up, with kernel receive timestamps.
 
         aioice first tries to parse every datagram as STUN, then queues it for
         ``recv()``; at thousands of packets per second that costs the client
-        core more than decryption. STUN and DTLS still take aioice's path.
+        core more than decryption. So the transport stops reading and this
+        peer reads the same socket (a duplicated descriptor) with ``recvmsg``
+        and SO_TIMESTAMPNS: the arrival time of each packet is when the kernel
+        queued it, so a busy client core does not add its own backlog to the
+        SFU's measured latency. STUN and DTLS still go to aioice.
         """
         assert self.ice is not None
         pair = self.ice._nominated.get(1)
@@ -385,15 +399,36 @@ class LightPeer:
             return
         protocol = pair.protocol
         slow_path = protocol.datagram_received
+        transport = protocol.transport
+        if not hasattr(transport, "pause_reading"):
+            return  # not a selector transport: aioice keeps reading
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        transport.pause_reading()
         on_srtp = self._on_srtp
 
-        def datagram_received(data: bytes | str, addr: tuple[Any, ...]) -> None:
-            if isinstance(data, bytes) and data and 128 <= data[0] <= 191:
-                on_srtp(data)
-            else:
-                slow_path(data, addr)
+        def read() -> None:
+            for _ in range(64):
+                try:
+                    data, ancillary, _flags, addr = sock.recvmsg(2048, _TIMESTAMP_SPACE)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:
+                    continue  # ICMP errors surface here
+                if data and 128 <= data[0] <= 191:
+                    arrival_ns = 0
+                    for level, kind, value in ancillary:
+                        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                            sec, nsec = _TIMESPEC.unpack_from(value)
+                            arrival_ns = sec * 1_000_000_000 + nsec
+                    on_srtp(data, arrival_ns)
+                else:
+                    slow_path(data, addr)
 
-        protocol.datagram_received = datagram_received  # type: ignore[method-assign]
+        loop.add_reader(sock.fileno(), read)
+        self._own_socket = sock
 
     async def _read_loop(self) -> None:
         assert self.ice is not None and self._rx is not None
@@ -417,5 +452,9 @@ class LightPeer:
         self._closed = True
         if self._reader is not None:
             self._reader.cancel()
+        if self._own_socket is not None:
+            asyncio.get_running_loop().remove_reader(self._own_socket.fileno())
+            self._own_socket.close()
+            self._own_socket = None
         if self.ice is not None:
             await self.ice.close()

@@ -61,7 +61,9 @@ class ReceiverStats:
     join_started_s: float = 0.0
     first_media_s: float | None = None
 
-    def on_rtp(self, packet: bytes, now_ns: int, send_time_ns: int | None) -> None:
+    def on_rtp(self, packet: bytes, now_ns: int, send_time_ns: int | None, arrival_ns: int) -> None:
+        """One packet: ``now_ns`` is monotonic (time to first media); latency is
+        ``arrival_ns - send_time_ns``, both ``time.time_ns()`` clocks."""
         ssrc = SSRC.unpack_from(packet, 8)[0]
         seq = SEQ.unpack_from(packet, 2)[0]
         counter = self.ssrcs.get(ssrc)
@@ -71,7 +73,7 @@ class ReceiverStats:
                 self.first_media_s = now_ns / 1e9
         counter.add(seq, len(packet))
         if send_time_ns is not None and len(self.latency_ns) < MAX_LATENCY_SAMPLES:
-            self.latency_ns.append(now_ns - send_time_ns)
+            self.latency_ns.append(arrival_ns - send_time_ns)
 
     @property
     def packets(self) -> int:

@@ -31,15 +31,24 @@
 typedef int (*srtp_protect_fn)(void *ctx, void *rtp_hdr, int *len);
 
 static srtp_protect_fn protect = NULL;
+static srtp_protect_fn unprotect = NULL; /* srtp_unprotect has the same signature */
 static unsigned char scratch[SCRATCH_SIZE];
 
+/* set_srtp(protect_address, unprotect_address): libsrtp's srtp_protect and
+ * srtp_unprotect, as pylibsrtp's binding loaded them. */
 static PyObject *
-set_protect(PyObject *module, PyObject *address)
+set_srtp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    void *fn = PyLong_AsVoidPtr(address);
-    if (fn == NULL && PyErr_Occurred())
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "set_srtp takes 2 arguments");
         return NULL;
-    protect = (srtp_protect_fn)fn;
+    }
+    void *fn_protect = PyLong_AsVoidPtr(args[0]);
+    void *fn_unprotect = PyLong_AsVoidPtr(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    protect = (srtp_protect_fn)fn_protect;
+    unprotect = (srtp_protect_fn)fn_unprotect;
     Py_RETURN_NONE;
 }
 
@@ -95,7 +104,7 @@ send_rtp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (protect == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "set_protect was not called");
+        PyErr_SetString(PyExc_RuntimeError, "set_srtp was not called");
         return NULL;
     }
     int fd = (int)PyLong_AsLong(args[0]);
@@ -269,7 +278,7 @@ fanout(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (protect == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "set_protect was not called");
+        PyErr_SetString(PyExc_RuntimeError, "set_srtp was not called");
         return NULL;
     }
     PyObject *list = args[0];
@@ -354,17 +363,63 @@ fanout(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  * read_datagrams(fd, rx, view, by_sockaddr, on_other, now) -> int
  *
  * Reads what the socket holds (at most MAX_READS datagrams) into ``view``
- * (the writable memory of the PacketBuffer ``rx``). RTP/RTCP (RFC 7983: first
- * byte 128-191) from an address in ``by_sockaddr`` (packed sockaddr -> Endpoint)
- * goes to ``endpoint.on_srtp(rx, length, now)``; anything else — STUN, DTLS,
- * media from an unknown address, garbage — to ``on_other(length, sockaddr,
+ * (the writable memory of the PacketBuffer ``rx``). For an address in
+ * ``by_sockaddr`` (packed sockaddr -> Endpoint), SRTP (RFC 7983: first byte
+ * 128-191, RFC 5761: second byte outside 192-223) is decrypted in place with
+ * the endpoint's inbound session and handed over as plaintext,
+ * ``endpoint.on_rtp(rx, length, now)``, or reported with
+ * ``endpoint.rtp_failed()``; SRTCP, and SRTP before keys exist, go to
+ * ``endpoint.on_srtp(rx, length, now)``. Anything else — STUN, DTLS, media
+ * from an unknown address, garbage — goes to ``on_other(length, sockaddr,
  * now)``. Returns how many datagrams were read. The Python loop this replaces
- * is MediaSocket._read_python (transport/udp.py): the same, less an
- * exception per wake-up and an address tuple per packet. */
+ * is MediaSocket._read_python (transport/udp.py): the same, less an exception
+ * per wake-up, an address tuple per packet and two Python calls per packet. */
 
 #define MAX_READS 64
 
-static PyObject *str_on_srtp;
+static PyObject *str_on_srtp, *str_on_rtp, *str_rtp_failed, *str_rx_address;
+
+/* One SRTP datagram of a bound endpoint: decrypt it here when the endpoint has
+ * keys (the new reference to the result of the Python call, NULL on error). */
+static PyObject *
+media_in(PyObject *endpoint, PyObject *rx, unsigned char *buf, ssize_t n, PyObject *length_obj,
+         PyObject *now_obj)
+{
+    PyObject *method = str_on_srtp;
+    PyObject *plain_len = NULL;
+    if (n >= 12 && !(buf[1] >= 192 && buf[1] <= 223) && unprotect != NULL) {
+        PyObject *srtp = PyObject_GetAttr(endpoint, str_srtp);
+        if (srtp == NULL)
+            return NULL;
+        if (srtp != Py_None) {
+            PyObject *address = PyObject_GetAttr(srtp, str_rx_address);
+            Py_DECREF(srtp);
+            if (address == NULL)
+                return NULL;
+            void *ctx = PyLong_AsVoidPtr(address);
+            Py_DECREF(address);
+            if (ctx == NULL && PyErr_Occurred())
+                return NULL;
+            int len = (int)n;
+            if (unprotect(ctx, buf, &len) != 0) {
+                PyObject *call[2] = {NULL, endpoint};
+                return PyObject_VectorcallMethod(str_rtp_failed, call + 1,
+                                                 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            }
+            plain_len = PyLong_FromLong(len);
+            if (plain_len == NULL)
+                return NULL;
+            method = str_on_rtp;
+        } else {
+            Py_DECREF(srtp);
+        }
+    }
+    PyObject *call[5] = {NULL, endpoint, rx, plain_len ? plain_len : length_obj, now_obj};
+    PyObject *result =
+        PyObject_VectorcallMethod(method, call + 1, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_XDECREF(plain_len);
+    return result;
+}
 
 static PyObject *
 read_datagrams(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -418,9 +473,7 @@ read_datagrams(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             if (!failed && endpoint != NULL) {
                 Py_INCREF(endpoint);
-                PyObject *call[5] = {NULL, endpoint, rx, length_obj, now_obj};
-                result = PyObject_VectorcallMethod(str_on_srtp, call + 1,
-                                                   4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+                result = media_in(endpoint, rx, buf, n, length_obj, now_obj);
                 Py_DECREF(endpoint);
             } else if (!failed) {
                 PyObject *call[4] = {NULL, length_obj, addr_obj, now_obj};
@@ -508,7 +561,8 @@ remap_and_scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyMethodDef methods[] = {
-    {"set_protect", set_protect, METH_O, "Give the address of libsrtp's srtp_protect."},
+    {"set_srtp", (PyCFunction)(void (*)(void))set_srtp, METH_FASTCALL,
+     "Give the addresses of libsrtp's srtp_protect and srtp_unprotect."},
     {"send_rtp", (PyCFunction)(void (*)(void))send_rtp, METH_FASTCALL,
      "Rewrite, protect and send one RTP packet; the protected length, -1 or -2."},
     {"fanout", (PyCFunction)(void (*)(void))fanout, METH_FASTCALL,
@@ -536,7 +590,10 @@ PyInit__hotpath(void)
     str_mux = PyUnicode_InternFromString("mux");
     str_fd = PyUnicode_InternFromString("fd");
     str_on_srtp = PyUnicode_InternFromString("on_srtp");
-    if (!str_on_srtp || !str_forward || !str_sockaddr || !str_srtp || !str_tx_address || !str_mux || !str_fd)
+    str_on_rtp = PyUnicode_InternFromString("on_rtp");
+    str_rtp_failed = PyUnicode_InternFromString("rtp_failed");
+    str_rx_address = PyUnicode_InternFromString("rx_address");
+    if (!str_on_srtp || !str_on_rtp || !str_rtp_failed || !str_rx_address || !str_forward || !str_sockaddr || !str_srtp || !str_tx_address || !str_mux || !str_fd)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)

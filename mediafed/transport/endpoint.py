@@ -246,14 +246,25 @@ class Endpoint:
                 self.handler.on_rtcp(self, bytes(buf.view[:plain]), now)
                 return
             plain = srtp.unprotect_rtp(buf, length)
-            if plain < 0:
-                self.stats["srtp_auth_failed"] += 1
-                self.mux.report("srtp", self.addr, f"{self.label} SRTP failed authentication")
-                return
-            self.stats["rtp_in"] += 1
-            self.handler.on_rtp(self, buf, plain, now)
         except Exception:
             log.exception("x %s error handling media", self.label)
+            return
+        if plain < 0:
+            self.rtp_failed()
+        else:
+            self.on_rtp(buf, plain, now)
+
+    def on_rtp(self, buf: PacketBuffer, length: int, now: float) -> None:
+        """One RTP packet, decrypted in place (by on_srtp or the native read loop)."""
+        try:
+            self.stats["rtp_in"] += 1
+            self.handler.on_rtp(self, buf, length, now)
+        except Exception:
+            log.exception("x %s error handling media", self.label)
+
+    def rtp_failed(self) -> None:
+        self.stats["srtp_auth_failed"] += 1
+        self.mux.report("srtp", self.addr, f"{self.label} SRTP failed authentication")
 
     def check_consent(self, now: float, timeout_s: float) -> None:
         """RFC 7675: no valid check for ``timeout_s`` means the path is gone."""

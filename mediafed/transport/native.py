@@ -94,7 +94,10 @@ if os.environ.get("MEDIAFED_PURE_PYTHON", "") not in ("1", "true", "yes"):
     except ImportError:
         _hotpath = None
     if _hotpath is not None:
-        _hotpath.set_protect(int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect"))))
+        _hotpath.set_srtp(
+            int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect"))),
+            int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_unprotect"))),
+        )
         send_rtp = _hotpath.send_rtp
         fanout = _hotpath.fanout
         native_forwarder = _hotpath.Forwarder

@@ -53,7 +53,7 @@ def _session(profile: bytes, key: bytes, inbound: bool) -> pylibsrtp.Session:
 class SrtpContext:
     """Inbound and outbound SRTP state of one DTLS association."""
 
-    __slots__ = ("_rx", "_tx", "rx", "tx", "tx_address")
+    __slots__ = ("_rx", "_tx", "rx", "rx_address", "tx", "tx_address")
 
     def __init__(self, keys: SrtpKeys) -> None:
         self._rx = _session(keys.profile, keys.remote_key, inbound=True)
@@ -61,6 +61,7 @@ class SrtpContext:
         # The srtp_t handles libsrtp wants; pylibsrtp keeps the sessions alive.
         self.rx: Any = self._rx._srtp[0]
         self.tx: Any = self._tx._srtp[0]
+        self.rx_address = int(ffi.cast("uintptr_t", self.rx))
         self.tx_address = int(ffi.cast("uintptr_t", self.tx))
 
     def unprotect_rtp(self, buf: PacketBuffer, length: int) -> int:

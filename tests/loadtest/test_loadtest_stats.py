@@ -51,10 +51,12 @@ def test_receiver_stats_per_ssrc_and_latency() -> None:
     video = RtpSender(ssrc=2, payload_type=96, clock_rate=90_000, mid="1")
     for i in range(5):
         sent_ns = 10_000_000_000 + i * 20_000_000
-        stats.on_rtp(audio.build(b"a", i * 960, False, sent_ns), sent_ns + 1_000_000, sent_ns)
+        # Time to first media from the monotonic clock; latency from the arrival stamp.
+        audio_packet = audio.build(b"a", i * 960, False, sent_ns)
+        stats.on_rtp(audio_packet, sent_ns + 1_000_000, sent_ns, sent_ns + 1_000_000)
         packet = video.build(b"v", i * 3000, True, sent_ns)
         if i != 2:
-            stats.on_rtp(packet, sent_ns + 3_000_000, sent_ns)
+            stats.on_rtp(packet, 0, sent_ns, sent_ns + 3_000_000)
     assert set(stats.ssrcs) == {1, 2}
     assert (stats.packets, stats.expected, stats.lost) == (9, 10, 1)
     assert stats.time_to_first_media_s == pytest.approx(0.001)
@@ -66,10 +68,10 @@ def test_window_loss_uses_only_the_window() -> None:
     sender = RtpSender(ssrc=9, payload_type=96, clock_rate=90_000, mid="0")
     packets = [sender.build(b"x", 0, False, 0) for _ in range(20)]
     for p in packets[:5] + packets[6:10]:  # one loss before the window
-        stats.on_rtp(p, 0, None)
+        stats.on_rtp(p, 0, None, 0)
     before = stats.snapshot()
     for p in packets[10:15] + packets[16:20]:  # one loss in a window of ten
-        stats.on_rtp(p, 0, None)
+        stats.on_rtp(p, 0, None, 0)
     assert window_loss(before, stats.snapshot()) == pytest.approx(0.1)
     assert loss_fraction(0, 0) == 0.0
 

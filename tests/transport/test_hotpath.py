@@ -336,6 +336,10 @@ def test_forwarder_fields_keep_their_types() -> None:
 
 
 class _Receiver:
+    """An endpoint without SRTP keys yet: its media goes to on_srtp as it came."""
+
+    srtp = None
+
     def __init__(self) -> None:
         self.media: list[tuple[bytes, float]] = []
 
