@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 remap_and_scan = native.remap_and_scan
+_receive_rtp = native.receive_rtp
 
 
 class MediaPeer:
@@ -70,7 +71,10 @@ class MediaPeer:
             layer.level = level
         if track.muted:
             return
-        layer.receive(buf, length, now)
+        if _receive_rtp is not None:
+            _receive_rtp(layer, buf, length, now)  # Layer.receive, natively
+        else:
+            layer.receive(buf, length, now)
 
     def on_rtcp(self, endpoint: Endpoint, packet: bytes, now: float) -> None:
         try:

@@ -53,41 +53,27 @@ NACK_RETRY_S = 0.05
 MAX_MISSING = 256
 
 
-class Layer:
-    """One received RTP stream (an encoding) of a published track."""
+class Layer(native.InStream):
+    """One received RTP stream (an encoding) of a published track.
+
+    The fields the receive path uses (statistics, cache, DownTracks) are
+    declared by the ``InStream`` base, native when built (transport/native.py).
+    """
 
     __slots__ = (
-        "base_seq",
         "bitrate_bps",
-        "cache",
-        "clock_rate",
-        "cycles",
-        "downtracks",
         "expected_prior",
-        "highest_seq",
-        "jitter",
-        "keyframe_waiters",
         "last_arrival",
-        "last_keyframe_at",
-        "last_packet_at",
-        "last_seq",
         "last_sr_at",
         "last_sr_ntp",
         "last_sr_rtp",
-        "last_transit",
-        "last_ts",
-        "level",
-        "missing",
-        "octets",
         "octets_at_rate",
         "quality",
         "rate_at",
-        "received",
         "received_prior",
         "rid",
         "rtx_ssrc",
         "ssrc",
-        "track",
     )
 
     def __init__(
@@ -164,7 +150,9 @@ class Layer:
         self.ssrc = ssrc
 
     def receive(self, buf: PacketBuffer, length: int, now: float) -> None:
-        """The hot path: one plaintext RTP packet of this layer sits in ``buf``."""
+        """The hot path: one plaintext RTP packet of this layer sits in ``buf``.
+
+        The reference for the native ``receive_rtp`` (transport/_hotpath.c)."""
         view = buf.view
         _b0, b1, seq, ts, _ssrc = HEADER.unpack_from(view, 0)
         packet = bytes(view[:length])

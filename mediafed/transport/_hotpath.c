@@ -20,6 +20,7 @@
 #include <structmember.h>
 
 #include <errno.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -266,6 +267,86 @@ send_target(PyObject *endpoint, int *fd, void **ctx, PyObject **sockaddr)
     return 1;
 }
 
+/* The fan-out loop. ``args`` are the Python objects of the eight fanout()
+ * arguments when the caller has them; otherwise (NULL) they are made on the
+ * first DownTrack that needs its Python forward(). 0 or -1 with an exception. */
+static int
+fanout_list(PyObject *list, PyObject *packet_obj, const unsigned char *packet, Py_ssize_t length,
+            unsigned long b1, unsigned long seq, unsigned long ts, int keyframe, double now,
+            PyObject *const *args)
+{
+    PyObject *made[8] = {NULL};
+    int failed = 0;
+    /* The list may change under a Python forward(): index it afresh each turn. */
+    for (Py_ssize_t i = 0; !failed && i < PyList_GET_SIZE(list); i++) {
+        PyObject *item = PyList_GET_ITEM(list, i);
+        Py_INCREF(item);
+        int done = 0;
+        if (PyObject_TypeCheck(item, &ForwarderType)) {
+            Forwarder *f = (Forwarder *)item;
+            if (!f->needs_keyframe && f->synced && f->endpoint != NULL &&
+                (f->ext_remap == NULL || f->ext_remap == Py_None)) {
+                int fd = -1;
+                void *ctx = NULL;
+                PyObject *addr = NULL;
+                int ready = send_target(f->endpoint, &fd, &ctx, &addr);
+                if (ready < 0) {
+                    failed = 1;
+                } else if (ready > 0) {
+                    Py_ssize_t addrlen = PyBytes_GET_SIZE(addr);
+                    if (bad_lengths(length, length, addrlen)) {
+                        PyErr_SetString(PyExc_ValueError, "fanout: bad endpoint.sockaddr");
+                        failed = 1;
+                    } else {
+                        unsigned long seq_out = (seq + f->seq_off) & 0xFFFFUL;
+                        unsigned long ts_out = (ts + f->ts_off) & 0xFFFFFFFFUL;
+                        long sent = rewrite_protect_send(
+                            fd, packet, length, (b1 & 0x80) | (unsigned long)f->payload_type,
+                            seq_out, ts_out, f->ssrc, ctx, PyBytes_AS_STRING(addr), addrlen);
+                        if (sent >= 0) {
+                            f->seq_out = (unsigned int)seq_out;
+                            f->ts_out = (unsigned int)ts_out;
+                            f->time_out = now;
+                            f->packets_sent += 1;
+                            f->octets_sent += (unsigned long long)length;
+                        }
+                    }
+                    Py_DECREF(addr);
+                }
+                done = 1;
+            }
+        }
+        if (!done && !failed && args == NULL && made[0] == NULL) {
+            made[0] = list;
+            Py_INCREF(list);
+            made[1] = packet_obj;
+            Py_INCREF(packet_obj);
+            made[2] = PyLong_FromSsize_t(length);
+            made[3] = PyLong_FromUnsignedLong(b1);
+            made[4] = PyLong_FromUnsignedLong(seq);
+            made[5] = PyLong_FromUnsignedLong(ts);
+            made[6] = PyBool_FromLong(keyframe);
+            made[7] = PyFloat_FromDouble(now);
+            for (int k = 2; k < 8; k++)
+                if (made[k] == NULL)
+                    failed = 1;
+        }
+        if (!done && !failed) {
+            PyObject *const *a = args != NULL ? args : made;
+            PyObject *call[9] = {NULL, item, a[1], a[2], a[3], a[4], a[5], a[6], a[7]};
+            PyObject *result = PyObject_VectorcallMethod(
+                str_forward, call + 1, 8 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            if (result == NULL)
+                failed = 1;
+            Py_XDECREF(result);
+        }
+        Py_DECREF(item);
+    }
+    for (int k = 0; k < 8; k++)
+        Py_XDECREF(made[k]);
+    return failed ? -1 : 0;
+}
+
 /* fanout(downtracks, packet, length, b1, seq, ts, keyframe, now) -> None
  *
  * What ``for d in downtracks: d.forward(packet, length, b1, seq, ts, keyframe,
@@ -290,6 +371,7 @@ fanout(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     unsigned long b1 = PyLong_AsUnsignedLongMask(args[3]);
     unsigned long seq = PyLong_AsUnsignedLongMask(args[4]);
     unsigned long ts = PyLong_AsUnsignedLongMask(args[5]);
+    int keyframe = PyObject_IsTrue(args[6]);
     double now = PyFloat_AsDouble(args[7]);
     if (PyErr_Occurred())
         return NULL;
@@ -301,61 +383,265 @@ fanout(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "fanout: bad packet length");
         return NULL;
     }
-    int failed = 0;
-    /* The list may change under a Python forward(): index it afresh each turn. */
-    for (Py_ssize_t i = 0; !failed && i < PyList_GET_SIZE(list); i++) {
-        PyObject *item = PyList_GET_ITEM(list, i);
-        Py_INCREF(item);
-        int done = 0;
-        if (PyObject_TypeCheck(item, &ForwarderType)) {
-            Forwarder *f = (Forwarder *)item;
-            if (!f->needs_keyframe && f->synced && f->endpoint != NULL &&
-                (f->ext_remap == NULL || f->ext_remap == Py_None)) {
-                int fd = -1;
-                void *ctx = NULL;
-                PyObject *addr = NULL;
-                int ready = send_target(f->endpoint, &fd, &ctx, &addr);
-                if (ready < 0) {
-                    failed = 1;
-                } else if (ready > 0) {
-                    Py_ssize_t addrlen = PyBytes_GET_SIZE(addr);
-                    if (bad_lengths(length, packet.len, addrlen)) {
-                        PyErr_SetString(PyExc_ValueError, "fanout: bad endpoint.sockaddr");
-                        failed = 1;
-                    } else {
-                        unsigned long seq_out = (seq + f->seq_off) & 0xFFFFUL;
-                        unsigned long ts_out = (ts + f->ts_off) & 0xFFFFFFFFUL;
-                        long sent = rewrite_protect_send(
-                            fd, packet.buf, length, (b1 & 0x80) | (unsigned long)f->payload_type,
-                            seq_out, ts_out, f->ssrc, ctx, PyBytes_AS_STRING(addr), addrlen);
-                        if (sent >= 0) {
-                            f->seq_out = (unsigned int)seq_out;
-                            f->ts_out = (unsigned int)ts_out;
-                            f->time_out = now;
-                            f->packets_sent += 1;
-                            f->octets_sent += (unsigned long long)length;
-                        }
-                    }
-                    Py_DECREF(addr);
-                }
-                done = 1;
-            }
-        }
-        if (!done && !failed) {
-            PyObject *call[9] = {NULL, item, args[1], args[2], args[3], args[4], args[5], args[6],
-                                 args[7]};
-            PyObject *result = PyObject_VectorcallMethod(
-                str_forward, call + 1, 8 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-            if (result == NULL)
-                failed = 1;
-            Py_XDECREF(result);
-        }
-        Py_DECREF(item);
-    }
+    int failed = fanout_list(list, args[1], (const unsigned char *)packet.buf, length, b1, seq, ts,
+                             keyframe, now, args);
     PyBuffer_Release(&packet);
     if (failed)
         return NULL;
     Py_RETURN_NONE;
+}
+
+/* -- InStream: a received stream's state (base of Layer) --------------------
+ *
+ * Layer (media/track.py) derives from this type: the statistics its receive
+ * path keeps (RFC 3550 A.3 and A.8), its retransmission cache and the list of
+ * DownTracks forwarding it live here, so receive_rtp() below does what
+ * Layer.receive does (the reference) without running Python for a packet
+ * in order; gaps (NACK bookkeeping), keyframe detection for waiting
+ * subscribers and the cache stay Python calls. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *track;
+    PyObject *downtracks; /* list of DownTracks */
+    PyObject *cache;      /* RetransmissionCache */
+    PyObject *missing;    /* dict: sequence -> [last NACK time, tries] */
+    long long received;
+    long long octets;
+    long long cycles;
+    long base_seq; /* -1 before the first packet */
+    long highest_seq;
+    long last_seq;
+    unsigned int last_ts;
+    double last_transit;
+    double jitter;
+    double last_packet_at;
+    double last_keyframe_at;
+    int clock_rate;
+    int keyframe_waiters;
+    int level;
+} InStream;
+
+static int
+InStream_traverse(InStream *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->track);
+    Py_VISIT(self->downtracks);
+    Py_VISIT(self->cache);
+    Py_VISIT(self->missing);
+    return 0;
+}
+
+static int
+InStream_clear(InStream *self)
+{
+    Py_CLEAR(self->track);
+    Py_CLEAR(self->downtracks);
+    Py_CLEAR(self->cache);
+    Py_CLEAR(self->missing);
+    return 0;
+}
+
+static void
+InStream_dealloc(InStream *self)
+{
+    PyObject_GC_UnTrack(self);
+    InStream_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef InStream_members[] = {
+    {"track", T_OBJECT, offsetof(InStream, track), 0, NULL},
+    {"downtracks", T_OBJECT, offsetof(InStream, downtracks), 0, NULL},
+    {"cache", T_OBJECT, offsetof(InStream, cache), 0, NULL},
+    {"missing", T_OBJECT, offsetof(InStream, missing), 0, NULL},
+    {"received", T_LONGLONG, offsetof(InStream, received), 0, NULL},
+    {"octets", T_LONGLONG, offsetof(InStream, octets), 0, NULL},
+    {"cycles", T_LONGLONG, offsetof(InStream, cycles), 0, NULL},
+    {"base_seq", T_LONG, offsetof(InStream, base_seq), 0, NULL},
+    {"highest_seq", T_LONG, offsetof(InStream, highest_seq), 0, NULL},
+    {"last_seq", T_LONG, offsetof(InStream, last_seq), 0, NULL},
+    {"last_ts", T_UINT, offsetof(InStream, last_ts), 0, NULL},
+    {"last_transit", T_DOUBLE, offsetof(InStream, last_transit), 0, NULL},
+    {"jitter", T_DOUBLE, offsetof(InStream, jitter), 0, NULL},
+    {"last_packet_at", T_DOUBLE, offsetof(InStream, last_packet_at), 0, NULL},
+    {"last_keyframe_at", T_DOUBLE, offsetof(InStream, last_keyframe_at), 0, NULL},
+    {"clock_rate", T_INT, offsetof(InStream, clock_rate), 0, NULL},
+    {"keyframe_waiters", T_INT, offsetof(InStream, keyframe_waiters), 0, NULL},
+    {"level", T_INT, offsetof(InStream, level), 0, NULL},
+    {NULL},
+};
+
+static PyTypeObject InStreamType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mediafed.transport._hotpath.InStream",
+    .tp_doc = "Receive state of one RTP stream (base of Layer).",
+    .tp_basicsize = sizeof(InStream),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)InStream_dealloc,
+    .tp_traverse = (traverseproc)InStream_traverse,
+    .tp_clear = (inquiry)InStream_clear,
+    .tp_members = InStream_members,
+};
+
+static PyObject *str_view, *str_put, *str_note_missing, *str_is_keyframe, *str_nack_enabled;
+
+/* Layer._account: receive statistics of one packet; 0, or -1 with an exception. */
+static int
+account(InStream *self, long seq, unsigned long ts, Py_ssize_t length, double now)
+{
+    self->received += 1;
+    self->octets += length;
+    self->last_packet_at = now;
+    if (self->base_seq < 0) {
+        self->base_seq = seq;
+        self->highest_seq = seq;
+        self->last_seq = seq;
+        self->last_ts = (unsigned int)ts;
+        self->last_transit = now * self->clock_rate - (double)ts;
+        return 0;
+    }
+    long delta = (seq - self->highest_seq) & 0xFFFF;
+    if (0 < delta && delta < 0x8000) {
+        if (delta > 1 && self->track != NULL) {
+            PyObject *nack = PyObject_GetAttr(self->track, str_nack_enabled);
+            int enabled = nack == NULL ? -1 : PyObject_IsTrue(nack);
+            Py_XDECREF(nack);
+            if (enabled < 0)
+                return -1;
+            if (enabled) {
+                PyObject *first = PyLong_FromLong(self->highest_seq + 1);
+                PyObject *count = PyLong_FromLong(delta - 1);
+                PyObject *when = PyFloat_FromDouble(now);
+                PyObject *result = NULL;
+                if (first != NULL && count != NULL && when != NULL)
+                    result = PyObject_CallMethodObjArgs((PyObject *)self, str_note_missing, first,
+                                                        count, when, NULL);
+                Py_XDECREF(first);
+                Py_XDECREF(count);
+                Py_XDECREF(when);
+                if (result == NULL)
+                    return -1;
+                Py_DECREF(result);
+            }
+        }
+        if (seq < self->highest_seq)
+            self->cycles += 0x10000;
+        self->highest_seq = seq;
+        self->last_seq = seq;
+        self->last_ts = (unsigned int)ts;
+    } else if (self->missing != NULL && PyDict_Check(self->missing) &&
+               PyDict_GET_SIZE(self->missing) > 0) {
+        PyObject *key = PyLong_FromLong(seq);
+        if (key == NULL)
+            return -1;
+        if (PyDict_DelItem(self->missing, key) < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
+                Py_DECREF(key);
+                return -1;
+            }
+            PyErr_Clear();
+        }
+        Py_DECREF(key);
+    }
+    double transit = now * self->clock_rate - (double)ts;
+    double d = fabs(transit - self->last_transit);
+    self->last_transit = transit;
+    self->jitter += (d - self->jitter) / 16.0;
+    return 0;
+}
+
+/* receive_rtp(layer, buf, length, now) -> None
+ *
+ * Layer.receive (media/track.py) for one plaintext RTP packet in the
+ * PacketBuffer ``buf``: statistics, the retransmission cache, keyframe
+ * detection while subscribers wait for one, and the fan-out. */
+static PyObject *
+receive_rtp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "receive_rtp takes 4 arguments");
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[0], &InStreamType)) {
+        PyErr_SetString(PyExc_TypeError, "receive_rtp: layer must be an InStream");
+        return NULL;
+    }
+    if (protect == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_srtp was not called");
+        return NULL;
+    }
+    InStream *self = (InStream *)args[0];
+    Py_ssize_t length = PyLong_AsSsize_t(args[2]);
+    double now = PyFloat_AsDouble(args[3]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (self->downtracks == NULL || !PyList_Check(self->downtracks) || self->cache == NULL) {
+        PyErr_SetString(PyExc_TypeError, "receive_rtp: layer.downtracks and layer.cache unset");
+        return NULL;
+    }
+    PyObject *view_obj = PyObject_GetAttr(args[1], str_view);
+    if (view_obj == NULL)
+        return NULL;
+    Py_buffer view;
+    int got = PyObject_GetBuffer(view_obj, &view, PyBUF_SIMPLE);
+    Py_DECREF(view_obj);
+    if (got < 0)
+        return NULL;
+    if (bad_lengths(length, view.len, sizeof(struct sockaddr_in))) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "receive_rtp: bad packet length");
+        return NULL;
+    }
+    const unsigned char *p = (const unsigned char *)view.buf;
+    unsigned long b1 = p[1];
+    long seq = ((long)p[2] << 8) | p[3];
+    unsigned long ts = ((unsigned long)p[4] << 24) | ((unsigned long)p[5] << 16) |
+                       ((unsigned long)p[6] << 8) | p[7];
+    PyObject *packet = PyBytes_FromStringAndSize((const char *)p, length);
+    PyBuffer_Release(&view);
+    if (packet == NULL)
+        return NULL;
+    PyObject *result = NULL;
+    PyObject *seq_obj = NULL, *now_obj = NULL;
+    Py_INCREF(self);
+    if (account(self, seq, ts, length, now) < 0)
+        goto done;
+    seq_obj = PyLong_FromLong(seq);
+    now_obj = PyFloat_FromDouble(now);
+    if (seq_obj == NULL || now_obj == NULL)
+        goto done;
+    PyObject *put = PyObject_CallMethodObjArgs(self->cache, str_put, seq_obj, packet, now_obj, NULL);
+    if (put == NULL)
+        goto done;
+    Py_DECREF(put);
+    int keyframe = 0;
+    if (self->keyframe_waiters) {
+        PyObject *answer = PyObject_CallMethodObjArgs((PyObject *)self, str_is_keyframe, packet,
+                                                      args[2], NULL);
+        keyframe = answer == NULL ? -1 : PyObject_IsTrue(answer);
+        Py_XDECREF(answer);
+        if (keyframe < 0)
+            goto done;
+        if (keyframe)
+            self->last_keyframe_at = now;
+    }
+    PyObject *list = self->downtracks;
+    Py_INCREF(list);
+    int failed = fanout_list(list, packet, (const unsigned char *)PyBytes_AS_STRING(packet), length,
+                             b1, (unsigned long)seq, ts, keyframe, now, NULL);
+    Py_DECREF(list);
+    if (!failed) {
+        result = Py_None;
+        Py_INCREF(result);
+    }
+done:
+    Py_XDECREF(seq_obj);
+    Py_XDECREF(now_obj);
+    Py_DECREF(packet);
+    Py_DECREF(self);
+    return result;
 }
 
 /* -- ingress ---------------------------------------------------------------
@@ -567,6 +853,8 @@ static PyMethodDef methods[] = {
      "Rewrite, protect and send one RTP packet; the protected length, -1 or -2."},
     {"fanout", (PyCFunction)(void (*)(void))fanout, METH_FASTCALL,
      "Forward one packet to every DownTrack of a list."},
+    {"receive_rtp", (PyCFunction)(void (*)(void))receive_rtp, METH_FASTCALL,
+     "Layer.receive: account, cache, keyframe detection and fan-out of one packet."},
     {"read_datagrams", (PyCFunction)(void (*)(void))read_datagrams, METH_FASTCALL,
      "Read and dispatch what the media socket holds; how many datagrams."},
     {"remap_and_scan", (PyCFunction)(void (*)(void))remap_and_scan, METH_FASTCALL,
@@ -581,7 +869,14 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__hotpath(void)
 {
-    if (PyType_Ready(&ForwarderType) < 0)
+    if (PyType_Ready(&ForwarderType) < 0 || PyType_Ready(&InStreamType) < 0)
+        return NULL;
+    str_view = PyUnicode_InternFromString("view");
+    str_put = PyUnicode_InternFromString("put");
+    str_note_missing = PyUnicode_InternFromString("_note_missing");
+    str_is_keyframe = PyUnicode_InternFromString("_is_keyframe");
+    str_nack_enabled = PyUnicode_InternFromString("nack_enabled");
+    if (!str_view || !str_put || !str_note_missing || !str_is_keyframe || !str_nack_enabled)
         return NULL;
     str_forward = PyUnicode_InternFromString("forward");
     str_sockaddr = PyUnicode_InternFromString("sockaddr");
@@ -601,6 +896,12 @@ PyInit__hotpath(void)
     Py_INCREF(&ForwarderType);
     if (PyModule_AddObject(m, "Forwarder", (PyObject *)&ForwarderType) < 0) {
         Py_DECREF(&ForwarderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&InStreamType);
+    if (PyModule_AddObject(m, "InStream", (PyObject *)&InStreamType) < 0) {
+        Py_DECREF(&InStreamType);
         Py_DECREF(m);
         return NULL;
     }

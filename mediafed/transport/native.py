@@ -3,13 +3,16 @@
 - ``send_rtp``: copy, rewrite, protect and send one packet (``None`` when not built);
 - ``Forwarder`` and ``fanout``: DownTrack's base holding the fields the fan-out
   reads and writes, and the loop forwarding one packet to a layer's DownTracks;
+- ``InStream`` and ``receive_rtp``: Layer's base holding its receive state, and
+  Layer.receive for a packet (``None`` when not built);
 - ``read_datagrams``: the media socket's read loop (``None`` when not built);
 - ``remap_and_scan``: the header-extension pass of the receive path.
 
 Without the extension, or with ``MEDIAFED_PURE_PYTHON=1``, ``Forwarder`` is
-:class:`PyForwarder`, ``fanout`` :func:`py_fanout`, ``remap_and_scan`` the one
-in ``wire/rtp.py``, and the media socket reads in Python: the same behaviour,
-tested against the native steps.
+:class:`PyForwarder`, ``InStream`` :class:`PyInStream`, ``fanout``
+:func:`py_fanout`, ``remap_and_scan`` the one in ``wire/rtp.py``, and Layer
+and the media socket run their Python code: the same behaviour, tested
+against the native steps.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ SendRtp = Callable[[int, bytes, int, int, int, int, int, int, bytes], int]
 Fanout = Callable[[list[Any], bytes, int, int, int, int, bool, float], None]
 ReadDatagrams = Callable[[int, Any, memoryview, dict[bytes, Any], Callable[..., None], float], int]
 RemapAndScan = Callable[[Any, int, bytes, int, int], tuple[int, int]]
+ReceiveRtp = Callable[[Any, Any, int, float], None]
 
 
 class PyForwarder:
@@ -67,6 +71,50 @@ class PyForwarder:
     ts_out: int
 
 
+class PyInStream:
+    """The receive fields of a Layer (the C ``InStream`` has the same)."""
+
+    __slots__ = (
+        "base_seq",
+        "cache",
+        "clock_rate",
+        "cycles",
+        "downtracks",
+        "highest_seq",
+        "jitter",
+        "keyframe_waiters",
+        "last_keyframe_at",
+        "last_packet_at",
+        "last_seq",
+        "last_transit",
+        "last_ts",
+        "level",
+        "missing",
+        "octets",
+        "received",
+        "track",
+    )
+
+    base_seq: int
+    cache: Any
+    clock_rate: int
+    cycles: int
+    downtracks: list[Any]
+    highest_seq: int
+    jitter: float
+    keyframe_waiters: int
+    last_keyframe_at: float
+    last_packet_at: float
+    last_seq: int
+    last_transit: float
+    last_ts: int
+    level: int
+    missing: dict[int, list[float]]
+    octets: int
+    received: int
+    track: Any
+
+
 def py_fanout(
     downtracks: list[Any],
     packet: bytes,
@@ -86,6 +134,8 @@ send_rtp: SendRtp | None = None
 fanout: Fanout = py_fanout
 native_forwarder: type[Any] | None = None
 read_datagrams: ReadDatagrams | None = None
+receive_rtp: ReceiveRtp | None = None
+native_instream: type[Any] | None = None
 remap_and_scan: RemapAndScan = rtp.remap_and_scan
 
 if os.environ.get("MEDIAFED_PURE_PYTHON", "") not in ("1", "true", "yes"):
@@ -102,9 +152,13 @@ if os.environ.get("MEDIAFED_PURE_PYTHON", "") not in ("1", "true", "yes"):
         fanout = _hotpath.fanout
         native_forwarder = _hotpath.Forwarder
         read_datagrams = _hotpath.read_datagrams
+        receive_rtp = _hotpath.receive_rtp
+        native_instream = _hotpath.InStream
         remap_and_scan = _hotpath.remap_and_scan
 
 if TYPE_CHECKING:
     Forwarder = PyForwarder
+    InStream = PyInStream
 else:
     Forwarder = PyForwarder if native_forwarder is None else native_forwarder
+    InStream = PyInStream if native_instream is None else native_instream

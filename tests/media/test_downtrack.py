@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import pylibsrtp
 import pytest
 
-from mediafed.media import RoomManager, track as track_module
+from mediafed.media import RoomManager, peer as peer_module, track as track_module
 from mediafed.media.session import Session
 from mediafed.transport import native
 from mediafed.transport.dtls import SrtpKeys
@@ -50,9 +50,11 @@ async def wired(
     if request.param == "python":
         monkeypatch.setattr(track_module, "_send_rtp", None)
         monkeypatch.setattr(track_module, "_fanout", native.py_fanout)
+        monkeypatch.setattr(peer_module, "_receive_rtp", None)
     else:
         assert track_module._send_rtp is not None, "the native send step is not built"
         assert track_module._fanout is not native.py_fanout
+        assert peer_module._receive_rtp is not None
     room = rooms.get_or_create("continuity")
     publisher = await room.join("pub", listener=AiortcParticipant(room, "x"))
     await publisher.answer_publisher_offer(OFFER)
@@ -118,6 +120,97 @@ async def test_output_continues_across_a_publisher_restart(
     gap_ts = (second[0][1] - first[-1][1]) & 0xFFFFFFFF
     assert 0.4 * 90000 < gap_ts < 0.6 * 90000, "timestamps advance by the real time elapsed"
     assert {ssrc for _, _, ssrc in second} == {downtrack.ssrc}
+
+
+async def received_headers(sink: socket.socket) -> list[tuple[int, int]]:
+    """(seq, ts) of every RTP packet the sink got, duplicates included."""
+    await asyncio.sleep(0.05)
+    out = []
+    while True:
+        try:
+            data = sink.recv(2048)
+        except BlockingIOError:
+            return out
+        if 192 <= data[1] <= 223:
+            continue
+        # A fresh session per packet: the SFU forwards a duplicate as it came.
+        rx = pylibsrtp.Session(
+            pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND)
+        )
+        _b0, _b1, seq, ts, _ssrc = RTP.unpack_from(rx.unprotect(data), 0)
+        out.append((seq, ts))
+
+
+LAYER_FIELDS = (
+    "received",
+    "octets",
+    "cycles",
+    "base_seq",
+    "highest_seq",
+    "last_seq",
+    "last_ts",
+    "last_transit",
+    "jitter",
+    "last_packet_at",
+    "last_keyframe_at",
+    "keyframe_waiters",
+)
+
+
+async def test_native_receive_keeps_the_same_state_as_layer_receive(
+    rooms: RoomManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gaps (NACK bookkeeping), reordering, duplicates, a wrap, keyframe waiters:
+    the native receive_rtp and Layer.receive end in the same state and send the same."""
+    assert peer_module._receive_rtp is not None, "the native receive step is not built"
+    native_receive = peer_module._receive_rtp
+    seqs = [65530, 65531, 65533, 65532, 65532, 65534, 65535, 0, 4, 1, 2, 3, 300, 5, 301, 310]
+    results = []
+    for path in ("native", "python"):
+        monkeypatch.setattr(
+            peer_module, "_receive_rtp", native_receive if path == "native" else None
+        )
+        room = rooms.get_or_create(f"receive-{path}")
+        publisher = await room.join("pub", listener=AiortcParticipant(room, "x"))
+        await publisher.answer_publisher_offer(OFFER)
+        subscriber = await room.join("sub", listener=AiortcParticipant(room, "y"))
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink.bind(("127.0.0.2", 0))
+        sink.setblocking(False)
+        endpoint = subscriber.subscriber.endpoint
+        endpoint.srtp = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY))
+        endpoint.mux.bind_address(endpoint, sink.getsockname())
+        for downtrack in subscriber.downtracks.values():
+            downtrack.attach(100.0)
+        layer = next(iter(publisher.published.values())).layer("")
+        for index, seq in enumerate(seqs):
+            keyframe = index == 3  # the subscriber waits until this one
+            feed(
+                publisher,
+                vp8_packet(PUB_SSRC, seq, 1000 + 3000 * index, keyframe),
+                100 + index / 50,
+            )
+        state = {name: getattr(layer, name) for name in LAYER_FIELDS}
+        state["missing"] = sorted(layer.missing)
+        state["cached"] = [layer.cache.get(seq, 100.3) for seq in seqs]
+        state["sent"] = await received_headers(sink)
+        downtrack = next(iter(subscriber.downtracks.values()))
+        state["downtrack"] = (downtrack.packets_sent, downtrack.octets_sent)
+        results.append(state)
+        sink.close()
+    native_state, python_state = results
+    # Sequence numbers and timestamps out start from random points per DownTrack.
+    for state in results:
+        first_seq, first_ts = state["sent"][0]
+        state["sent"] = [
+            ((s - first_seq) & 0xFFFF, (t - first_ts) & 0xFFFFFFFF) for s, t in state["sent"]
+        ]
+    assert native_state == python_state
+    assert (
+        python_state["missing"] == sorted({*range(6, 300)} - {5})[:256] or python_state["missing"]
+    )
+    assert python_state["received"] == len(seqs)
+    assert python_state["downtrack"][0] == len(seqs) - 3
 
 
 async def test_publisher_alone_is_cached_not_forwarded(rooms: RoomManager) -> None:

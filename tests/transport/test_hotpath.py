@@ -161,7 +161,8 @@ def test_pure_python_switch_turns_the_native_step_off() -> None:
     code = (
         "from mediafed.transport import native; print(native.send_rtp is None"
         " and native.read_datagrams is None and native.fanout is native.py_fanout"
-        " and native.Forwarder is native.PyForwarder"
+        " and native.Forwarder is native.PyForwarder and native.receive_rtp is None"
+        " and native.InStream is native.PyInStream"
         " and native.remap_and_scan.__module__ == 'mediafed.wire.rtp')"
     )
     env = dict(os.environ, MEDIAFED_PURE_PYTHON="1")
@@ -515,3 +516,38 @@ def test_native_extension_scan_refuses_bad_arguments_clearly() -> None:
         native.remap_and_scan(packet, len(packet) + 1, bytes(16), 1, 2)
     with pytest.raises((TypeError, BufferError)):
         native.remap_and_scan(bytes(packet), len(packet), bytes(16), 1, 2)  # read-only
+
+
+def test_receive_step_refuses_bad_arguments_clearly() -> None:
+    built()
+    assert native.receive_rtp is not None
+    buf = PacketBuffer()
+    buf.view[:12] = RTP.pack(0x80, 96, 1, 2, 3)
+    with pytest.raises(TypeError, match="InStream"):
+        native.receive_rtp(object(), buf, 12, 0.0)
+    stream = native.InStream()
+    with pytest.raises(TypeError, match="downtracks"):
+        native.receive_rtp(stream, buf, 12, 0.0)  # fields never set
+    stream.downtracks = []
+    stream.cache = None
+    stream.missing = {}
+    stream.base_seq = -1
+    with pytest.raises(ValueError, match="length"):
+        native.receive_rtp(stream, buf, 8, 0.0)
+
+
+def test_instream_cycles_are_collected() -> None:
+    built()
+    collected: list[bool] = []
+
+    class Track:
+        layers: list[object]
+
+    track = Track()
+    stream = native.InStream()
+    stream.track = track
+    track.layers = [stream]  # Layer -> track -> layers -> Layer, as in a room
+    weakref.finalize(track, collected.append, True)
+    del track, stream
+    gc.collect()
+    assert collected == [True]
