@@ -224,7 +224,7 @@ class MediaPeer:
             return
         out: list[rtcp.RtcpPacket] = []
         for track in self.tracks_by_mid.values():
-            track.tick(now)
+            track.tick(now, housekeeping=reports)
             for layer in track.layers.values():
                 if layer.missing and layer.ssrc:
                     missing = layer.due_nacks(now)

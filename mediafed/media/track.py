@@ -378,12 +378,14 @@ class PublishedTrack:
             wanted.add(fitting[-1] if fitting else known[0])
         return tuple(sorted(wanted))
 
-    def tick(self, now: float) -> None:
-        """Timer work: bitrates, deferred keyframe requests, and asking again for
-        subscribers still waiting after a second (the PLI or keyframe may be lost)."""
-        for layer in self.layers.values():
-            layer.measure(now)
-            layer.cache.trim(now)
+    def tick(self, now: float, *, housekeeping: bool = True) -> None:
+        """Timer work: deferred keyframe requests, and asking again for subscribers
+        still waiting after a second (the PLI or keyframe may be lost); with
+        ``housekeeping`` (once a second) also bitrates and the cache trim."""
+        if housekeeping:
+            for layer in self.layers.values():
+                layer.measure(now)
+                layer.cache.trim(now)
         if self.kind is not TrackKind.VIDEO:
             return
         since = now - self.last_keyframe_request

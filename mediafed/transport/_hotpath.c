@@ -24,6 +24,7 @@
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #define SCRATCH_SIZE 2048
 /* libsrtp writes at most this many bytes of trailer (auth tag, MKI). */
@@ -646,9 +647,9 @@ done:
 
 /* -- ingress ---------------------------------------------------------------
  *
- * read_datagrams(fd, rx, view, by_sockaddr, on_other, now) -> int
+ * read_datagrams(fd, rx, view, by_sockaddr, on_other, now, counters) -> int
  *
- * Reads what the socket holds (at most MAX_READS datagrams) into ``view``
+ * Reads what the socket holds (at most MAX_READS datagrams), each in turn into ``view``
  * (the writable memory of the PacketBuffer ``rx``). For an address in
  * ``by_sockaddr`` (packed sockaddr -> Endpoint), SRTP (RFC 7983: first byte
  * 128-191, RFC 5761: second byte outside 192-223) is decrypted in place with
@@ -707,74 +708,142 @@ media_in(PyObject *endpoint, PyObject *rx, unsigned char *buf, ssize_t n, PyObje
     return result;
 }
 
+/* Datagrams are read in batches (one recvmmsg call: a wake-up that finds one
+ * packet costs one system call, not a read and a second read that fails). */
+#define BATCH 16
+#define DATAGRAM_MAX 2048
+static unsigned char batch_buffers[BATCH][DATAGRAM_MAX];
+static struct sockaddr_storage batch_from[BATCH];
+static struct iovec batch_iov[BATCH];
+static struct mmsghdr batch_msgs[BATCH];
+
+static PyObject *str_datagrams_in;
+
+/* One datagram, copied into ``view``: to its endpoint or to on_other.
+ * 0, or -1 with an exception. */
+static int
+dispatch(unsigned char *buf, ssize_t n, const struct sockaddr_storage *from, socklen_t fromlen,
+         PyObject *rx, PyObject *by_sockaddr, PyObject *on_other, PyObject *now_obj)
+{
+    PyObject *addr_obj = PyBytes_FromStringAndSize((const char *)from, (Py_ssize_t)fromlen);
+    PyObject *length_obj = PyLong_FromSsize_t(n);
+    PyObject *result = NULL;
+    int failed = 0;
+    if (addr_obj == NULL || length_obj == NULL) {
+        failed = 1;
+    } else {
+        PyObject *endpoint = NULL;
+        if (buf[0] >= 128 && buf[0] <= 191) {
+            endpoint = PyDict_GetItemWithError(by_sockaddr, addr_obj); /* borrowed */
+            if (endpoint == NULL && PyErr_Occurred())
+                failed = 1;
+        }
+        if (!failed && endpoint != NULL) {
+            Py_INCREF(endpoint);
+            result = media_in(endpoint, rx, buf, n, length_obj, now_obj);
+            Py_DECREF(endpoint);
+        } else if (!failed) {
+            PyObject *call[4] = {NULL, length_obj, addr_obj, now_obj};
+            result =
+                PyObject_Vectorcall(on_other, call + 1, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        }
+        if (result == NULL)
+            failed = 1;
+        Py_XDECREF(result);
+    }
+    Py_XDECREF(addr_obj);
+    Py_XDECREF(length_obj);
+    return failed ? -1 : 0;
+}
+
+/* read_datagrams(fd, rx, view, by_sockaddr, on_other, now, counters) -> int
+ *
+ * ``now`` may be None: then CLOCK_MONOTONIC (time.monotonic()'s clock) is
+ * read here, so the function can be the socket's reader callback itself.
+ * ``counters``, a dict or None, gets "datagrams_in" increased by the count. */
 static PyObject *
 read_datagrams(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "read_datagrams takes 6 arguments");
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "read_datagrams takes 7 arguments");
         return NULL;
     }
     int fd = (int)PyLong_AsLong(args[0]);
-    double now = PyFloat_AsDouble(args[5]);
+    double now;
+    if (args[5] == Py_None) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        now = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    } else {
+        now = PyFloat_AsDouble(args[5]);
+    }
     if (PyErr_Occurred())
         return NULL;
-    PyObject *rx = args[1], *by_sockaddr = args[3], *on_other = args[4];
+    PyObject *rx = args[1], *by_sockaddr = args[3], *on_other = args[4], *counters = args[6];
     if (!PyDict_Check(by_sockaddr)) {
         PyErr_SetString(PyExc_TypeError, "read_datagrams: by_sockaddr must be a dict");
         return NULL;
     }
-    PyObject *length_obj = NULL, *addr_obj = NULL;
+    if (counters != Py_None && !PyDict_Check(counters)) {
+        PyErr_SetString(PyExc_TypeError, "read_datagrams: counters must be a dict or None");
+        return NULL;
+    }
     Py_buffer view;
     if (PyObject_GetBuffer(args[2], &view, PyBUF_WRITABLE) < 0)
         return NULL;
+    PyObject *now_obj = PyFloat_FromDouble(now);
+    if (now_obj == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    size_t capacity = view.len < DATAGRAM_MAX ? (size_t)view.len : DATAGRAM_MAX;
     long count = 0;
     int failed = 0;
     unsigned char *buf = (unsigned char *)view.buf;
-    for (int i = 0; i < MAX_READS && !failed; i++) {
-        struct sockaddr_storage from;
-        socklen_t fromlen = sizeof(from);
-        ssize_t n = recvfrom(fd, buf, (size_t)view.len, 0, (struct sockaddr *)&from, &fromlen);
-        if (n < 0) {
+    for (int reads = 0; reads < MAX_READS && !failed;) {
+        for (int k = 0; k < BATCH; k++) {
+            batch_iov[k].iov_base = batch_buffers[k];
+            batch_iov[k].iov_len = capacity;
+            memset(&batch_msgs[k], 0, sizeof(batch_msgs[k]));
+            batch_msgs[k].msg_hdr.msg_name = &batch_from[k];
+            batch_msgs[k].msg_hdr.msg_namelen = sizeof(batch_from[k]);
+            batch_msgs[k].msg_hdr.msg_iov = &batch_iov[k];
+            batch_msgs[k].msg_hdr.msg_iovlen = 1;
+        }
+        int got = recvmmsg(fd, batch_msgs, BATCH, MSG_DONTWAIT, NULL);
+        if (got < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
                 break;
-            continue; /* ICMP errors surface here on Linux; the next read is fine */
-        }
-        count++;
-        if (n == 0)
+            reads++; /* ICMP errors surface here on Linux; the next read is fine */
             continue;
-        if (fromlen > sizeof(from))
-            fromlen = sizeof(from);
-        addr_obj = PyBytes_FromStringAndSize((const char *)&from, (Py_ssize_t)fromlen);
-        length_obj = PyLong_FromSsize_t(n);
-        PyObject *now_obj = PyFloat_FromDouble(now);
-        PyObject *result = NULL;
-        if (addr_obj == NULL || length_obj == NULL || now_obj == NULL) {
-            failed = 1;
-        } else {
-            PyObject *endpoint = NULL;
-            if (buf[0] >= 128 && buf[0] <= 191) {
-                endpoint = PyDict_GetItemWithError(by_sockaddr, addr_obj); /* borrowed */
-                if (endpoint == NULL && PyErr_Occurred())
-                    failed = 1;
-            }
-            if (!failed && endpoint != NULL) {
-                Py_INCREF(endpoint);
-                result = media_in(endpoint, rx, buf, n, length_obj, now_obj);
-                Py_DECREF(endpoint);
-            } else if (!failed) {
-                PyObject *call[4] = {NULL, length_obj, addr_obj, now_obj};
-                result = PyObject_Vectorcall(on_other, call + 1,
-                                             3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-            }
-            if (result == NULL)
-                failed = 1;
-            Py_XDECREF(result);
         }
-        Py_XDECREF(now_obj);
-        Py_CLEAR(addr_obj);
-        Py_CLEAR(length_obj);
+        reads += got;
+        for (int k = 0; k < got && !failed; k++) {
+            ssize_t n = (ssize_t)batch_msgs[k].msg_len;
+            count++;
+            if (n == 0)
+                continue;
+            socklen_t fromlen = batch_msgs[k].msg_hdr.msg_namelen;
+            if (fromlen > sizeof(batch_from[k]))
+                fromlen = sizeof(batch_from[k]);
+            memcpy(buf, batch_buffers[k], (size_t)n);
+            failed = dispatch(buf, n, &batch_from[k], fromlen, rx, by_sockaddr, on_other, now_obj);
+        }
+        if (got < BATCH)
+            break; /* the socket is drained */
     }
+    Py_DECREF(now_obj);
     PyBuffer_Release(&view);
+    if (!failed && counters != Py_None && count > 0) {
+        PyObject *before = PyDict_GetItemWithError(counters, str_datagrams_in);
+        long long total = count;
+        if (before != NULL)
+            total += PyLong_AsLongLong(before);
+        PyObject *after = PyErr_Occurred() ? NULL : PyLong_FromLongLong(total);
+        if (after == NULL || PyDict_SetItem(counters, str_datagrams_in, after) < 0)
+            failed = 1;
+        Py_XDECREF(after);
+    }
     if (failed)
         return NULL;
     return PyLong_FromLong(count);
@@ -888,7 +957,8 @@ PyInit__hotpath(void)
     str_on_rtp = PyUnicode_InternFromString("on_rtp");
     str_rtp_failed = PyUnicode_InternFromString("rtp_failed");
     str_rx_address = PyUnicode_InternFromString("rx_address");
-    if (!str_on_srtp || !str_on_rtp || !str_rtp_failed || !str_rx_address || !str_forward || !str_sockaddr || !str_srtp || !str_tx_address || !str_mux || !str_fd)
+    str_datagrams_in = PyUnicode_InternFromString("datagrams_in");
+    if (!str_datagrams_in || !str_on_srtp || !str_on_rtp || !str_rtp_failed || !str_rx_address || !str_forward || !str_sockaddr || !str_srtp || !str_tx_address || !str_mux || !str_fd)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)

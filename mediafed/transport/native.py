@@ -32,7 +32,18 @@ SendRtp = Callable[[int, bytes, int, int, int, int, int, int, bytes], int]
 
 
 Fanout = Callable[[list[Any], bytes, int, int, int, int, bool, float], None]
-ReadDatagrams = Callable[[int, Any, memoryview, dict[bytes, Any], Callable[..., None], float], int]
+ReadDatagrams = Callable[
+    [
+        int,
+        Any,
+        memoryview,
+        dict[bytes, Any],
+        Callable[..., None],
+        float | None,
+        dict[str, int] | None,
+    ],
+    int,
+]
 RemapAndScan = Callable[[Any, int, bytes, int, int], tuple[int, int]]
 ReceiveRtp = Callable[[Any, Any, int, float], None]
 

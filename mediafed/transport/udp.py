@@ -114,7 +114,22 @@ class MediaSocket:
         self.sock = sock
         self.fd = sock.fileno()
         self._loop = loop
-        loop.add_reader(sock.fileno(), self._on_readable)
+        if _read_datagrams is not None and self.clock is time.monotonic:
+            # The native read loop is the reader itself: no Python frame per wake-up.
+            rx = self.rx
+            loop.add_reader(
+                self.fd,
+                _read_datagrams,
+                self.fd,
+                rx,
+                rx.view,
+                self.by_sockaddr,
+                self._on_other,
+                None,
+                self.counters,
+            )
+        else:
+            loop.add_reader(sock.fileno(), self._on_readable)
         log.info(
             "- media UDP on %s:%d, advertised %s", self.bind_ip, self.port, self.advertised_ips
         )
@@ -199,7 +214,7 @@ class MediaSocket:
         now = self.clock()
         if _read_datagrams is not None:
             count = _read_datagrams(
-                self.fd, self.rx, self.rx.view, self.by_sockaddr, self._on_other, now
+                self.fd, self.rx, self.rx.view, self.by_sockaddr, self._on_other, now, None
             )
         else:
             count = self._read_python(sock, now)

@@ -357,9 +357,11 @@ class _SortingSocket(MediaSocket):
         self.fd = self.sock.fileno()
         self.port = self.sock.getsockname()[1]
         self.others: list[tuple[int, tuple[Any, ...], bytes]] = []
+        self.times: list[float] = []
 
     def _dispatch(self, length: int, addr: tuple[Any, ...], now: float) -> None:
         self.others.append((length, addr, bytes(self.rx.view[:length])))
+        self.times.append(now)
 
     def read(self, path: str, now: float) -> int:
         assert self.sock is not None
@@ -368,7 +370,7 @@ class _SortingSocket(MediaSocket):
         built()
         assert native.read_datagrams is not None
         return native.read_datagrams(
-            self.fd, self.rx, self.rx.view, self.by_sockaddr, self._on_other, now
+            self.fd, self.rx, self.rx.view, self.by_sockaddr, self._on_other, now, None
         )
 
 
@@ -448,16 +450,44 @@ def test_an_error_handling_one_packet_is_logged_and_the_next_is_handled(
         server.close()
 
 
+def test_read_loop_as_the_reader_takes_the_clock_and_counts() -> None:
+    """Registered as the socket's reader, the loop reads CLOCK_MONOTONIC itself
+    and adds to the socket's counters."""
+    built()
+    assert native.read_datagrams is not None
+    server = _SortingSocket()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        client.bind(("127.0.0.2", 0))
+        for size in range(1, 41):  # more than one batch
+            client.sendto(b"\xff" * size, ("127.0.0.2", server.port))
+        time.sleep(0.1)
+        server.counters["datagrams_in"] = 7
+        before = time.monotonic()
+        count = native.read_datagrams(
+            server.fd, server.rx, server.rx.view, {}, server._on_other, None, server.counters
+        )
+        assert count == 40 and server.counters["datagrams_in"] == 47
+        assert [length for length, _addr, _data in server.others] == list(range(1, 41))
+        assert all(data == b"\xff" * len(data) for _l, _a, data in server.others)
+        assert before <= server.times[0] == server.times[-1] <= time.monotonic()
+    finally:
+        client.close()
+        server.close()
+
+
 def test_read_loop_refuses_bad_arguments_clearly() -> None:
     built()
     assert native.read_datagrams is not None
     buf = PacketBuffer()
     with pytest.raises(TypeError, match="dict"):
-        native.read_datagrams(-1, buf, buf.view, [], print, 0.0)  # type: ignore[arg-type]
+        native.read_datagrams(-1, buf, buf.view, [], print, 0.0, None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="counters"):
+        native.read_datagrams(-1, buf, buf.view, {}, print, 0.0, [])  # type: ignore[arg-type]
     with pytest.raises((TypeError, BufferError)):
-        native.read_datagrams(-1, buf, b"read-only", {}, print, 0.0)  # type: ignore[arg-type]
+        native.read_datagrams(-1, buf, b"read-only", {}, print, 0.0, None)  # type: ignore[arg-type]
     # A socket that cannot be read is simply empty.
-    assert native.read_datagrams(-1, buf, buf.view, {}, print, 0.0) == 0
+    assert native.read_datagrams(-1, buf, buf.view, {}, print, 0.0, None) == 0
 
 
 def test_unpack_sockaddr_inverts_pack_sockaddr() -> None:
