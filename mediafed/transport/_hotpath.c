@@ -553,6 +553,66 @@ account(InStream *self, long seq, unsigned long ts, Py_ssize_t length, double no
     return 0;
 }
 
+/* Layer.receive on a packet in memory: 0, or -1 with an exception set. */
+static int
+ingest(InStream *self, const unsigned char *p, Py_ssize_t length, double now)
+{
+    if (self->downtracks == NULL || !PyList_Check(self->downtracks) || self->cache == NULL) {
+        PyErr_SetString(PyExc_TypeError, "receive_rtp: layer.downtracks and layer.cache unset");
+        return -1;
+    }
+    if (bad_lengths(length, length, sizeof(struct sockaddr_in))) {
+        PyErr_SetString(PyExc_ValueError, "receive_rtp: bad packet length");
+        return -1;
+    }
+    unsigned long b1 = p[1];
+    long seq = ((long)p[2] << 8) | p[3];
+    unsigned long ts = ((unsigned long)p[4] << 24) | ((unsigned long)p[5] << 16) |
+                       ((unsigned long)p[6] << 8) | p[7];
+    PyObject *packet = PyBytes_FromStringAndSize((const char *)p, length);
+    if (packet == NULL)
+        return -1;
+    int failed = 1;
+    PyObject *seq_obj = NULL, *now_obj = NULL;
+    Py_INCREF(self);
+    if (account(self, seq, ts, length, now) < 0)
+        goto done;
+    seq_obj = PyLong_FromLong(seq);
+    now_obj = PyFloat_FromDouble(now);
+    if (seq_obj == NULL || now_obj == NULL)
+        goto done;
+    PyObject *put = PyObject_CallMethodObjArgs(self->cache, str_put, seq_obj, packet, now_obj, NULL);
+    if (put == NULL)
+        goto done;
+    Py_DECREF(put);
+    int keyframe = 0;
+    if (self->keyframe_waiters) {
+        PyObject *size = PyLong_FromSsize_t(length);
+        PyObject *answer = size == NULL ? NULL
+                                        : PyObject_CallMethodObjArgs((PyObject *)self,
+                                                                     str_is_keyframe, packet, size,
+                                                                     NULL);
+        Py_XDECREF(size);
+        keyframe = answer == NULL ? -1 : PyObject_IsTrue(answer);
+        Py_XDECREF(answer);
+        if (keyframe < 0)
+            goto done;
+        if (keyframe)
+            self->last_keyframe_at = now;
+    }
+    PyObject *list = self->downtracks;
+    Py_INCREF(list);
+    failed = fanout_list(list, packet, (const unsigned char *)PyBytes_AS_STRING(packet), length, b1,
+                         (unsigned long)seq, ts, keyframe, now, NULL);
+    Py_DECREF(list);
+done:
+    Py_XDECREF(seq_obj);
+    Py_XDECREF(now_obj);
+    Py_DECREF(packet);
+    Py_DECREF(self);
+    return failed ? -1 : 0;
+}
+
 /* receive_rtp(layer, buf, length, now) -> None
  *
  * Layer.receive (media/track.py) for one plaintext RTP packet in the
@@ -573,15 +633,10 @@ receive_rtp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_RuntimeError, "set_srtp was not called");
         return NULL;
     }
-    InStream *self = (InStream *)args[0];
     Py_ssize_t length = PyLong_AsSsize_t(args[2]);
     double now = PyFloat_AsDouble(args[3]);
     if (PyErr_Occurred())
         return NULL;
-    if (self->downtracks == NULL || !PyList_Check(self->downtracks) || self->cache == NULL) {
-        PyErr_SetString(PyExc_TypeError, "receive_rtp: layer.downtracks and layer.cache unset");
-        return NULL;
-    }
     PyObject *view_obj = PyObject_GetAttr(args[1], str_view);
     if (view_obj == NULL)
         return NULL;
@@ -590,59 +645,51 @@ receive_rtp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_DECREF(view_obj);
     if (got < 0)
         return NULL;
-    if (bad_lengths(length, view.len, sizeof(struct sockaddr_in))) {
-        PyBuffer_Release(&view);
+    int failed;
+    if (length > view.len) {
         PyErr_SetString(PyExc_ValueError, "receive_rtp: bad packet length");
-        return NULL;
+        failed = 1;
+    } else {
+        failed = ingest((InStream *)args[0], (const unsigned char *)view.buf, length, now);
     }
-    const unsigned char *p = (const unsigned char *)view.buf;
-    unsigned long b1 = p[1];
-    long seq = ((long)p[2] << 8) | p[3];
-    unsigned long ts = ((unsigned long)p[4] << 24) | ((unsigned long)p[5] << 16) |
-                       ((unsigned long)p[6] << 8) | p[7];
-    PyObject *packet = PyBytes_FromStringAndSize((const char *)p, length);
     PyBuffer_Release(&view);
-    if (packet == NULL)
+    if (failed)
         return NULL;
-    PyObject *result = NULL;
-    PyObject *seq_obj = NULL, *now_obj = NULL;
-    Py_INCREF(self);
-    if (account(self, seq, ts, length, now) < 0)
-        goto done;
-    seq_obj = PyLong_FromLong(seq);
-    now_obj = PyFloat_FromDouble(now);
-    if (seq_obj == NULL || now_obj == NULL)
-        goto done;
-    PyObject *put = PyObject_CallMethodObjArgs(self->cache, str_put, seq_obj, packet, now_obj, NULL);
-    if (put == NULL)
-        goto done;
-    Py_DECREF(put);
-    int keyframe = 0;
-    if (self->keyframe_waiters) {
-        PyObject *answer = PyObject_CallMethodObjArgs((PyObject *)self, str_is_keyframe, packet,
-                                                      args[2], NULL);
-        keyframe = answer == NULL ? -1 : PyObject_IsTrue(answer);
-        Py_XDECREF(answer);
-        if (keyframe < 0)
-            goto done;
-        if (keyframe)
-            self->last_keyframe_at = now;
+    Py_RETURN_NONE;
+}
+
+/* remap_and_scan's pass; ``map`` has 16 entries. */
+static void
+scan_extensions(unsigned char *buf, Py_ssize_t length, const unsigned char *map, long twcc_id,
+                long level_id, long *twcc, long *level)
+{
+    unsigned char first = buf[0];
+    Py_ssize_t start = 12 + 4 * (first & 0x0F);
+    if (!(first & 0x10) || start + 4 > length || buf[start] != 0xBE || buf[start + 1] != 0xDE)
+        return;
+    Py_ssize_t pos = start + 4;
+    Py_ssize_t end = pos + 4 * (((Py_ssize_t)buf[start + 2] << 8) | buf[start + 3]);
+    if (end > length)
+        return;
+    while (pos < end) {
+        unsigned char byte = buf[pos];
+        if (byte == 0) {
+            pos += 1;
+            continue;
+        }
+        int ext_id = byte >> 4;
+        if (ext_id == 15)
+            break;
+        Py_ssize_t size = (byte & 0x0F) + 1;
+        if (pos + 1 + size > end)
+            break;
+        if (ext_id == twcc_id && size == 2)
+            *twcc = ((long)buf[pos + 1] << 8) | buf[pos + 2];
+        else if (ext_id == level_id)
+            *level = buf[pos + 1] & 0x7F;
+        buf[pos] = (unsigned char)((map[ext_id] << 4) | (byte & 0x0F));
+        pos += 1 + size;
     }
-    PyObject *list = self->downtracks;
-    Py_INCREF(list);
-    int failed = fanout_list(list, packet, (const unsigned char *)PyBytes_AS_STRING(packet), length,
-                             b1, (unsigned long)seq, ts, keyframe, now, NULL);
-    Py_DECREF(list);
-    if (!failed) {
-        result = Py_None;
-        Py_INCREF(result);
-    }
-done:
-    Py_XDECREF(seq_obj);
-    Py_XDECREF(now_obj);
-    Py_DECREF(packet);
-    Py_DECREF(self);
-    return result;
 }
 
 /* -- ingress ---------------------------------------------------------------
@@ -664,13 +711,160 @@ done:
 
 #define MAX_READS 64
 
-static PyObject *str_on_srtp, *str_on_rtp, *str_rtp_failed, *str_rx_address;
+static PyObject *str_on_srtp, *str_on_rtp, *str_rtp_failed, *str_rx_address, *str_handler,
+    *str_layers_by_ssrc, *str_ext_table, *str_level_id, *str_twcc_id, *str_twcc, *str_record,
+    *str_muted, *str_stats, *str_rtp_in, *str_media_error;
+
+static long
+long_attr(PyObject *obj, PyObject *name)
+{
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL)
+        return -1;
+    long result = PyLong_AsLong(value);
+    Py_DECREF(value);
+    return result;
+}
+
+/* MediaPeer.on_rtp (media/peer.py) for a packet of a stream the peer knows by
+ * its SSRC: extension scan, transport-cc, audio level, mute, then the layer's
+ * receive step. 1 when done, 0 when this is not such a packet (the caller
+ * runs endpoint.on_rtp: RTX, simulcast SSRCs on first sight, other handlers),
+ * -1 with an exception set. */
+static int
+known_rtp(PyObject *endpoint, unsigned char *buf, int len, double now)
+{
+    if (len < 12)
+        return 0;
+    PyObject *peer = PyObject_GetAttr(endpoint, str_handler);
+    if (peer == NULL)
+        return -1;
+    int done = -1;
+    PyObject *layers = NULL, *layer = NULL, *track = NULL, *table = NULL;
+    layers = PyObject_GetAttr(peer, str_layers_by_ssrc);
+    if (layers == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear(); /* not a MediaPeer */
+            done = 0;
+        }
+        goto out;
+    }
+    if (!PyDict_Check(layers)) {
+        done = 0;
+        goto out;
+    }
+    unsigned long ssrc = ((unsigned long)buf[8] << 24) | ((unsigned long)buf[9] << 16) |
+                         ((unsigned long)buf[10] << 8) | buf[11];
+    PyObject *key = PyLong_FromUnsignedLong(ssrc);
+    if (key == NULL)
+        goto out;
+    layer = PyDict_GetItemWithError(layers, key);
+    Py_DECREF(key);
+    if (layer == NULL) {
+        if (!PyErr_Occurred())
+            done = 0;
+        goto out;
+    }
+    Py_INCREF(layer);
+    if (!PyObject_TypeCheck(layer, &InStreamType) || ((InStream *)layer)->track == NULL) {
+        done = 0;
+        goto out;
+    }
+    /* From here on the packet is ours, as MediaPeer.on_rtp would take it. */
+    PyObject *stats = PyObject_GetAttr(endpoint, str_stats);
+    if (stats == NULL)
+        goto out;
+    PyObject *counted = PyDict_Check(stats) ? PyDict_GetItemWithError(stats, str_rtp_in) : NULL;
+    long long count = counted == NULL ? -1 : PyLong_AsLongLong(counted);
+    PyObject *plus = count < 0 ? NULL : PyLong_FromLongLong(count + 1);
+    int stored = plus == NULL ? -1 : PyDict_SetItem(stats, str_rtp_in, plus);
+    Py_XDECREF(plus);
+    Py_DECREF(stats);
+    if (stored < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "endpoint.stats needs an rtp_in count");
+        goto out;
+    }
+    track = ((InStream *)layer)->track;
+    Py_INCREF(track);
+    table = PyObject_GetAttr(track, str_ext_table);
+    if (table == NULL)
+        goto out;
+    if (!PyBytes_Check(table) || PyBytes_GET_SIZE(table) < 16) {
+        PyErr_SetString(PyExc_TypeError, "track.ext_table must be 16 bytes");
+        goto out;
+    }
+    long level_id = long_attr(track, str_level_id);
+    long twcc_id = level_id == -1 && PyErr_Occurred() ? -1 : long_attr(peer, str_twcc_id);
+    if (PyErr_Occurred())
+        goto out;
+    long twcc = -1, level = -1;
+    scan_extensions(buf, len, (const unsigned char *)PyBytes_AS_STRING(table), twcc_id, level_id,
+                    &twcc, &level);
+    if (twcc >= 0) {
+        PyObject *recorder = PyObject_GetAttr(peer, str_twcc);
+        if (recorder == NULL)
+            goto out;
+        if (recorder != Py_None) {
+            PyObject *seq_obj = PyLong_FromLong(twcc);
+            PyObject *at = PyLong_FromLongLong((long long)(now * 1000000.0));
+            PyObject *result = seq_obj == NULL || at == NULL
+                                   ? NULL
+                                   : PyObject_CallMethodObjArgs(recorder, str_record, seq_obj,
+                                                                at, NULL);
+            Py_XDECREF(seq_obj);
+            Py_XDECREF(at);
+            Py_DECREF(recorder);
+            if (result == NULL)
+                goto out;
+            Py_DECREF(result);
+        } else {
+            Py_DECREF(recorder);
+        }
+    }
+    if (level >= 0)
+        ((InStream *)layer)->level = (int)level;
+    PyObject *muted_obj = PyObject_GetAttr(track, str_muted);
+    int muted = muted_obj == NULL ? -1 : PyObject_IsTrue(muted_obj);
+    Py_XDECREF(muted_obj);
+    if (muted < 0)
+        goto out;
+    if (!muted && ingest((InStream *)layer, buf, len, now) < 0)
+        goto out;
+    done = 1;
+out:
+    Py_XDECREF(table);
+    Py_XDECREF(track);
+    Py_XDECREF(layer);
+    Py_XDECREF(layers);
+    Py_DECREF(peer);
+    return done;
+}
+
+/* An exception while handling one packet: endpoint.media_error(exc) logs it,
+ * as Endpoint.on_rtp does, and the next datagram is read as usual. */
+static PyObject *
+report_media_error(PyObject *endpoint)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL)
+        PyException_SetTraceback(value, tb);
+    PyObject *call[3] = {NULL, endpoint, value ? value : Py_None};
+    PyObject *result = PyObject_VectorcallMethod(str_media_error, call + 1,
+                                                 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    return result;
+}
 
 /* One SRTP datagram of a bound endpoint: decrypt it here when the endpoint has
  * keys (the new reference to the result of the Python call, NULL on error). */
 static PyObject *
 media_in(PyObject *endpoint, PyObject *rx, unsigned char *buf, ssize_t n, PyObject *length_obj,
-         PyObject *now_obj)
+         PyObject *now_obj, double now)
 {
     PyObject *method = str_on_srtp;
     PyObject *plain_len = NULL;
@@ -693,6 +887,11 @@ media_in(PyObject *endpoint, PyObject *rx, unsigned char *buf, ssize_t n, PyObje
                 return PyObject_VectorcallMethod(str_rtp_failed, call + 1,
                                                  1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
             }
+            int known = known_rtp(endpoint, buf, len, now);
+            if (known < 0)
+                return report_media_error(endpoint);
+            if (known > 0)
+                Py_RETURN_NONE;
             plain_len = PyLong_FromLong(len);
             if (plain_len == NULL)
                 return NULL;
@@ -723,7 +922,7 @@ static PyObject *str_datagrams_in;
  * 0, or -1 with an exception. */
 static int
 dispatch(unsigned char *buf, ssize_t n, const struct sockaddr_storage *from, socklen_t fromlen,
-         PyObject *rx, PyObject *by_sockaddr, PyObject *on_other, PyObject *now_obj)
+         PyObject *rx, PyObject *by_sockaddr, PyObject *on_other, PyObject *now_obj, double now)
 {
     PyObject *addr_obj = PyBytes_FromStringAndSize((const char *)from, (Py_ssize_t)fromlen);
     PyObject *length_obj = PyLong_FromSsize_t(n);
@@ -740,7 +939,7 @@ dispatch(unsigned char *buf, ssize_t n, const struct sockaddr_storage *from, soc
         }
         if (!failed && endpoint != NULL) {
             Py_INCREF(endpoint);
-            result = media_in(endpoint, rx, buf, n, length_obj, now_obj);
+            result = media_in(endpoint, rx, buf, n, length_obj, now_obj, now);
             Py_DECREF(endpoint);
         } else if (!failed) {
             PyObject *call[4] = {NULL, length_obj, addr_obj, now_obj};
@@ -827,7 +1026,8 @@ read_datagrams(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             if (fromlen > sizeof(batch_from[k]))
                 fromlen = sizeof(batch_from[k]);
             memcpy(buf, batch_buffers[k], (size_t)n);
-            failed = dispatch(buf, n, &batch_from[k], fromlen, rx, by_sockaddr, on_other, now_obj);
+            failed = dispatch(buf, n, &batch_from[k], fromlen, rx, by_sockaddr, on_other, now_obj,
+                              now);
         }
         if (got < BATCH)
             break; /* the socket is drained */
@@ -878,35 +1078,8 @@ remap_and_scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError,
                         "remap_and_scan: the table needs 16 entries and length must fit the buffer");
     } else {
-        unsigned char *buf = (unsigned char *)view.buf;
-        const unsigned char *map = (const unsigned char *)table.buf;
-        unsigned char first = buf[0];
-        Py_ssize_t start = 12 + 4 * (first & 0x0F);
-        if ((first & 0x10) && start + 4 <= length && buf[start] == 0xBE && buf[start + 1] == 0xDE) {
-            Py_ssize_t pos = start + 4;
-            Py_ssize_t end = pos + 4 * (((Py_ssize_t)buf[start + 2] << 8) | buf[start + 3]);
-            if (end <= length) {
-                while (pos < end) {
-                    unsigned char byte = buf[pos];
-                    if (byte == 0) {
-                        pos += 1;
-                        continue;
-                    }
-                    int ext_id = byte >> 4;
-                    if (ext_id == 15)
-                        break;
-                    Py_ssize_t size = (byte & 0x0F) + 1;
-                    if (pos + 1 + size > end)
-                        break;
-                    if (ext_id == twcc_id && size == 2)
-                        twcc = ((long)buf[pos + 1] << 8) | buf[pos + 2];
-                    else if (ext_id == level_id)
-                        level = buf[pos + 1] & 0x7F;
-                    buf[pos] = (unsigned char)((map[ext_id] << 4) | (byte & 0x0F));
-                    pos += 1 + size;
-                }
-            }
-        }
+        scan_extensions((unsigned char *)view.buf, length, (const unsigned char *)table.buf,
+                        twcc_id, level_id, &twcc, &level);
     }
     PyBuffer_Release(&view);
     PyBuffer_Release(&table);
@@ -958,6 +1131,19 @@ PyInit__hotpath(void)
     str_rtp_failed = PyUnicode_InternFromString("rtp_failed");
     str_rx_address = PyUnicode_InternFromString("rx_address");
     str_datagrams_in = PyUnicode_InternFromString("datagrams_in");
+    str_handler = PyUnicode_InternFromString("handler");
+    str_layers_by_ssrc = PyUnicode_InternFromString("layers_by_ssrc");
+    str_ext_table = PyUnicode_InternFromString("ext_table");
+    str_level_id = PyUnicode_InternFromString("level_id");
+    str_twcc_id = PyUnicode_InternFromString("twcc_id");
+    str_twcc = PyUnicode_InternFromString("twcc");
+    str_record = PyUnicode_InternFromString("record");
+    str_muted = PyUnicode_InternFromString("muted");
+    str_stats = PyUnicode_InternFromString("stats");
+    str_rtp_in = PyUnicode_InternFromString("rtp_in");
+    str_media_error = PyUnicode_InternFromString("media_error");
+    if (!str_handler || !str_layers_by_ssrc || !str_ext_table || !str_level_id || !str_twcc_id || !str_twcc || !str_record || !str_muted || !str_stats || !str_rtp_in || !str_media_error)
+        return NULL;
     if (!str_datagrams_in || !str_on_srtp || !str_on_rtp || !str_rtp_failed || !str_rx_address || !str_forward || !str_sockaddr || !str_srtp || !str_tx_address || !str_mux || !str_fd)
         return NULL;
     PyObject *m = PyModule_Create(&module);

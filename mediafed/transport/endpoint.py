@@ -262,6 +262,10 @@ class Endpoint:
         except Exception:
             log.exception("x %s error handling media", self.label)
 
+    def media_error(self, exc: BaseException) -> None:
+        """An error while handling one packet (raised in the native receive path)."""
+        log.error("x %s error handling media", self.label, exc_info=exc)
+
     def rtp_failed(self) -> None:
         self.stats["srtp_auth_failed"] += 1
         self.mux.report("srtp", self.addr, f"{self.label} SRTP failed authentication")

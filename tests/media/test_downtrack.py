@@ -285,3 +285,111 @@ async def test_publisher_gets_transport_cc_feedback_and_nacks(rooms: RoomManager
     statuses = {seq: delta is not None for fb in feedback for seq, delta in fb.packets}
     assert statuses[0] and statuses[5] and statuses[7] and not statuses[6]
     assert nacks and nacks[0].media_ssrc == PUB_SSRC and 506 in nacks[0].lost
+
+
+async def _receive_through_the_socket(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, object]:
+    """SRTP packets sent to a fresh server's UDP port; the state they leave behind."""
+    from mediafed.transport import udp
+    from mediafed.wire import rtp
+
+    if path == "python":
+        monkeypatch.setattr(udp, "_read_datagrams", None)
+        monkeypatch.setattr(peer_module, "_receive_rtp", None)
+    manager = RoomManager(media_config())  # type: ignore[arg-type]
+    await manager.start()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        room = manager.get_or_create("through")
+        publisher = await room.join("pub", listener=AiortcParticipant(room, "x"))
+        await publisher.answer_publisher_offer(TWCC_OFFER)
+        subscriber = await room.join("sub", listener=AiortcParticipant(room, "y"))
+        client.bind(("127.0.0.2", 0))
+        sink.bind(("127.0.0.2", 0))
+        sink.setblocking(False)
+        keys = SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY)
+        for session, sock in ((publisher.publisher, client), (subscriber.subscriber, sink)):
+            session.endpoint.srtp = SrtpContext(keys)
+            manager.mux.bind_address(session.endpoint, sock.getsockname())
+        for downtrack in subscriber.downtracks.values():
+            downtrack.attach(manager.clock())
+        tx = pylibsrtp.Session(
+            pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        )
+        seqs = [10, 11, 12, 14, 13, 15, 20, 16, 21]
+        for index, seq in enumerate(seqs):
+            header = rtp.build_header(
+                100, seq, 3000 * index, PUB_SSRC, extensions=[(5, struct.pack("!H", 7 + index))]
+            )
+            vp8 = b"\x10" + (b"\x00" if index == 2 else b"\x01") + bytes(60)
+            client.sendto(tx.protect(bytes(header) + vp8), ("127.0.0.2", manager.udp_port))
+        client.sendto(
+            tx.protect(RTP.pack(0x80, 100, 99, 0, 0xDEAD) + bytes(20)),
+            ("127.0.0.2", manager.udp_port),
+        )
+        await asyncio.sleep(0.2)
+        layer = next(iter(publisher.published.values())).layer("")
+        twcc = publisher.publisher.twcc
+        assert twcc is not None
+        downtrack = next(iter(subscriber.downtracks.values()))
+        return {
+            "counts": (layer.received, layer.octets, layer.cycles),
+            "sequence": (layer.base_seq, layer.highest_seq, layer.last_seq, layer.last_ts),
+            "missing": sorted(layer.missing),
+            "cached": [layer.cache.get(seq, manager.clock()) for seq in seqs],
+            "twcc": sorted(seq & 0xFFFF for seq in twcc._seqs if seq >= 0),
+            "rtp_in": publisher.publisher.endpoint.stats["rtp_in"],
+            "sent": (downtrack.packets_sent, downtrack.octets_sent),
+            "received": len(await received_headers(sink)),
+        }
+    finally:
+        client.close()
+        sink.close()
+        await manager.stop()
+
+
+async def test_native_read_path_leaves_the_state_the_python_path_leaves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Decrypt, stream lookup, transport-cc, statistics, cache and fan-out done
+    natively from the socket end where MediaPeer.on_rtp and Layer.receive end."""
+    assert peer_module._receive_rtp is not None, "the native receive step is not built"
+    native_state = await _receive_through_the_socket("native", monkeypatch)
+    python_state = await _receive_through_the_socket("python", monkeypatch)
+    assert native_state == python_state
+    assert python_state["twcc"] == list(range(7, 16))
+    assert python_state["rtp_in"] == len([10, 11, 12, 14, 13, 15, 20, 16, 21]) + 1  # + unknown SSRC
+    assert python_state["sent"][0] == python_state["received"] == 7, "from the keyframe on"
+
+
+async def test_an_error_in_the_native_receive_path_is_logged_and_the_next_packet_handled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    manager = RoomManager(media_config())  # type: ignore[arg-type]
+    await manager.start()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        room = manager.get_or_create("broken")
+        publisher = await room.join("pub", listener=AiortcParticipant(room, "x"))
+        await publisher.answer_publisher_offer(OFFER)
+        client.bind(("127.0.0.2", 0))
+        endpoint = publisher.publisher.endpoint
+        endpoint.srtp = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY))
+        manager.mux.bind_address(endpoint, client.getsockname())
+        layer = next(iter(publisher.published.values())).layer("")
+        layer.cache = None  # a bug: the receive step fails after its statistics
+        tx = pylibsrtp.Session(
+            pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        )
+        for seq in (1, 2):
+            packet = tx.protect(vp8_packet(PUB_SSRC, seq, 3000 * seq, keyframe=True))
+            client.sendto(packet, ("127.0.0.2", manager.udp_port))
+        await asyncio.sleep(0.2)
+        assert layer.received == 2
+        assert caplog.text.count("error handling media") == 2
+        assert "AttributeError" in caplog.text
+    finally:
+        client.close()
+        await manager.stop()
