@@ -1,4 +1,4 @@
-# Build stage: compile the optional native send step (mediafed/transport/_hotpath.c)
+# Build stage: compile the optional native hot path (mediafed/transport/_hotpath.c)
 # into a wheel; the runtime image needs no compiler.
 FROM python:3.11-slim AS build
 RUN apt-get update \
@@ -17,7 +17,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 RUN useradd --system --create-home --home-dir /var/lib/mediafed mediafed
 COPY --from=build /wheels /tmp/wheels
 RUN pip install /tmp/wheels/*.whl && rm -rf /tmp/wheels \
-    && python -c "from mediafed.transport import native; assert native.send_rtp" \
+    && python -c "from mediafed.transport import native as n; assert n.send_rtp and n.receive_rtp and n.read_datagrams" \
     && mkdir -p /var/lib/mediafed/data && chown -R mediafed /var/lib/mediafed
 
 USER mediafed
