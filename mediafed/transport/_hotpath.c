@@ -1017,7 +1017,7 @@ read_datagrams(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             continue;
         }
         reads += got;
-        for (int k = 0; k < got && !failed; k++) {
+        for (int k = 0; k < got; k++) {
             ssize_t n = (ssize_t)batch_msgs[k].msg_len;
             count++;
             if (n == 0)
@@ -1026,8 +1026,12 @@ read_datagrams(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             if (fromlen > sizeof(batch_from[k]))
                 fromlen = sizeof(batch_from[k]);
             memcpy(buf, batch_buffers[k], (size_t)n);
-            failed = dispatch(buf, n, &batch_from[k], fromlen, rx, by_sockaddr, on_other, now_obj,
-                              now);
+            if (dispatch(buf, n, &batch_from[k], fromlen, rx, by_sockaddr, on_other, now_obj,
+                         now) < 0) {
+                /* Handlers log their own errors; one escaping is printed, and the
+                 * rest of the batch, already read, is still handled. */
+                PyErr_WriteUnraisable(on_other);
+            }
         }
         if (got < BATCH)
             break; /* the socket is drained */

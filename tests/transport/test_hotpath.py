@@ -476,6 +476,35 @@ def test_read_loop_as_the_reader_takes_the_clock_and_counts() -> None:
         server.close()
 
 
+def test_read_loop_handles_the_rest_of_a_batch_after_a_handler_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built()
+    printed: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda info: printed.append(info.exc_value))
+    assert native.read_datagrams is not None
+    server = _SortingSocket()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    seen: list[int] = []
+
+    def on_other(length: int, sockaddr: bytes, now: float) -> None:
+        seen.append(length)
+        if length == 1:
+            raise RuntimeError("a handler bug")
+
+    try:
+        client.bind(("127.0.0.2", 0))
+        for size in (1, 2, 3):
+            client.sendto(b"\xff" * size, ("127.0.0.2", server.port))
+        time.sleep(0.1)
+        count = native.read_datagrams(server.fd, server.rx, server.rx.view, {}, on_other, 1.0, None)
+        assert count == 3 and seen == [1, 2, 3]
+        assert len(printed) == 1 and "a handler bug" in str(printed[0])
+    finally:
+        client.close()
+        server.close()
+
+
 def test_read_loop_refuses_bad_arguments_clearly() -> None:
     built()
     assert native.read_datagrams is not None
