@@ -3,9 +3,12 @@
 This is the forwarding path. For each received RTP packet, :meth:`Layer.receive`
 keeps the plaintext once (retransmission cache) and hands it to every
 :class:`DownTrack` that currently forwards that layer; a DownTrack copies it
-into the worker's transmit buffer, rewrites payload type, sequence number,
-timestamp and SSRC with one ``pack_into``, protects it in place and sends it.
-No awaits, no per-subscriber objects, no logging unless enabled.
+into a scratch buffer, rewrites payload type, sequence number, timestamp and
+SSRC, protects it in place and sends it. No awaits, no per-subscriber objects,
+no logging unless enabled. The steady state of both runs natively when
+``transport/_hotpath.c`` is built (Layer and DownTrack keep their fields in its
+C base classes); the Python methods here are the reference and handle every
+case that needs a decision.
 
 A DownTrack keeps its own sequence and timestamp spaces: when it starts, or
 switches to another simulcast layer, or its publisher restarts, offsets are

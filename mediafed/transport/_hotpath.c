@@ -1,19 +1,27 @@
 /* The forwarding hot path's native steps.
  *
- * mediafed's forwarding logic is Python (media/track.py, DownTrack.forward).
- * Two parts of it are mechanical and run here:
+ * mediafed decides in Python what happens to media (media/track.py,
+ * media/peer.py, transport/udp.py); what it does to a packet in steady state
+ * is mechanical and runs here, on the same state:
  *
- * - send_rtp: copy the plaintext packet into a scratch buffer, write the
- *   subscriber's payload type, sequence number, timestamp and SSRC, protect
- *   it with the subscriber's SRTP session (libsrtp, as loaded by pylibsrtp)
- *   and send it: one call instead of five calls and two objects;
- * - fanout: the loop over a layer's DownTracks. A DownTrack in steady state
- *   (synced, not waiting for a keyframe, no extension rewrite) only adds its
- *   offsets and sends, so that is done here from the fields of its Forwarder
- *   base; any other DownTrack runs its Python forward().
+ * - read_datagrams: the media socket's reader. recvmmsg batches, endpoint by
+ *   packed source address, SRTP decrypted in place with libsrtp (as loaded
+ *   by pylibsrtp), a packet of a stream the peer knows by SSRC handed to its
+ *   layer (MediaPeer.on_rtp's work: extension scan, level, mute); anything
+ *   else to Python;
+ * - InStream / receive_rtp: the base of Layer and Layer.receive: RFC 3550
+ *   receive statistics, the retransmission cache, keyframe detection when
+ *   subscribers wait (a Python call), then the fan-out;
+ * - Forwarder / fanout: the base of DownTrack and the loop over a layer's
+ *   DownTracks. One in steady state (synced, not waiting for a keyframe, no
+ *   extension-id rewrite) only adds its offsets: copy into a scratch buffer,
+ *   write payload type, sequence number, timestamp and SSRC, protect, sendto.
+ *   Any other runs its Python forward();
+ * - send_rtp and remap_and_scan: single steps for the Python code.
  *
  * Optional: when this module is not built, or MEDIAFED_PURE_PYTHON=1, the
- * Python reference runs (transport/native.py), tested against this one.
+ * Python reference runs (transport/native.py); the tests hold the two to the
+ * same bytes out and the same state.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

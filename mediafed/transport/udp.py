@@ -6,8 +6,10 @@ only ever by a remote address that passed an integrity-checked ICE check, so
 an endpoint only receives media from the peer its credentials admitted.
 
 The socket is read directly (non-blocking, ``add_reader``), draining many
-datagrams per wake-up into one reusable buffer, and written with plain
-``sendto``: a UDP send that would block is a lost packet, as on any SFU.
+datagrams per wake-up into one reusable buffer — by the native read loop
+(``_hotpath.read_datagrams``, the reader itself) when it is built, else by
+:meth:`MediaSocket._read_python` — and written with plain ``sendto``: a UDP
+send that would block is a lost packet, as on any SFU.
 """
 
 from __future__ import annotations

@@ -55,20 +55,28 @@ async def wired(
         assert track_module._send_rtp is not None, "the native send step is not built"
         assert track_module._fanout is not native.py_fanout
         assert peer_module._receive_rtp is not None
-    room = rooms.get_or_create("continuity")
+    publisher, subscriber, sink = await publisher_and_subscriber(rooms, "continuity", OFFER)
+    yield publisher, subscriber, sink
+    sink.close()
+
+
+async def publisher_and_subscriber(
+    rooms: RoomManager, name: str, offer: str
+) -> tuple[Session, Session, socket.socket]:
+    """A publisher of ``offer`` and a subscriber whose output reaches ``sink``."""
+    room = rooms.get_or_create(name)
     publisher = await room.join("pub", listener=AiortcParticipant(room, "x"))
-    await publisher.answer_publisher_offer(OFFER)
+    await publisher.answer_publisher_offer(offer)
     subscriber = await room.join("sub", listener=AiortcParticipant(room, "y"))
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.2", 0))
     sink.setblocking(False)
     endpoint = subscriber.subscriber.endpoint
     endpoint.srtp = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY))
-    endpoint.mux.bind_address(endpoint, sink.getsockname())
+    rooms.mux.bind_address(endpoint, sink.getsockname())
     for downtrack in subscriber.downtracks.values():
         downtrack.attach(rooms.clock())
-    yield publisher, subscriber, sink
-    sink.close()
+    return publisher, subscriber, sink
 
 
 def feed(publisher: Session, packet: bytes, now: float) -> None:
@@ -78,8 +86,8 @@ def feed(publisher: Session, packet: bytes, now: float) -> None:
 
 
 async def received(sink: socket.socket) -> list[tuple[int, int, int]]:
+    """(seq, ts, ssrc) of every RTP packet the sink got, duplicates included."""
     await asyncio.sleep(0.05)
-    rx = pylibsrtp.Session(pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND))
     out = []
     while True:
         try:
@@ -88,6 +96,10 @@ async def received(sink: socket.socket) -> list[tuple[int, int, int]]:
             return out
         if 192 <= data[1] <= 223:
             continue  # RTCP (sender reports)
+        # A fresh session per packet: the SFU forwards a duplicate as it came.
+        rx = pylibsrtp.Session(
+            pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND)
+        )
         _b0, _b1, seq, ts, ssrc = RTP.unpack_from(rx.unprotect(data), 0)
         out.append((seq, ts, ssrc))
 
@@ -122,25 +134,6 @@ async def test_output_continues_across_a_publisher_restart(
     assert {ssrc for _, _, ssrc in second} == {downtrack.ssrc}
 
 
-async def received_headers(sink: socket.socket) -> list[tuple[int, int]]:
-    """(seq, ts) of every RTP packet the sink got, duplicates included."""
-    await asyncio.sleep(0.05)
-    out = []
-    while True:
-        try:
-            data = sink.recv(2048)
-        except BlockingIOError:
-            return out
-        if 192 <= data[1] <= 223:
-            continue
-        # A fresh session per packet: the SFU forwards a duplicate as it came.
-        rx = pylibsrtp.Session(
-            pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND)
-        )
-        _b0, _b1, seq, ts, _ssrc = RTP.unpack_from(rx.unprotect(data), 0)
-        out.append((seq, ts))
-
-
 LAYER_FIELDS = (
     "received",
     "octets",
@@ -170,18 +163,9 @@ async def test_native_receive_keeps_the_same_state_as_layer_receive(
         monkeypatch.setattr(
             peer_module, "_receive_rtp", native_receive if path == "native" else None
         )
-        room = rooms.get_or_create(f"receive-{path}")
-        publisher = await room.join("pub", listener=AiortcParticipant(room, "x"))
-        await publisher.answer_publisher_offer(OFFER)
-        subscriber = await room.join("sub", listener=AiortcParticipant(room, "y"))
-        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sink.bind(("127.0.0.2", 0))
-        sink.setblocking(False)
-        endpoint = subscriber.subscriber.endpoint
-        endpoint.srtp = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY))
-        endpoint.mux.bind_address(endpoint, sink.getsockname())
-        for downtrack in subscriber.downtracks.values():
-            downtrack.attach(100.0)
+        publisher, subscriber, sink = await publisher_and_subscriber(
+            rooms, f"receive-{path}", OFFER
+        )
         layer = next(iter(publisher.published.values())).layer("")
         for index, seq in enumerate(seqs):
             keyframe = index == 3  # the subscriber waits until this one
@@ -193,7 +177,7 @@ async def test_native_receive_keeps_the_same_state_as_layer_receive(
         state = {name: getattr(layer, name) for name in LAYER_FIELDS}
         state["missing"] = sorted(layer.missing)
         state["cached"] = [layer.cache.get(seq, 100.3) for seq in seqs]
-        state["sent"] = await received_headers(sink)
+        state["sent"] = [(seq, ts) for seq, ts, _ssrc in await received(sink)]
         downtrack = next(iter(subscriber.downtracks.values()))
         state["downtrack"] = (downtrack.packets_sent, downtrack.octets_sent)
         results.append(state)
@@ -300,21 +284,12 @@ async def _receive_through_the_socket(
     manager = RoomManager(media_config())  # type: ignore[arg-type]
     await manager.start()
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    publisher, subscriber, sink = await publisher_and_subscriber(manager, "through", TWCC_OFFER)
     try:
-        room = manager.get_or_create("through")
-        publisher = await room.join("pub", listener=AiortcParticipant(room, "x"))
-        await publisher.answer_publisher_offer(TWCC_OFFER)
-        subscriber = await room.join("sub", listener=AiortcParticipant(room, "y"))
         client.bind(("127.0.0.2", 0))
-        sink.bind(("127.0.0.2", 0))
-        sink.setblocking(False)
-        keys = SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY)
-        for session, sock in ((publisher.publisher, client), (subscriber.subscriber, sink)):
-            session.endpoint.srtp = SrtpContext(keys)
-            manager.mux.bind_address(session.endpoint, sock.getsockname())
-        for downtrack in subscriber.downtracks.values():
-            downtrack.attach(manager.clock())
+        endpoint = publisher.publisher.endpoint
+        endpoint.srtp = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY))
+        manager.mux.bind_address(endpoint, client.getsockname())
         tx = pylibsrtp.Session(
             pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
         )
@@ -342,7 +317,7 @@ async def _receive_through_the_socket(
             "twcc": sorted(seq & 0xFFFF for seq in twcc._seqs if seq >= 0),
             "rtp_in": publisher.publisher.endpoint.stats["rtp_in"],
             "sent": (downtrack.packets_sent, downtrack.octets_sent),
-            "received": len(await received_headers(sink)),
+            "received": len(await received(sink)),
         }
     finally:
         client.close()
