@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 remap_and_scan = native.remap_and_scan
+SCAN_ONLY = bytes(range(16))
+"""An extension id table that rewrites nothing: the scan alone (transport-cc)."""
 _receive_rtp = native.receive_rtp
 
 
@@ -58,8 +60,14 @@ class MediaPeer:
             if rtx_layer is not None:
                 self._on_rtx(rtx_layer, buf, length, now)
                 return
+            if _padding_only(view, length):
+                # A bandwidth probe (libwebrtc sends them before media, on SSRC 0 too):
+                # nothing to forward, but its arrival time feeds the sender's estimate.
+                self._record_twcc(view, length, SCAN_ONLY, now)
+                return
             layer = self._learn_ssrc(view, length, ssrc)
             if layer is None:
+                self._record_twcc(view, length, SCAN_ONLY, now)
                 return
         track = layer.track
         twcc_seq, level = remap_and_scan(
@@ -170,24 +178,35 @@ class MediaPeer:
         self.session.room.on_layer_started(track, layer)
         return layer
 
+    def _record_twcc(self, view: memoryview, length: int, table: bytes, now: float) -> None:
+        """Note a packet's transport-wide sequence number (rewriting ids through ``table``)."""
+        if self.twcc is None:
+            return
+        twcc_seq, _level = remap_and_scan(view, length, table, self.twcc_id, 0)
+        if twcc_seq >= 0:
+            self.twcc.record(twcc_seq, int(now * 1_000_000))
+
     def _on_rtx(self, layer: Layer, buf: PacketBuffer, length: int, now: float) -> None:
-        """RFC 4588: rebuild the original packet from an RTX packet and receive it."""
+        """RFC 4588: rebuild the original packet from an RTX packet and receive it.
+
+        Retransmissions and padding probes carry transport-wide sequence numbers like
+        any packet: they are recorded, or the sender would count them as lost."""
         view = buf.view
+        track = layer.track
         try:
             start = payload_offset(view, length)
             end = payload_end(view, length)
         except Exception:
             return
+        self._record_twcc(view, length, track.ext_table, now)
         if end - start < 2:
             return  # padding-only probe
         original_seq = U16.unpack_from(view, start)[0]
         header = bytearray(view[:start])
         header[0] &= ~0x20 & 0xFF
-        header[1] = (header[1] & 0x80) | layer.track.payload_type
+        header[1] = (header[1] & 0x80) | track.payload_type
         header[2:4] = U16.pack(original_seq)
         header[8:12] = U32.pack(layer.ssrc)
-        track = layer.track
-        remap_and_scan(header, len(header), track.ext_table, 0, 0)
         rebuilt = bytes(header) + bytes(view[start + 2 : end])
         size = copy_into(buf, rebuilt)
         if not track.muted:
@@ -259,9 +278,23 @@ class MediaPeer:
                     )
         if out:
             self.endpoint.send_rtcp(rtcp.serialize_rtcp(out))
-        if self.twcc is not None:
-            for feedback in self.twcc.build_feedback(int(now * 1_000_000)):
+        twcc = self.twcc
+        if twcc is not None:
+            if twcc.media_ssrc not in self.layers_by_ssrc:
+                # Name a stream the publisher still sends (see wire/twcc.py).
+                twcc.media_ssrc = next(iter(self.layers_by_ssrc), 0)
+            for feedback in twcc.build_feedback(int(now * 1_000_000)):
                 self.endpoint.send_rtcp(feedback)
 
     def close(self) -> None:
         self.endpoint.close()
+
+
+def _padding_only(view: memoryview, length: int) -> bool:
+    """An RTP packet whose payload is all padding (RFC 3550 §5.1, P bit)."""
+    if not view[0] & 0x20:
+        return False
+    try:
+        return payload_end(view, length) <= payload_offset(view, length)
+    except Exception:
+        return False

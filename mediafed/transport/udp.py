@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 READS_PER_WAKEUP = 256
 REPORT_INTERVAL_S = 5.0
+DEPARTED_KEEP_S = 60.0
+"""How long the address of a closed endpoint is remembered, to name late datagrams."""
+DEPARTED_MAX = 4096
 _read_datagrams = native.read_datagrams
 _SOCKADDR_IN = struct.Struct("=H2s4s8x")
 _SOCKADDR_IN6 = struct.Struct("=H2sI16sI")
@@ -97,6 +100,9 @@ class MediaSocket:
         }
         self._last_report: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._departed: dict[tuple[Any, ...], tuple[str, float]] = {}
+        """Addresses of endpoints closed lately -> (label, when): a DTLS close_notify or
+        retransmission arriving after its endpoint is gone is named, not called a stranger."""
 
     # -- lifecycle --------------------------------------------------------
     def open(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -168,6 +174,11 @@ class MediaSocket:
 
     def unregister(self, endpoint: Endpoint) -> None:
         self.unregister_ufrag(endpoint)
+        if endpoint.addr is not None and self.by_addr.get(endpoint.addr) is endpoint:
+            if len(self._departed) >= DEPARTED_MAX:
+                del self._departed[next(iter(self._departed))]
+            self._departed.pop(endpoint.addr, None)
+            self._departed[endpoint.addr] = (endpoint.label, self.clock())
         self._unbind(endpoint)
 
     def _unbind(self, endpoint: Endpoint) -> None:
@@ -264,14 +275,14 @@ class MediaSocket:
         first = view[0]
         if 128 <= first <= 191:
             self.counters["dropped_unbound"] += 1
-            self.report("rtp", addr, "RTP/RTCP from an address that never completed ICE")
+            self.report("rtp", addr, self._stranger("RTP/RTCP", addr, now))
         elif first <= 3:
             self._on_stun(bytes(view[:length]), addr, now)
         elif 20 <= first <= 63:
             endpoint = self.by_addr.get(addr)
             if endpoint is None:
                 self.counters["dropped_unbound"] += 1
-                self.report("dtls", addr, "DTLS from an address that never completed ICE")
+                self.report("dtls", addr, self._stranger("DTLS", addr, now))
                 return
             try:
                 endpoint.on_dtls(bytes(view[:length]), now)
@@ -280,6 +291,14 @@ class MediaSocket:
         else:
             self.counters["dropped_unknown"] += 1
             self.report("unknown", addr, f"datagram with first byte {first} (RFC 7983)")
+
+    def _stranger(self, what: str, addr: tuple[Any, ...], now: float) -> str:
+        """Why a datagram from an address no endpoint is bound to is dropped."""
+        departed = self._departed.get(addr)
+        if departed is not None:
+            label, since = departed
+            return f"{what} for {label}, whose connection closed {now - since:.1f} s ago"
+        return f"{what} from an address that never completed ICE"
 
     def _on_stun(self, data: bytes, addr: tuple[str, int], now: float) -> None:
         username = parse_username(data)
@@ -296,6 +315,11 @@ class MediaSocket:
 
     def tick(self, now: float, consent_timeout_s: float) -> None:
         """Periodic work across endpoints: consent freshness, DTLS retransmission."""
+        while self._departed:
+            addr, (_label, since) = next(iter(self._departed.items()))
+            if now - since < DEPARTED_KEEP_S:
+                break
+            del self._departed[addr]
         for endpoint in list(self.by_ufrag.values()):
             endpoint.check_consent(now, consent_timeout_s)
             dtls = endpoint.dtls

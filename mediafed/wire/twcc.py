@@ -8,6 +8,12 @@ feedback packets when the periodic timer asks; time is always passed in.
 
 Like libwebrtc's receive-side proxy, a packet that arrives after it was reported lost makes the
 next feedback start again from it, so the sender learns it arrived after all.
+
+The feedback's "SSRC of media source" must be one of the sender's own SSRCs: libwebrtc hands
+transport feedback to its congestion controller only through the RTP module that owns that
+SSRC, and drops feedback naming any other (SSRC 0 included), so a publisher that never hears
+back lowers its estimate until it reaches its floor. Until :attr:`media_ssrc` is set, nothing is
+sent; arrivals stay recorded and go out with the first feedback that can name a stream.
 """
 
 from __future__ import annotations
@@ -43,15 +49,16 @@ class TransportCcRecorder:
         "_dirty",
         "_feedback_count",
         "_highest",
-        "_media_ssrc",
         "_next_report",
         "_sender_ssrc",
         "_seqs",
+        "media_ssrc",
     )
 
     def __init__(self, sender_ssrc: int, media_ssrc: int = 0) -> None:
         self._sender_ssrc = sender_ssrc
-        self._media_ssrc = media_ssrc
+        self.media_ssrc = media_ssrc
+        """An SSRC the remote sender uses (its media or RTX stream); 0: none known yet."""
         self._arrivals = [0] * _RING
         self._seqs = [-1] * _RING  # unwrapped sequence number held by each slot
         self._highest = -1  # highest unwrapped sequence number seen; -1: none yet
@@ -91,9 +98,9 @@ class TransportCcRecorder:
         Each list member is one RTCP packet (a compound member on its own); a new packet is
         started when one would exceed ~1200 bytes or a receive delta would not fit 16 bits.
         ``now_us`` is the caller's clock; the content depends only on recorded arrivals.
-        Returns [] when nothing new arrived.
+        Returns [] when nothing new arrived, or while no :attr:`media_ssrc` is known.
         """
-        if not self._dirty:
+        if not self._dirty or not self.media_ssrc:
             return []
         self._dirty = False
         seqs = self._seqs
@@ -132,7 +139,7 @@ class TransportCcRecorder:
                 seq += 1
             feedback = TransportCcFeedback(
                 self._sender_ssrc,
-                self._media_ssrc,
+                self.media_ssrc,
                 base & 0xFFFF,
                 _signed24(reference),
                 self._feedback_count,

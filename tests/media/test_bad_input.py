@@ -199,3 +199,29 @@ async def test_publisher_vanishing_mid_stream(call: Call) -> None:
     finally:
         await manager.stop()
     await call.still_flowing()
+
+
+async def test_a_late_dtls_close_is_named_after_the_session_it_ended(
+    rooms: RoomManager, call: Call, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server removes a participant first; the client's DTLS close_notify arrives
+    after its endpoint is gone and is reported as what it is, not as a stranger's."""
+    caplog.set_level(logging.INFO, logger="mediafed.transport.udp")
+    room = rooms.get_or_create("late-close")
+    session = await room.join("erin", listener=AiortcParticipant(room, "x"))
+    endpoint = session.publisher.endpoint
+    with _socket() as sock:
+        sock.sendto(
+            binding_request(f"{endpoint.ice.local_ufrag}:e", endpoint.ice.local_pwd),
+            ("127.0.0.2", rooms.udp_port),
+        )
+        assert stun.parse_message(await _receive(sock)).message_class == stun.Class.RESPONSE
+        await wait_for(lambda: endpoint.addr is not None)
+        await room.remove_participant("erin", "removed by an admin")
+        # a DTLS 1.2 alert record (close_notify is encrypted; the header is what we see)
+        alert = bytes([21, 0xFE, 0xFD]) + bytes(8) + b"\x00\x1a" + bytes(26)
+        sock.sendto(alert, ("127.0.0.2", rooms.udp_port))
+        await wait_for(lambda: "whose connection closed" in caplog.text)
+    assert f"DTLS for {endpoint.label}, whose connection closed" in caplog.text
+    assert "DTLS from an address that never completed ICE" not in caplog.text
+    await call.still_flowing()

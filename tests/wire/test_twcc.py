@@ -61,7 +61,7 @@ def test_losses_reordering_and_wrap_reconstruct_arrival_times() -> None:
 
 
 def test_duplicates_keep_first_arrival() -> None:
-    recorder = TransportCcRecorder(1)
+    recorder = TransportCcRecorder(1, media_ssrc=2)
     recorder.record(10, 1_000_000)
     recorder.record(11, 1_002_000)
     recorder.record(11, 1_009_000)
@@ -71,7 +71,7 @@ def test_duplicates_keep_first_arrival() -> None:
 
 
 def test_late_packet_reported_again() -> None:
-    recorder = TransportCcRecorder(1)
+    recorder = TransportCcRecorder(1, media_ssrc=2)
     recorder.record(1, 64_000)
     recorder.record(3, 65_000)
     first = decode(recorder.build_feedback(100_000))
@@ -85,7 +85,7 @@ def test_late_packet_reported_again() -> None:
 
 
 def test_feedback_count_increments_mod_256() -> None:
-    recorder = TransportCcRecorder(1)
+    recorder = TransportCcRecorder(1, media_ssrc=2)
     counts = []
     for i in range(300):
         recorder.record(i & 0xFFFF, 1_000_000 + i * 1000)
@@ -97,7 +97,7 @@ def test_feedback_count_increments_mod_256() -> None:
 
 
 def test_splits_large_feedback_under_1200_bytes() -> None:
-    recorder = TransportCcRecorder(1)
+    recorder = TransportCcRecorder(1, media_ssrc=2)
     now = 10_000_000
     for seq in range(3000):
         now += 70_000 if seq % 2 else 250  # alternate large and small deltas
@@ -113,7 +113,7 @@ def test_splits_large_feedback_under_1200_bytes() -> None:
 
 
 def test_splits_when_delta_exceeds_16_bits() -> None:
-    recorder = TransportCcRecorder(1)
+    recorder = TransportCcRecorder(1, media_ssrc=2)
     recorder.record(0, 1_000_000)
     recorder.record(1, 1_000_000 + 20_000_000)  # 20 s later: beyond +-8.19 s
     packets = recorder.build_feedback(30_000_000)
@@ -136,7 +136,7 @@ def test_property_every_arrival_reported(
     events: list[tuple[int, int, bool]], start: int, batches: int
 ) -> None:
     """Jumps back and forth, jitter, duplicates: each arrival is reported within 250 us."""
-    recorder = TransportCcRecorder(1)
+    recorder = TransportCcRecorder(1, media_ssrc=2)
     first_arrival: dict[int, int] = {}
     now = 1_000_000_000
     seq = start
@@ -160,7 +160,7 @@ def test_property_every_arrival_reported(
 
 
 def test_duplicate_of_reported_packet_is_not_reported_again() -> None:
-    recorder = TransportCcRecorder(1)
+    recorder = TransportCcRecorder(1, media_ssrc=2)
     recorder.record(1, 1_000_000)
     recorder.record(2, 1_001_000)
     assert recorder.build_feedback(1_100_000)
@@ -170,3 +170,16 @@ def test_duplicate_of_reported_packet_is_not_reported_again() -> None:
     _, _, feedbacks = decode(recorder.build_feedback(1_300_000))
     assert [fb.base_sequence for fb in feedbacks] == [3]
     assert [seq for seq, _ in feedbacks[0].packets] == [3]
+
+
+def test_feedback_waits_for_a_media_ssrc_and_then_reports_what_arrived_before() -> None:
+    """libwebrtc drops feedback whose media SSRC is not one of its own (0 included)."""
+    recorder = TransportCcRecorder(1)
+    recorder.record(100, 1_000_000)
+    recorder.record(101, 1_001_000)
+    assert recorder.build_feedback(1_050_000) == []
+    recorder.media_ssrc = 0xCAFE
+    arrivals, lost, feedbacks = decode(recorder.build_feedback(1_100_000))
+    assert set(arrivals) == {100, 101}
+    assert not lost
+    assert [fb.media_ssrc for fb in feedbacks] == [0xCAFE]

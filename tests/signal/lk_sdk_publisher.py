@@ -1,0 +1,98 @@
+"""A Python ``livekit`` SDK publisher of a 1280x720 simulcast camera, for the estimate test.
+
+Usage: ``lk_sdk_publisher.py URL TOKEN SECONDS``. The frames are a detailed
+texture that moves every frame, so the encoder wants every bit it is
+allowed (a flat picture would fit any estimate and prove nothing). Every
+two seconds it prints, as a JSON line, what libwebrtc says of its sending
+side: the transport's available outgoing bitrate (its bandwidth estimate,
+fed by the relay's transport-cc feedback) and, per simulcast layer, the
+resolution, frames sent and what limits its quality. The test decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+import numpy as np
+from livekit import rtc
+from livekit.rtc._proto import stats_pb2
+
+WIDTH, HEIGHT = 1280, 720
+
+
+def say(**fields: object) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+async def pump(source: rtc.VideoSource, stop: asyncio.Event) -> None:
+    rng = np.random.default_rng(5)
+    # 8x8-pixel blocks of random colour: detail an encoder must spend bits on, yet
+    # coarse enough that a 720p frame fits its target without dropping frames
+    blocks = rng.integers(0, 256, size=((HEIGHT + 64) // 8, (WIDTH + 64) // 8, 4), dtype=np.uint8)
+    texture = np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1)
+    texture[..., 3] = 255
+    frame_no = 0
+    while not stop.is_set():
+        dx, dy = (frame_no * 7) % 64, (frame_no * 3) % 64
+        pixels = np.ascontiguousarray(texture[dy : dy + HEIGHT, dx : dx + WIDTH])
+        frame = rtc.VideoFrame(WIDTH, HEIGHT, rtc.VideoBufferType.RGBA, pixels.tobytes())
+        source.capture_frame(frame)
+        frame_no += 1
+        await asyncio.sleep(1 / 20)
+
+
+async def report(room: rtc.Room, started: float) -> None:
+    stats = await room.get_rtc_stats()
+    available = 0.0
+    layers: dict[str, dict[str, object]] = {}
+    for item in stats.publisher_stats:
+        kind = item.WhichOneof("stats")
+        if kind == "candidate_pair":
+            pair = item.candidate_pair.candidate_pair
+            available = max(available, pair.available_outgoing_bitrate)
+        elif kind == "outbound_rtp" and item.outbound_rtp.stream.kind == "video":
+            out = item.outbound_rtp.outbound
+            layers[out.rid or "-"] = {
+                "width": out.frame_width,
+                "height": out.frame_height,
+                "frames": out.frames_sent,
+                "target_bps": out.target_bitrate,
+                "limit": stats_pb2.QualityLimitationReason.Name(out.quality_limitation_reason),
+            }
+    say(event="stats", t=round(time.monotonic() - started, 1), available=available, layers=layers)
+
+
+async def main(url: str, token: str, seconds: float) -> None:
+    room = rtc.Room()
+    started = time.monotonic()
+    try:
+        await room.connect(url, token)
+    except rtc.ConnectError as exc:
+        say(event="refused", error=str(exc))
+        return
+    say(event="connected")
+    stop = asyncio.Event()
+    source = rtc.VideoSource(WIDTH, HEIGHT)
+    track = rtc.LocalVideoTrack.create_video_track("camera", source)
+    pumping = asyncio.ensure_future(pump(source, stop))
+    options = rtc.TrackPublishOptions(
+        source=rtc.TrackSource.SOURCE_CAMERA,
+        simulcast=True,
+        video_encoding=rtc.VideoEncoding(max_bitrate=2_500_000, max_framerate=20),
+    )
+    await room.local_participant.publish_track(track, options)
+    say(event="published")
+    while time.monotonic() - started < seconds:
+        await asyncio.sleep(2)
+        await report(room, started)
+    stop.set()
+    await pumping
+    await room.disconnect()
+    say(event="done")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3])))
