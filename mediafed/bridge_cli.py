@@ -2,7 +2,11 @@
 
 ``link`` maps a Rocket.Chat room id and/or a Matrix room id onto one mediafed
 (LiveKit) room, so a call started on either side is the same call; ``unlink``
-removes a mapping; ``list`` shows them. The mappings live in the node's SQLite
+removes a mapping; ``list`` shows them. Matrix room ids of every room version
+are taken: ``!opaque:server`` (versions 1 to 11) and ``!`` with the create
+event's hash (version 12, the default of Synapse 1.163). A link with a Matrix
+room runs its calls in that room's MatrixRTC room, where its Element Call users
+and classic callers are. The mappings live in the node's SQLite
 database (``<server.data_dir>/mediafed.sqlite3``); a running node sees changes
 at once. The same table is served over HTTP at ``/api/v1/bridges``.
 """
@@ -15,8 +19,9 @@ import json
 import sys
 from pathlib import Path
 
-from mediafed.api.calls import DB_FILE, MATRIX_ROOM, RC_ROOM, ROOM_NAME, room_for_external
+from mediafed.api.calls import DB_FILE, RC_ROOM, ROOM_NAME, default_bridge_name
 from mediafed.config import load_config
+from mediafed.matrix.ids import RoomIdError, check_room_id
 from mediafed.store import Store, StoreError
 
 
@@ -35,7 +40,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     link = actions.add_parser("link", help="map a Rocket.Chat room and/or a Matrix room")
     link.add_argument("--rocketchat-room", metavar="RID", help="Rocket.Chat room id")
-    link.add_argument("--matrix-room", metavar="ROOM_ID", help="Matrix room id (!x:server)")
+    link.add_argument(
+        "--matrix-room",
+        metavar="ROOM_ID",
+        help="Matrix room id: '!' and 43 characters (room version 12 and later) or '!x:server'",
+    )
     link.add_argument("--room", metavar="NAME", help="mediafed room name (default: derived)")
     common(link)
     link.set_defaults(func=_link)
@@ -73,9 +82,12 @@ def _link(args: argparse.Namespace) -> int:
         return _fail("give --rocketchat-room, --matrix-room or both")
     if rid is not None and not RC_ROOM.match(f"rocketchat:{rid}"):
         return _fail(f"{rid!r} is not a Rocket.Chat room id (letters, digits, . _ -)")
-    if matrix is not None and not MATRIX_ROOM.match(matrix):
-        return _fail(f"{matrix!r} is not a Matrix room id like '!abc:example.org'")
-    room: str = args.room or room_for_external(
+    if matrix is not None:
+        try:
+            check_room_id(matrix)
+        except RoomIdError as exc:
+            return _fail(str(exc))
+    room: str = args.room or default_bridge_name(
         f"rocketchat:{rid}" if rid is not None else str(matrix)
     )
     if not ROOM_NAME.match(room):

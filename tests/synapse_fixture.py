@@ -7,7 +7,9 @@ until ``/_matrix/client/versions`` answers and offers the few client-API calls
 tests need: users through the shared-secret admin API
 (``/_synapse/admin/v1/register``), OpenID tokens
 (``POST /_matrix/client/v3/user/{userId}/openid/request_token``), rooms and
-state events.
+state events. Rooms get Synapse's default room version (12 in Synapse 1.163:
+ids ``!`` and a hash, no server part) unless a test asks for another one
+(``create_room(user, room_version="11")``).
 
 Use it from a conftest::
 
@@ -181,6 +183,15 @@ class SynapseServer:
             "POST", "/_matrix/client/v3/createRoom", body, token=user.access_token
         )["room_id"]
         return room_id
+
+    def room_version(self, user: MatrixUser, room_id: str) -> str:
+        """The room version of ``room_id`` (its ``m.room.create`` event), as ``user`` sees it."""
+        room = urllib.parse.quote(room_id)
+        create = self.request(
+            "GET", f"/_matrix/client/v3/rooms/{room}/state/m.room.create/", token=user.access_token
+        )
+        # A missing room_version means version 1 (spec: m.room.create).
+        return str(create.get("room_version", "1"))
 
     def invite(self, user: MatrixUser, room_id: str, invitee: str) -> None:
         room = urllib.parse.quote(room_id)

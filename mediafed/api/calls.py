@@ -6,8 +6,12 @@ HTTP + JSON, documented in OpenAPI 3 (``mediafed/api/openapi.yaml``, served at
 ``config.keys`` and carrying ``roomCreate``/``roomList``/``roomAdmin`` grants.
 
 A call belongs to one mediafed room; an external room (``rocketchat:<rid>`` or a
-Matrix room id) resolves to its room through the bridge table, so a
-Rocket.Chat room and the Matrix room linked to it share one call. Events of the
+Matrix room id of any room version, ``!opaque:server`` or ``!hash``) resolves to
+its room through the bridge table, so a Rocket.Chat room and the Matrix room
+linked to it share one call. The call of a Matrix room, or of a Rocket.Chat room
+linked to one, runs in that Matrix room's MatrixRTC room
+(:func:`mediafed.matrix.focus.room_call_alias`), where its Element Call users
+and classic callers are. Events of the
 room core (participant joined/left, room finished) reach the caller as signed
 webhooks (:mod:`mediafed.api.webhooks`); a call started on the Matrix side is
 announced in the linked Rocket.Chat room through :mod:`mediafed.rocketchat.client`.
@@ -33,8 +37,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mediafed.api.webhooks import WebhookSender
 from mediafed.config import Config
 from mediafed.errors import AuthError, MediafedError
+from mediafed.matrix.focus import room_call_alias
+from mediafed.matrix.ids import FORMS, RoomIdError, check_room_id
 from mediafed.rocketchat.client import RocketChatClient, RocketChatConfig
-from mediafed.store import CallRecord, Store, StoreError
+from mediafed.store import Bridge, CallRecord, Store, StoreError
 from mediafed.tokens import Claims, VideoGrant, mint_token, verify_token
 
 log = logging.getLogger(__name__)
@@ -42,7 +48,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RC_ROOM = re.compile(r"^rocketchat:([A-Za-z0-9_.-]{1,64})$")
-MATRIX_ROOM = re.compile(r"^![^:\s]{1,255}:\S{1,255}$")
 ROOM_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 JOIN_TTL_DEFAULT_S = 600
 """Join tokens only need to be valid when the client connects; the signaling
@@ -59,17 +64,44 @@ class CallError(MediafedError):
         self.status = status
 
 
-def room_for_external(external_room: str) -> str:
-    """The default mediafed room name of an unbridged external room."""
-    match = RC_ROOM.match(external_room)
-    if match:
-        return f"rc-{match.group(1)}"
-    if MATRIX_ROOM.match(external_room):
-        return "mx-" + re.sub(r"[^A-Za-z0-9_.-]", "_", external_room[1:])[:120]
+def _external_kind(external_room: str) -> str:
+    """``"rocketchat"`` or ``"matrix"``; CallError saying what was expected otherwise."""
+    if RC_ROOM.match(external_room):
+        return "rocketchat"
+    if external_room.startswith(("!", "#")):
+        try:
+            check_room_id(external_room)
+        except RoomIdError as exc:
+            raise CallError(f"external_room: {exc}") from None
+        return "matrix"
     raise CallError(
-        f"external_room {external_room!r} is neither 'rocketchat:<room id>' "
-        "nor a Matrix room id like '!abc:example.org'"
+        f"external_room {external_room!r} is neither 'rocketchat:<room id>' nor a Matrix "
+        f"room id ({FORMS})"
     )
+
+
+def room_for_external(external_room: str) -> str:
+    """The mediafed room of an unbridged external room's calls: ``rc-<rid>`` for a
+    Rocket.Chat room, the MatrixRTC room of a Matrix room (where its Matrix users are)."""
+    if _external_kind(external_room) == "matrix":
+        return room_call_alias(external_room)
+    return f"rc-{external_room.partition(':')[2]}"
+
+
+def default_bridge_name(external_room: str) -> str:
+    """The name ``mediafed bridge link`` gives a link when none is given: ``rc-<rid>``,
+    or ``mx-`` and the Matrix room id with what room names cannot hold replaced."""
+    if _external_kind(external_room) == "matrix":
+        return "mx-" + re.sub(r"[^A-Za-z0-9_.-]", "_", external_room[1:])[:120]
+    return f"rc-{external_room.partition(':')[2]}"
+
+
+def check_matrix_room(matrix_room: str) -> str:
+    """A Matrix room id to link (any room version), or CallError saying what to give."""
+    try:
+        return check_room_id(matrix_room)
+    except RoomIdError as exc:
+        raise CallError(f"matrix_room: {exc}") from None
 
 
 class GrantError(AuthError):
@@ -168,14 +200,31 @@ class CallService:
         return key, self.config.keys[key]
 
     async def resolve_room(self, external_room: str) -> str:
-        match = RC_ROOM.match(external_room)
-        if match:
-            bridge = await self.store.find_bridge(rocketchat_room=match.group(1))
-        elif MATRIX_ROOM.match(external_room):
-            bridge = await self.store.find_bridge(matrix_room=external_room)
+        """The mediafed room whose call belongs to ``external_room``.
+
+        A bridge with a Matrix room runs its calls in that Matrix room's MatrixRTC
+        room, so Rocket.Chat users meet its Element Call users and classic callers;
+        a bridge of a Rocket.Chat room alone, in the bridge's own room."""
+        if _external_kind(external_room) == "rocketchat":
+            rid = external_room.partition(":")[2]
+            bridge = await self.store.find_bridge(rocketchat_room=rid)
         else:
-            bridge = None
-        return bridge.mediafed_room if bridge else room_for_external(external_room)
+            bridge = await self.store.find_bridge(matrix_room=external_room)
+        if bridge is None:
+            return room_for_external(external_room)
+        if bridge.matrix_room is not None:
+            return room_call_alias(bridge.matrix_room)
+        return bridge.mediafed_room
+
+    async def bridge_of_room(self, room: str) -> Bridge | None:
+        """The bridge whose calls run in mediafed room ``room`` (see :meth:`resolve_room`)."""
+        for bridge in await self.store.list_bridges():
+            if bridge.matrix_room is not None:
+                if room_call_alias(bridge.matrix_room) == room:
+                    return bridge
+            elif bridge.mediafed_room == room:
+                return bridge
+        return None
 
     def call_json(self, call: CallRecord, request: web.Request | None = None) -> dict[str, Any]:
         return {
@@ -335,7 +384,7 @@ class CallService:
         return self._spawn(self._announce(room, starter_name), f"announce call {room}")
 
     async def _announce(self, room: str, starter_name: str) -> bool:
-        bridge = await self.store.find_bridge(mediafed_room=room)
+        bridge = await self.bridge_of_room(room)
         if bridge is None or bridge.rocketchat_room is None:
             log.debug("- room=%s has no Rocket.Chat room linked; no notice", room)
             return False
@@ -535,8 +584,8 @@ async def _put_bridge(request: web.Request) -> web.StreamResponse:
         raise CallError("give rocketchat_room, matrix_room or both")
     if body.rocketchat_room is not None and not RC_ROOM.match(f"rocketchat:{body.rocketchat_room}"):
         raise CallError("rocketchat_room must be a Rocket.Chat room id (letters, digits)")
-    if body.matrix_room is not None and not MATRIX_ROOM.match(body.matrix_room):
-        raise CallError("matrix_room must be a Matrix room id like '!abc:example.org'")
+    if body.matrix_room is not None:
+        check_matrix_room(body.matrix_room)
     bridge = await service.store.put_bridge(
         room, rocketchat_room=body.rocketchat_room, matrix_room=body.matrix_room
     )

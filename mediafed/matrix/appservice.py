@@ -38,6 +38,7 @@ from mautrix.types import JSON, RoomID, UserID
 from mautrix.util.logging import TraceLogger
 
 from mediafed.matrix.membership import MEMBERSHIP_EVENT_TYPES, CallMembership
+from mediafed.matrix.openid import server_part
 from mediafed.matrix.registration import Registration
 from mediafed.matrix.voip import CALL_EVENT_TYPES, CallEvent, CallEventError, parse_call_event
 
@@ -339,12 +340,17 @@ class MatrixAppService(AppServiceServerMixin):
         if not isinstance(content, dict) or content.get("membership") != "invite":
             return
         if target == self.registration.bot_user_id:
-            log.info("< bot invited room=%s by=%s; joining", room_id, raw.get("sender"))
-            self._spawn(self._join(room_id))
+            inviter = raw.get("sender")
+            log.info("< bot invited room=%s by=%s; joining", room_id, inviter)
+            via = server_part(inviter) if isinstance(inviter, str) else ""
+            self._spawn(self._join(room_id, via))
 
-    async def _join(self, room_id: str) -> None:
-        await self.intent.join_room_by_id(RoomID(room_id))
-        log.info("> bot joined room=%s", room_id)
+    async def _join(self, room_id: str, via: str) -> None:
+        # A room id names no server to join through (room version 12 ids have
+        # none at all), so the join goes through the inviter's homeserver, which
+        # is in the room.
+        await self.intent.join_room(RoomID(room_id), servers=[via] if via else None, max_retries=0)
+        log.info("> bot joined room=%s via=%s", room_id, via or "-")
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

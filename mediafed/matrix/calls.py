@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mediafed.errors import MediafedError
 from mediafed.matrix import voip
-from mediafed.matrix.focus import livekit_room_alias
+from mediafed.matrix.focus import LEGACY_SLOT_ID, room_call_alias
 from mediafed.media import TrackKind, TrackSource, events
 from mediafed.wire.sdp import parse_sdp
 
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CALL_SLOT = "m.call#ROOM"
+CALL_SLOT = LEGACY_SLOT_ID
 """The MatrixRTC slot whose LiveKit room classic callers join, so Element Call
 users and classic callers of one Matrix room meet in one mediafed room."""
 PARTY_ID_LENGTH = 8
@@ -82,7 +82,7 @@ def new_party_id() -> str:
 
 def mediafed_room_for(matrix_room_id: str) -> str:
     """The mediafed room of a Matrix room: the one the MatrixRTC focus hands out."""
-    return livekit_room_alias(matrix_room_id, CALL_SLOT)
+    return room_call_alias(matrix_room_id)
 
 
 class MatrixSender(Protocol):

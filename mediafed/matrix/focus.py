@@ -104,8 +104,20 @@ def _hash_b64(values: Sequence[str]) -> str:
 
 
 def livekit_room_alias(matrix_room_id: str, slot_id: str) -> str:
-    """The LiveKit room of a MatrixRTC slot (lk-jwt-service ``LiveKitRoomAliasFor``)."""
+    """The LiveKit room of a MatrixRTC slot (lk-jwt-service ``LiveKitRoomAliasFor``).
+
+    The room id goes in whole, whatever its room version's form
+    (``!opaque:server`` or version 12's ``!hash``): it is never split."""
     return _hash_b64([matrix_room_id, slot_id])
+
+
+def room_call_alias(matrix_room_id: str) -> str:
+    """The mediafed room of a Matrix room's room-wide call (slot ``m.call#ROOM``).
+
+    Element Call users (through this focus), classic ``m.call`` callers and the
+    calls the call API opens for that Matrix room, or for a Rocket.Chat room
+    linked to it, all meet here."""
+    return livekit_room_alias(matrix_room_id, LEGACY_SLOT_ID)
 
 
 def livekit_identity(user_id: str, device_id: str, member_id: str) -> str:
@@ -247,6 +259,9 @@ class FocusService:
         )
 
     async def legacy_sfu_get(self, body: Mapping[str, Any]) -> FocusGrant:
+        # The room id is hashed whole and not checked further, as lk-jwt-service
+        # does: any room version's form (`!opaque:server`, version 12's `!hash`)
+        # gets its own LiveKit room, and nothing is read out of it.
         room = _text(body, "room", "`room`")
         token = _openid_token(body)
         device_id = _text(body, "device_id", "`device_id`")

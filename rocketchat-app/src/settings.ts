@@ -82,7 +82,9 @@ export interface MediafedSettings {
 
 export class SettingsError extends Error {}
 
-const MATRIX_ROOM = /^![^:\s]+:\S+$/;
+// Room versions 1-11: !opaque:server; version 12 (MSC4291): ! and 43 unpadded
+// URL-safe base64 characters, no server part.
+const MATRIX_ROOM = /^!([A-Za-z0-9_-]{43}|[^:\s]+:\S+)$/;
 
 export function parseRoomLinks(text: string): Map<string, string> {
     const links = new Map<string, string>();
@@ -95,7 +97,8 @@ export function parseRoomLinks(text: string): Map<string, string> {
         if (!rid || !matrixRoom || !MATRIX_ROOM.test(matrixRoom)) {
             throw new SettingsError(
                 `line ${index + 1} of "Matrix rooms linked to Rocket.Chat rooms" must be ` +
-                    '<Rocket.Chat room id>=<Matrix room id>, e.g. GENERAL=!abc:matrix.example.org',
+                    '<Rocket.Chat room id>=<Matrix room id>, e.g. GENERAL=!abc:matrix.example.org ' +
+                    'or GENERAL=!lnTzxuXHixyorMcjgzUbtL2FDo9WJl6cVwcGfO9tlY0 (room version 12)',
             );
         }
         links.set(rid, matrixRoom);

@@ -41,4 +41,8 @@ test('parseRoomLinks', () => {
     assert.deepEqual([...parseRoomLinks('')], []);
     assert.deepEqual([...parseRoomLinks('a=!x:y\r\nb=!z:w')], [['a', '!x:y'], ['b', '!z:w']]);
     assert.throws(() => parseRoomLinks('a=!x:y\nbroken'), /line 2/);
+    // room version 12 ids have no server part
+    const v12 = '!lnTzxuXHixyorMcjgzUbtL2FDo9WJl6cVwcGfO9tlY0';
+    assert.deepEqual([...parseRoomLinks(`GENERAL=${v12}`)], [['GENERAL', v12]]);
+    assert.throws(() => parseRoomLinks('GENERAL=!lnTzxuXHixyorMcjgz'), /line 1/);
 });

@@ -21,6 +21,7 @@ from mediafed.api import webhooks
 from mediafed.api.calls import CALL_SERVICE_KEY, CallService, make_calls_extension
 from mediafed.config import Config
 from mediafed.errors import AuthError
+from mediafed.matrix.focus import room_call_alias
 from mediafed.rocketchat.client import RocketChatConfig
 from mediafed.tokens import VideoGrant, mint_token, require_room_join, verify_token
 
@@ -148,7 +149,8 @@ async def test_create_is_idempotent_per_room_and_listed(node: Node) -> None:
 
 async def test_join_token_admits_to_that_room_only(node: Node) -> None:
     _, call = await node.create("!abc:example.org")
-    assert call["room"] == "mx-abc_example.org"
+    # the Matrix room's own call room, where its Element Call users and callers are
+    assert call["room"] == room_call_alias("!abc:example.org")
     async with node.session.post(
         f"{node.url}/api/v1/calls/{call['call_id']}/join",
         json={"identity": "alice", "name": "Alice", "mic": False, "cam": True},
@@ -303,7 +305,8 @@ async def test_bridges_share_one_call_between_rocketchat_and_matrix(node: Node) 
     _, from_rc = await node.create("rocketchat:RCROOM")
     status, from_matrix = await node.create("!team:example.org")
     assert status == 200 and from_matrix["call_id"] == from_rc["call_id"]
-    assert from_rc["room"] == "team"
+    # Rocket.Chat users join the room Matrix users of the linked room are in
+    assert from_rc["room"] == room_call_alias("!team:example.org")
     async with node.session.get(bridges, headers=node.headers()) as response:
         listed = (await response.json())["bridges"]
     assert [(b["room"], b["rocketchat_room"], b["matrix_room"]) for b in listed] == [
@@ -313,6 +316,75 @@ async def test_bridges_share_one_call_between_rocketchat_and_matrix(node: Node) 
         assert response.status == 200
     async with node.session.delete(f"{bridges}/team", headers=node.headers()) as response:
         assert response.status == 404
+
+
+V12_ROOM = "!lnTzxuXHixyorMcjgzAbCdEfGhIjKlMnOpQrStUvWxY"
+"""A room version 12 id (the default of Synapse 1.163): '!' and a 43-character hash."""
+FIND = "copy the room id from the room's settings (Element: Settings > Advanced > Internal room ID)"
+
+
+@pytest.mark.parametrize("matrix_room", [V12_ROOM, "!team:example.org"])
+async def test_rooms_of_every_version_are_linked_and_called(node: Node, matrix_room: str) -> None:
+    async with node.session.put(
+        f"{node.url}/api/v1/bridges/team",
+        json={"rocketchat_room": "GENERAL", "matrix_room": matrix_room},
+        headers=node.headers(),
+    ) as response:
+        assert response.status == 200, await response.text()
+        assert (await response.json())["matrix_room"] == matrix_room
+    status, from_rc = await node.create("rocketchat:GENERAL")
+    assert status == 201
+    status, from_matrix = await node.create(matrix_room)
+    assert status == 200 and from_matrix["call_id"] == from_rc["call_id"]
+    assert from_rc["room"] == room_call_alias(matrix_room)
+    async with node.session.post(
+        f"{node.url}/api/v1/calls/{from_rc['call_id']}/join",
+        json={"identity": "rc-alice"},
+        headers=node.headers(),
+    ) as response:
+        claims = verify_token((await response.json())["token"], {KEY: SECRET})
+    assert require_room_join(claims) == room_call_alias(matrix_room)
+    # an unlinked Matrix room of either form has a call of its own
+    other = "!" + "Z" * 43 if matrix_room == V12_ROOM else "!other:example.org"
+    status, unlinked = await node.create(other)
+    assert status == 201 and unlinked["room"] == room_call_alias(other)
+
+
+@pytest.mark.parametrize(
+    ("matrix_room", "error"),
+    [
+        (
+            "!lnTzxuXHixyorMcjgz…",
+            "matrix_room: '!lnTzxuXHixyorMcjgz…' is not a Matrix room id: without ':server' "
+            "it must be a room version 12 id, '!' and 43 letters, digits, '-' or '_' (this "
+            "one has 19 characters after '!'); " + FIND,
+        ),
+        (
+            "#team:example.org",
+            "matrix_room: '#team:example.org' is a room alias, not a room id; " + FIND,
+        ),
+        (
+            "!team:exa mple.org",
+            "matrix_room: '!team:exa mple.org' is not a Matrix room id: it holds a space or "
+            "control character; " + FIND,
+        ),
+        (
+            "!team:",
+            "matrix_room: '!team:' is not a Matrix room id: nothing follows ':'; " + FIND,
+        ),
+    ],
+)
+async def test_bad_matrix_rooms_say_what_a_room_id_is(
+    node: Node, matrix_room: str, error: str
+) -> None:
+    async with node.session.put(
+        f"{node.url}/api/v1/bridges/team", json={"matrix_room": matrix_room}, headers=node.headers()
+    ) as response:
+        assert response.status == 400
+        assert (await response.json())["error"] == error
+    status, body = await node.create(matrix_room)
+    assert status == 400
+    assert body["error"] == error.replace("matrix_room: ", "external_room: ", 1)
 
 
 async def test_invite_link_gives_each_guest_a_token(node: Node) -> None:

@@ -1,10 +1,11 @@
-"""The appservice endpoint without a homeserver: auth, dedup, routing, bad input.
+"""The appservice endpoint without a homeserver: auth, dedup, routing, bad input, joins.
 
 tests/matrix/test_matrix_synapse.py has Synapse deliver real transactions.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from mediafed import server
 from mediafed.config import Config
@@ -47,13 +49,16 @@ class RecordingSink:
 
 @asynccontextmanager
 async def _appservice(
-    data_dir: Path, membership: CallMembership, sink: RecordingSink
+    data_dir: Path,
+    membership: CallMembership,
+    sink: RecordingSink,
+    homeserver_url: str = "http://127.0.0.1:9",
 ) -> AsyncIterator[str]:
     def extension(app: Any, config: Config) -> None:
         setup_appservice(
             app,
             REGISTRATION,
-            homeserver_url="http://127.0.0.1:9",
+            homeserver_url=homeserver_url,
             data_dir=data_dir,
             membership=membership,
             call_sink=sink,
@@ -195,3 +200,53 @@ def test_transaction_log_stays_bounded(tmp_path: Path) -> None:
         log.record(str(i), now_ms=i)
     assert len(log) <= 10 + PRUNE_EVERY
     log.close()
+
+
+@pytest.mark.parametrize(
+    ("room_id", "inviter", "via"),
+    [
+        # room version 12: the id names no server at all
+        (
+            "!31hneApxJ_1o-63DmFrpeqnkFfWppnzWso1JvH3ogLM",
+            "@alice:remote.example:8448",
+            "remote.example:8448",
+        ),
+        # an older room made elsewhere: its id's server is not necessarily in the room
+        ("!abc:gone.example", "@bob:other.example", "other.example"),
+    ],
+)
+async def test_bot_joins_through_the_inviters_homeserver(
+    tmp_path: Path, room_id: str, inviter: str, via: str
+) -> None:
+    joins: list[tuple[str, list[str]]] = []
+    joined = asyncio.Event()
+
+    async def homeserver(request: web.Request) -> web.Response:
+        if request.path.startswith("/_matrix/client/v3/join/"):
+            joins.append(
+                (
+                    request.match_info["tail"][len("v3/join/") :],
+                    request.query.getall("server_name", []),
+                )
+            )
+            joined.set()
+            return web.json_response({"room_id": room_id})
+        return web.json_response({"user_id": REGISTRATION.bot_user_id})  # /register and the rest
+
+    fake = web.Application()
+    fake.router.add_route("*", "/_matrix/client/{tail:.*}", homeserver)
+    invite = {
+        "type": "m.room.member",
+        "room_id": room_id,
+        "sender": inviter,
+        "state_key": REGISTRATION.bot_user_id,
+        "event_id": "$invite-bot",
+        "content": {"membership": "invite"},
+    }
+    async with (
+        serve(fake) as hs_url,
+        _appservice(tmp_path, CallMembership(), RecordingSink(), homeserver_url=hs_url) as url,
+    ):
+        assert await _put(url, "j1", {"events": [invite]}) == (200, {})
+        await asyncio.wait_for(joined.wait(), 10)
+    assert joins == [(room_id, [via])]

@@ -158,13 +158,15 @@ async def rooms() -> AsyncIterator[RoomManager]:
 
 
 async def _room_with_bot(
-    synapse: SynapseServer, service: MatrixAppService, caller: MatrixUser
+    synapse: SynapseServer, service: MatrixAppService, caller: MatrixUser, **create: Any
 ) -> str:
+    """A room ``caller`` makes (``create``: more createRoom fields, e.g. room_version)
+    and invites the bot to; returns once the bot has joined."""
     assert synapse.appservice is not None
     bot = synapse.appservice.bot_user_id
     waiter = Waiter()
     service.add_event_listener(waiter)
-    room_id = await asyncio.to_thread(synapse.create_room, caller, name="call the bridge")
+    room_id = await asyncio.to_thread(synapse.create_room, caller, name="call the bridge", **create)
     await asyncio.to_thread(synapse.invite, caller, room_id, bot)
     await waiter.until(
         lambda: any(

@@ -7,6 +7,9 @@ real Synapse.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,6 +28,7 @@ from mediafed.matrix.focus import (
     livekit_identity,
     livekit_room_alias,
     mint_focus_token,
+    room_call_alias,
     setup_focus,
 )
 from mediafed.tokens import require_room_join, verify_token
@@ -119,6 +123,46 @@ async def test_get_token_uses_hashed_room_and_identity(focus: tuple[str, FakeHom
         f"{url}/sfu/get", {"room": ROOM, "openid_token": _openid("tok-bob2"), "device_id": "DEVB"}
     )
     assert verify_token(legacy["jwt"], KEYS).video.room == claims.video.room
+
+
+@pytest.mark.parametrize(
+    "room_id",
+    [
+        "!31hneApxJ_1o-63DmFrpeqnkFfWppnzWso1JvH3ogLM",  # room version 12: no server part
+        ROOM,  # versions 1-11
+    ],
+)
+async def test_rooms_of_every_version_get_their_call_room(
+    focus: tuple[str, FakeHomeserver], room_id: str
+) -> None:
+    # lk-jwt-service's LiveKit room: unpadded standard base64 of the SHA-256 of the
+    # JSON array [room id, slot], the room id taken whole.
+    as_go = json.dumps([room_id, "m.call#ROOM"], separators=(",", ":"))
+    digest = hashlib.sha256(as_go.encode()).digest()
+    expected = base64.b64encode(digest).decode().rstrip("=")
+    assert room_call_alias(room_id) == expected
+    url, homeserver = focus
+    homeserver.tokens["tok-1"] = homeserver.tokens["tok-2"] = "@frida:hs.example"
+    status, legacy, _ = await _post(
+        f"{url}/sfu/get", {"room": room_id, "openid_token": _openid("tok-1"), "device_id": "DEVF"}
+    )
+    assert status == 200, legacy
+    assert require_room_join(verify_token(legacy["jwt"], KEYS)) == expected
+    status, body, _ = await _post(
+        f"{url}/get_token",
+        {
+            "room_id": room_id,
+            "slot_id": "m.call#ROOM",
+            "openid_token": _openid("tok-2"),
+            "member": {
+                "id": "m1",
+                "claimed_user_id": "@frida:hs.example",
+                "claimed_device_id": "DEVF",
+            },
+        },
+    )
+    assert status == 200, body
+    assert require_room_join(verify_token(body["jwt"], KEYS)) == expected
 
 
 def test_hashes_match_msc4195_test_vectors() -> None:

@@ -71,6 +71,24 @@ def test_join_and_leave_element_call_style() -> None:
     assert calls.rooms_with_calls(T0 + 5000) == []
 
 
+def test_rooms_of_every_version_are_kept_apart() -> None:
+    # A room version 12 id has no server part; one of version 11 on the same
+    # homeserver, or a version 12 id differing in one character, is another room.
+    v12 = "!31hneApxJ_1o-63DmFrpeqnkFfWppnzWso1JvH3ogLM"
+    v12_other = "!31hneApxJ_1o-63DmFrpeqnkFfWppnzWso1JvH3ogLm"
+    calls = CallMembership()
+    calls.apply(_member_event("@alice:hs.example", "AAA", room=v12))
+    calls.apply(_member_event("@bob:hs.example", "BBB", room=ROOM))
+    change = calls.apply(_member_event("@carol:other.example", "CCC", room=v12_other))
+    assert change is not None and change.room_id == v12_other
+    assert [(m.room_id, m.user_id) for m in calls.members(v12, T0)] == [(v12, "@alice:hs.example")]
+    assert [m.user_id for m in calls.members(ROOM, T0)] == ["@bob:hs.example"]
+    assert [m.user_id for m in calls.members(v12_other, T0)] == ["@carol:other.example"]
+    assert calls.rooms_with_calls(T0) == sorted([v12, v12_other, ROOM])
+    calls.apply(_member_event("@alice:hs.example", "AAA", content={}, ts=T0 + 1, room=v12))
+    assert calls.rooms_with_calls(T0 + 2) == sorted([v12_other, ROOM])
+
+
 def test_expired_memberships_are_dropped() -> None:
     calls = CallMembership()
     event = _member_event("@alice:hs.example", "AAA")

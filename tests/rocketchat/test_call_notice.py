@@ -22,6 +22,7 @@ from fake_server import FakeRocketChat
 from mediafed import server
 from mediafed.api.calls import CALL_SERVICE_KEY, CallService, make_calls_extension
 from mediafed.config import Config
+from mediafed.matrix.focus import room_call_alias
 from mediafed.rocketchat.client import RocketChatConfig
 from mediafed.tokens import require_room_join, verify_token
 
@@ -82,14 +83,20 @@ def _rc_config(fake: FakeRocketChat, attempts: int, backoff_s: float) -> RocketC
     )
 
 
+@pytest.mark.parametrize(
+    "matrix_room",
+    ["!t:example.org", "!31hneApxJ_1o-63DmFrpeqnkFfWppnzWso1JvH3ogLM"],  # versions 1-11, 12
+)
 async def test_matrix_call_is_announced_with_a_working_link(
-    tmp_path: Path, fake: FakeRocketChat
+    tmp_path: Path, fake: FakeRocketChat, matrix_room: str
 ) -> None:
     rid = next(iter(fake.rooms))
     runner, service, _ = await _start_node(tmp_path, _rc_config(fake, 3, 0.01))
+    # The Matrix front-end reports a call in the Matrix room's own call room.
+    room = room_call_alias(matrix_room)
     try:
-        await service.store.put_bridge("team", rocketchat_room=rid, matrix_room="!t:example.org")
-        assert await service.call_started_elsewhere("team", "Bob") is True
+        await service.store.put_bridge("team", rocketchat_room=rid, matrix_room=matrix_room)
+        assert await service.call_started_elsewhere(room, "Bob") is True
         [message] = fake.messages
         assert message["rid"] == rid and message["u"]["username"] == "mediafed.bot"
         prefix = "Bob started a call — Join: "
@@ -101,9 +108,9 @@ async def test_matrix_call_is_announced_with_a_working_link(
         ):
             assert response.status == 302
             token = parse_qs(urlsplit(response.headers["Location"]).query)["token"][0]
-        assert require_room_join(verify_token(token, {KEY: SECRET}), "team") == "team"
-        call = await service.store.active_call("team")
-        assert call is not None and call.external_room == "!t:example.org"
+        assert require_room_join(verify_token(token, {KEY: SECRET}), room) == room
+        call = await service.store.active_call(room)
+        assert call is not None and call.external_room == matrix_room
         # An unbridged room posts nothing.
         assert await service.call_started_elsewhere("lonely", "Bob") is False
         assert len(fake.messages) == 1
