@@ -10,6 +10,7 @@ the subscriber (NACK, PLI, FIR, receiver reports) is routed to its DownTracks.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from mediafed.media.track import DownTrack, Layer, PublishedTrack
@@ -226,17 +227,6 @@ class MediaPeer:
         if packets:
             self.endpoint.send_rtcp(rtcp.serialize_rtcp(packets))
 
-    def send_rtp(self, packet: bytes) -> None:
-        """Protect and send one RTP packet built off the hot path (retransmissions)."""
-        endpoint = self.endpoint
-        if endpoint.srtp is None or endpoint.addr is None:
-            return
-        tx = endpoint.mux.tx
-        size = copy_into(tx, packet)
-        size = endpoint.srtp.protect_rtp(tx, size)
-        if size > 0:
-            endpoint.mux.send_to(tx.view[:size], endpoint.addr)
-
     def periodic(self, now: float, *, reports: bool) -> None:
         """Timer work: NACKs and transport-cc feedback upstream; RTCP reports."""
         if self.endpoint.srtp is None:
@@ -276,8 +266,8 @@ class MediaPeer:
                             [],
                         )
                     )
-        if out:
-            self.endpoint.send_rtcp(rtcp.serialize_rtcp(out))
+        for compound in _compounds(out):
+            self.endpoint.send_rtcp(compound)
         twcc = self.twcc
         if twcc is not None:
             if twcc.media_ssrc not in self.layers_by_ssrc:
@@ -288,6 +278,27 @@ class MediaPeer:
 
     def close(self) -> None:
         self.endpoint.close()
+
+
+RTCP_COMPOUND_BYTES = 1200
+"""A compound RTCP packet fits one datagram on any path (RFC 3550 §6.1); reports for
+many streams are split into several (reduced-size RTCP, RFC 5506, which WebRTC
+endpoints negotiate)."""
+
+
+def _compounds(packets: list[rtcp.RtcpPacket]) -> Iterator[bytes]:
+    """``packets`` serialized into compound packets of at most RTCP_COMPOUND_BYTES each."""
+    chunk: list[bytes] = []
+    size = 0
+    for packet in packets:
+        data = packet.serialize()
+        if chunk and size + len(data) > RTCP_COMPOUND_BYTES:
+            yield b"".join(chunk)
+            chunk, size = [], 0
+        chunk.append(data)
+        size += len(data)
+    if chunk:
+        yield b"".join(chunk)
 
 
 def _padding_only(view: memoryview, length: int) -> bool:

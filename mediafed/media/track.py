@@ -22,8 +22,6 @@ import logging
 import random
 from typing import TYPE_CHECKING, Any
 
-from pylibsrtp._binding import ffi, lib
-
 from mediafed.media import allocation
 from mediafed.media.rtxcache import RetransmissionCache
 from mediafed.media.types import TrackInfo, TrackKind
@@ -40,14 +38,10 @@ from mediafed.wire.rtp import (
 
 if TYPE_CHECKING:
     from mediafed.media.peer import MediaPeer
-    from mediafed.transport.endpoint import Endpoint
-    from mediafed.transport.srtp import PacketBuffer, SrtpContext
+    from mediafed.transport.srtp import PacketBuffer
 
 log = logging.getLogger(__name__)
 
-_memmove = ffi.memmove
-_protect = lib.srtp_protect
-_send_rtp = native.send_rtp
 _fanout = native.fanout
 KEYFRAME_REQUEST_INTERVAL_S = 0.5
 KEYFRAME_RETRY_S = 1.0
@@ -441,7 +435,7 @@ class DownTrack(native.Forwarder):
     ) -> None:
         self.track = track
         self.peer = peer
-        self.endpoint = peer.endpoint
+        self.target = peer.endpoint.target
         self.ssrc = random.getrandbits(32) or 1
         self.rtx_ssrc = random.getrandbits(32) or 2
         self.payload_type = payload_type
@@ -522,65 +516,24 @@ class DownTrack(native.Forwarder):
             self._continue_from(seq, ts, now)
         elif not self.synced:
             self._continue_from(seq, ts, now)
-        endpoint = self.peer.endpoint
-        srtp = endpoint.srtp
-        sockaddr = endpoint.sockaddr
-        if srtp is None or sockaddr is None:
-            return
         seq_out = (seq + self.seq_off) & 0xFFFF
         ts_out = (ts + self.ts_off) & 0xFFFFFFFF
-        if _send_rtp is not None and self.ext_remap is None:
-            # One native call: copy, rewrite, protect, send (transport/_hotpath.c).
-            if (
-                _send_rtp(
-                    endpoint.mux.fd,
-                    packet,
-                    length,
-                    (b1 & 0x80) | self.payload_type,
-                    seq_out,
-                    ts_out,
-                    self.ssrc,
-                    srtp.tx_address,
-                    sockaddr,
-                )
-                < 0
-            ):
-                return
-        elif not self._send_python(endpoint, srtp, packet, length, b1, (seq_out, ts_out)):
-            return
+        sent = self.target.send_rtp(
+            packet,
+            length,
+            (b1 & 0x80) | self.payload_type,
+            seq_out,
+            ts_out,
+            self.ssrc,
+            self.ext_remap,
+        )
+        if sent < 0:
+            return  # not connected yet, or refused: counted by the target
         self.seq_out = seq_out
         self.ts_out = ts_out
         self.time_out = now
         self.packets_sent += 1
         self.octets_sent += length
-
-    def _send_python(
-        self,
-        endpoint: Endpoint,
-        srtp: SrtpContext,
-        packet: bytes,
-        length: int,
-        b1: int,
-        seq_ts: tuple[int, int],
-    ) -> bool:
-        """The same as the native send, in Python: copy, rewrite, protect in place, send."""
-        seq_out, ts_out = seq_ts
-        tx = endpoint.mux.tx
-        view = tx.view
-        _memmove(tx.cdata, packet, length)
-        view[1] = (b1 & 0x80) | self.payload_type
-        SEQ_TS_SSRC.pack_into(view, 2, seq_out, ts_out, self.ssrc)
-        if self.ext_remap is not None:
-            remap_extension_ids(view, length, self.ext_remap)
-        cell = tx.length
-        cell[0] = length
-        if _protect(srtp.tx, tx.cdata, cell):
-            return False
-        try:
-            endpoint.mux.sock.sendto(view[: cell[0]], endpoint.addr)  # type: ignore[union-attr, arg-type]
-        except OSError:
-            return False
-        return True
 
     def _continue_from(self, seq: int, ts: int, now: float) -> None:
         """Choose offsets so this packet follows the last one sent without a jump."""
@@ -606,8 +559,7 @@ class DownTrack(native.Forwarder):
     def retransmit(self, sequences: list[int], now: float) -> int:
         """Answer a subscriber's NACK from the cache (RTX when negotiated). Count sent."""
         layer = self.layer
-        endpoint = self.peer.endpoint
-        if layer is None or endpoint.srtp is None or endpoint.addr is None:
+        if layer is None or not self.target.ready:
             return 0
         sent = 0
         for seq_out in sequences:
@@ -625,8 +577,8 @@ class DownTrack(native.Forwarder):
                 SEQ_TS_SSRC.pack_into(out, 2, seq_out, ts_out, self.ssrc)
             if self.ext_remap is not None:
                 remap_extension_ids(out, len(out), self.ext_remap)
-            self.peer.send_rtp(bytes(out))
-            sent += 1
+            if self.target.send_packet(out) >= 0:
+                sent += 1
         self.retransmitted += sent
         return sent
 

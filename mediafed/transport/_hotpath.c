@@ -4,24 +4,30 @@
  * media/peer.py, transport/udp.py); what it does to a packet in steady state
  * is mechanical and runs here, on the same state:
  *
- * - read_datagrams: the media socket's reader. recvmmsg batches, endpoint by
- *   packed source address, SRTP decrypted in place with libsrtp (as loaded
- *   by pylibsrtp), a packet of a stream the peer knows by SSRC handed to its
+ * - read_datagrams: the media socket's reader. recvmmsg batches (a datagram
+ *   longer than MAX_DATAGRAM is dropped and counted), endpoint by packed
+ *   source address, SRTP decrypted in place with libsrtp (as loaded by
+ *   pylibsrtp), a packet of a stream the peer knows by SSRC handed to its
  *   layer (MediaPeer.on_rtp's work: extension scan, level, mute); anything
  *   else to Python;
  * - InStream / receive_rtp: the base of Layer and Layer.receive: RFC 3550
  *   receive statistics, the retransmission cache, keyframe detection when
  *   subscribers wait (a Python call), then the fan-out;
+ * - SendTarget: an endpoint's socket, outbound SRTP session and address: copy
+ *   into a scratch buffer, rewrite, protect, sendto, count;
  * - Forwarder / fanout: the base of DownTrack and the loop over a layer's
- *   DownTracks. One in steady state (synced, not waiting for a keyframe, no
- *   extension-id rewrite) only adds its offsets: copy into a scratch buffer,
- *   write payload type, sequence number, timestamp and SSRC, protect, sendto.
- *   Any other runs its Python forward();
- * - send_rtp and remap_and_scan: single steps for the Python code.
+ *   DownTracks. One in steady state (synced, not waiting for a keyframe) only
+ *   adds its offsets and sends through its SendTarget. Any other runs its
+ *   Python forward();
+ * - remap_and_scan: the header-extension pass, for the Python code.
+ *
+ * Python may run in the middle of a packet (a callback, a DownTrack's
+ * forward()) and change any object: nothing read before such a call is used
+ * after it without being read, checked and held again.
  *
  * Optional: when this module is not built, or MEDIAFED_PURE_PYTHON=1, the
- * Python reference runs (transport/native.py); the tests hold the two to the
- * same bytes out and the same state.
+ * Python reference runs (transport/native.py, transport/target.py); the tests
+ * hold the two to the same bytes out and the same state.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -34,15 +40,20 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#define SCRATCH_SIZE 2048
-/* libsrtp writes at most this many bytes of trailer (auth tag, MKI). */
+/* The largest datagram mediafed accepts (a larger one is dropped and counted),
+ * hence the largest plaintext it ever protects; buffers hold it plus libsrtp's
+ * largest trailer (SRTP_MAX_TRAILER_LEN: a 16-byte tag, a 128-byte MKI and the
+ * 4-byte SRTCP index), so no SRTP or SRTCP profile can write past them.
+ * transport/srtp.py has the same numbers. */
+#define MAX_DATAGRAM 1900
 #define MAX_TRAILER 148
+#define BUFFER_SIZE (MAX_DATAGRAM + MAX_TRAILER)
 
 typedef int (*srtp_protect_fn)(void *ctx, void *rtp_hdr, int *len);
 
 static srtp_protect_fn protect = NULL;
 static srtp_protect_fn unprotect = NULL; /* srtp_unprotect has the same signature */
-static unsigned char scratch[SCRATCH_SIZE];
+static unsigned char scratch[BUFFER_SIZE];
 
 /* set_srtp(protect_address, unprotect_address): libsrtp's srtp_protect and
  * srtp_unprotect, as pylibsrtp's binding loaded them. */
@@ -54,110 +65,376 @@ set_srtp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     void *fn_protect = PyLong_AsVoidPtr(args[0]);
-    void *fn_unprotect = PyLong_AsVoidPtr(args[1]);
-    if (PyErr_Occurred())
+    if (fn_protect == NULL && PyErr_Occurred())
         return NULL;
+    void *fn_unprotect = PyLong_AsVoidPtr(args[1]);
+    if (fn_unprotect == NULL && PyErr_Occurred())
+        return NULL;
+    if (fn_protect == NULL || fn_unprotect == NULL) {
+        PyErr_SetString(PyExc_ValueError, "set_srtp: addresses must not be 0");
+        return NULL;
+    }
     protect = (srtp_protect_fn)fn_protect;
     unprotect = (srtp_protect_fn)fn_unprotect;
     Py_RETURN_NONE;
 }
 
-/* Copy, rewrite, protect and send one packet: the protected length, -1 when
- * libsrtp refused the packet, -2 when the kernel did (EAGAIN, ENOBUFS...).
- * The caller has checked the lengths. */
-static long
-rewrite_protect_send(int fd, const void *packet, Py_ssize_t length, unsigned long b1,
-                     unsigned long seq, unsigned long ts, unsigned long ssrc, void *ctx,
-                     const void *addr, Py_ssize_t addrlen)
+/* wire/rtp.py remap_extension_ids, byte for byte: one-byte extension ids (and
+ * two-byte ids below 16) rewritten in place through ``table`` (16 entries);
+ * nothing past ``length`` is read or written. */
+static void
+remap_ids(unsigned char *buf, Py_ssize_t length, const unsigned char *table)
 {
+    if (!(buf[0] & 0x10))
+        return;
+    Py_ssize_t start = 12 + 4 * (buf[0] & 0x0F);
+    if (start + 4 > length)
+        return;
+    unsigned int profile = ((unsigned int)buf[start] << 8) | buf[start + 1];
+    Py_ssize_t pos = start + 4;
+    Py_ssize_t end = pos + 4 * (((Py_ssize_t)buf[start + 2] << 8) | buf[start + 3]);
+    if (end > length)
+        end = length;
+    if (profile == 0xBEDE) {
+        while (pos < end) {
+            unsigned char byte = buf[pos];
+            if (byte == 0) {
+                pos += 1;
+                continue;
+            }
+            int ext_id = byte >> 4;
+            if (ext_id == 15)
+                return;
+            buf[pos] = (unsigned char)((table[ext_id] << 4) | (byte & 0x0F));
+            pos += 2 + (byte & 0x0F);
+        }
+    } else if ((profile & 0xFFF0) == 0x1000) {
+        while (pos + 1 < end) {
+            unsigned char ext_id = buf[pos];
+            if (ext_id == 0) {
+                pos += 1;
+                continue;
+            }
+            if (ext_id < 16)
+                buf[pos] = table[ext_id];
+            pos += 2 + buf[pos + 1];
+        }
+    }
+}
+
+/* -- SendTarget: where one endpoint's media goes --------------------------
+ *
+ * The transport's send side of one peer connection, as the media code holds
+ * it: the socket, the outbound SRTP session and the peer's address. Its one
+ * operation copies a plaintext RTP packet into a scratch buffer, rewrites the
+ * header (and header extension ids) as asked, protects it and sends it, and
+ * counts what happened. transport/target.py has the Python reference. */
+
+#define SEND_SRTP_REFUSED -1
+#define SEND_KERNEL_REFUSED -2
+#define SEND_NOT_READY -3
+#define SEND_OVERSIZE -4
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *srtp;  /* the SrtpContext whose session ``tx`` is (kept alive), or NULL */
+    void *tx;        /* its outbound srtp_t */
+    int fd;
+    socklen_t addrlen; /* 0: no address yet */
+    struct sockaddr_storage addr;
+    unsigned long long datagrams_out;
+    unsigned long long octets_out;
+    unsigned long long send_errors;
+    unsigned long long srtp_errors;
+    unsigned long long oversize;
+} SendTarget;
+
+static PyTypeObject SendTargetType;
+
+/* Copy, rewrite (when ``rewrite``), remap extension ids (``remap``: 16 entries,
+ * or NULL), protect and send one packet: the protected length, or a SEND_*
+ * code. Runs no Python. */
+static long
+target_send(SendTarget *t, const unsigned char *packet, Py_ssize_t length, int rewrite,
+            unsigned long b1, unsigned long seq, unsigned long ts, unsigned long ssrc,
+            const unsigned char *remap)
+{
+    if (t->tx == NULL || t->addrlen == 0 || protect == NULL)
+        return SEND_NOT_READY;
+    if (length < 12 || length > MAX_DATAGRAM) {
+        t->oversize += 1;
+        return SEND_OVERSIZE;
+    }
     memcpy(scratch, packet, (size_t)length);
-    scratch[1] = (unsigned char)b1;
-    scratch[2] = (unsigned char)(seq >> 8);
-    scratch[3] = (unsigned char)seq;
-    scratch[4] = (unsigned char)(ts >> 24);
-    scratch[5] = (unsigned char)(ts >> 16);
-    scratch[6] = (unsigned char)(ts >> 8);
-    scratch[7] = (unsigned char)ts;
-    scratch[8] = (unsigned char)(ssrc >> 24);
-    scratch[9] = (unsigned char)(ssrc >> 16);
-    scratch[10] = (unsigned char)(ssrc >> 8);
-    scratch[11] = (unsigned char)ssrc;
+    if (rewrite) {
+        scratch[1] = (unsigned char)b1;
+        scratch[2] = (unsigned char)(seq >> 8);
+        scratch[3] = (unsigned char)seq;
+        scratch[4] = (unsigned char)(ts >> 24);
+        scratch[5] = (unsigned char)(ts >> 16);
+        scratch[6] = (unsigned char)(ts >> 8);
+        scratch[7] = (unsigned char)ts;
+        scratch[8] = (unsigned char)(ssrc >> 24);
+        scratch[9] = (unsigned char)(ssrc >> 16);
+        scratch[10] = (unsigned char)(ssrc >> 8);
+        scratch[11] = (unsigned char)ssrc;
+    }
+    if (remap != NULL)
+        remap_ids(scratch, length, remap);
     int len = (int)length;
-    if (protect(ctx, scratch, &len) != 0)
-        return -1;
-    ssize_t sent = sendto(fd, scratch, (size_t)len, 0, (const struct sockaddr *)addr,
-                          (socklen_t)addrlen);
-    return sent < 0 ? -2 : len;
+    if (protect(t->tx, scratch, &len) != 0) {
+        t->srtp_errors += 1;
+        return SEND_SRTP_REFUSED;
+    }
+    ssize_t sent = sendto(t->fd, scratch, (size_t)len, 0, (const struct sockaddr *)&t->addr,
+                          t->addrlen);
+    if (sent < 0) {
+        t->send_errors += 1;
+        return SEND_KERNEL_REFUSED;
+    }
+    t->datagrams_out += 1;
+    t->octets_out += (unsigned long long)len;
+    return len;
 }
 
 static int
-bad_lengths(Py_ssize_t length, Py_ssize_t available, Py_ssize_t addrlen)
+SendTarget_init(SendTarget *self, PyObject *args, PyObject *kwds)
 {
-    return length < 12 || length > available || length > SCRATCH_SIZE - MAX_TRAILER ||
-           addrlen < (Py_ssize_t)sizeof(struct sockaddr_in) ||
-           addrlen > (Py_ssize_t)sizeof(struct sockaddr_in6);
+    static char *kwlist[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, ":SendTarget", kwlist))
+        return -1;
+    self->fd = -1;
+    return 0;
 }
 
-/* send_rtp(fd, packet, length, b1, seq, ts, ssrc, srtp_ctx, sockaddr) -> int
- *
- * packet: bytes-like plaintext RTP (at least 12 bytes); b1: the second header
- * byte to write (marker | payload type); srtp_ctx: the srtp_t address;
- * sockaddr: the destination as a packed struct sockaddr_in / sockaddr_in6.
- * Returns the protected length sent, -1 when libsrtp refused the packet, or
- * -2 when the kernel did (EAGAIN, ENOBUFS, unreachable...).
- */
-static PyObject *
-send_rtp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+static int
+SendTarget_traverse(SendTarget *self, visitproc visit, void *arg)
 {
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "send_rtp takes 9 arguments");
+    Py_VISIT(self->srtp);
+    return 0;
+}
+
+static int
+SendTarget_clear(SendTarget *self)
+{
+    self->tx = NULL;
+    Py_CLEAR(self->srtp);
+    return 0;
+}
+
+static void
+SendTarget_dealloc(SendTarget *self)
+{
+    PyObject_GC_UnTrack(self);
+    SendTarget_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *str_tx_address, *str_srtp;
+
+/* set_socket(sock): the socket (or its file descriptor) datagrams leave from. */
+static PyObject *
+SendTarget_set_socket(SendTarget *self, PyObject *sock)
+{
+    int fd = -1;
+    if (sock != Py_None) {
+        fd = PyObject_AsFileDescriptor(sock);
+        if (fd < 0)
+            return NULL;
+    }
+    self->fd = fd;
+    Py_RETURN_NONE;
+}
+
+/* set_address(sockaddr): the peer's address as a packed sockaddr_in(6), or None. */
+static PyObject *
+SendTarget_set_address(SendTarget *self, PyObject *sockaddr)
+{
+    if (sockaddr == Py_None) {
+        self->addrlen = 0;
+        Py_RETURN_NONE;
+    }
+    if (!PyBytes_Check(sockaddr)) {
+        PyErr_SetString(PyExc_TypeError, "set_address: a packed socket address (bytes) or None");
         return NULL;
     }
-    if (protect == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "set_srtp was not called");
+    Py_ssize_t size = PyBytes_GET_SIZE(sockaddr);
+    const char *raw = PyBytes_AS_STRING(sockaddr);
+    sa_family_t family = 0;
+    if (size >= (Py_ssize_t)sizeof(sa_family_t))
+        memcpy(&family, raw, sizeof(family));
+    if (!((size == (Py_ssize_t)sizeof(struct sockaddr_in) && family == AF_INET) ||
+          (size == (Py_ssize_t)sizeof(struct sockaddr_in6) && family == AF_INET6))) {
+        PyErr_SetString(PyExc_ValueError,
+                        "set_address: not a packed sockaddr_in or sockaddr_in6");
         return NULL;
     }
-    int fd = (int)PyLong_AsLong(args[0]);
-    Py_ssize_t length = PyLong_AsSsize_t(args[2]);
-    unsigned long b1 = PyLong_AsUnsignedLongMask(args[3]);
-    unsigned long seq = PyLong_AsUnsignedLongMask(args[4]);
-    unsigned long ts = PyLong_AsUnsignedLongMask(args[5]);
-    unsigned long ssrc = PyLong_AsUnsignedLongMask(args[6]);
-    void *ctx = PyLong_AsVoidPtr(args[7]);
+    memcpy(&self->addr, raw, (size_t)size);
+    self->addrlen = (socklen_t)size;
+    Py_RETURN_NONE;
+}
+
+/* set_srtp(context): the SrtpContext whose outbound session protects, or None. */
+static PyObject *
+SendTarget_set_srtp(SendTarget *self, PyObject *context)
+{
+    if (context == Py_None) {
+        SendTarget_clear(self);
+        Py_RETURN_NONE;
+    }
+    PyObject *address = PyObject_GetAttr(context, str_tx_address);
+    if (address == NULL)
+        return NULL;
+    void *tx = PyLong_AsVoidPtr(address);
+    Py_DECREF(address);
+    if (tx == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "set_srtp: the context has no outbound session");
+        return NULL;
+    }
+    Py_INCREF(context);
+    Py_XSETREF(self->srtp, context);
+    self->tx = tx;
+    Py_RETURN_NONE;
+}
+
+/* The bytes of ``obj`` as an extension id table: 1 (``*table`` set), 0 for
+ * None (no rewrite), -1 with an exception. */
+static int
+remap_table(PyObject *obj, const unsigned char **table)
+{
+    *table = NULL;
+    if (obj == NULL || obj == Py_None)
+        return 0;
+    if (!PyBytes_Check(obj) || PyBytes_GET_SIZE(obj) < 16) {
+        PyErr_SetString(PyExc_TypeError, "ext_remap must be 16 bytes or None");
+        return -1;
+    }
+    *table = (const unsigned char *)PyBytes_AS_STRING(obj);
+    return 1;
+}
+
+/* send_rtp(packet, length, b1, seq, ts, ssrc, ext_remap=None) -> int
+ *
+ * The first ``length`` bytes of ``packet`` (plaintext RTP) with the second
+ * header byte, sequence number, timestamp and SSRC replaced and, with a
+ * table, the one-byte extension ids rewritten: protected and sent. Returns
+ * the protected length, or -1 (libsrtp refused), -2 (the kernel refused),
+ * -3 (no address or keys yet), -4 (shorter than a header or longer than
+ * MAX_DATAGRAM); each is counted. */
+static PyObject *
+SendTarget_send_rtp(SendTarget *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6 && nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "send_rtp takes 6 or 7 arguments");
+        return NULL;
+    }
+    Py_ssize_t length = PyLong_AsSsize_t(args[1]);
+    unsigned long b1 = PyLong_AsUnsignedLongMask(args[2]);
+    unsigned long seq = PyLong_AsUnsignedLongMask(args[3]);
+    unsigned long ts = PyLong_AsUnsignedLongMask(args[4]);
+    unsigned long ssrc = PyLong_AsUnsignedLongMask(args[5]);
     if (PyErr_Occurred())
         return NULL;
-    Py_buffer packet, addr;
-    if (PyObject_GetBuffer(args[1], &packet, PyBUF_SIMPLE) < 0)
+    const unsigned char *table = NULL;
+    if (remap_table(nargs == 7 ? args[6] : NULL, &table) < 0)
         return NULL;
-    if (PyObject_GetBuffer(args[8], &addr, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&packet);
+    Py_buffer packet;
+    if (PyObject_GetBuffer(args[0], &packet, PyBUF_SIMPLE) < 0)
         return NULL;
-    }
-    long result = 0;
-    if (bad_lengths(length, packet.len, addr.len)) {
-        PyErr_SetString(PyExc_ValueError, "send_rtp: bad packet length or address");
+    long result;
+    if (length < 0 || length > packet.len) {
+        PyErr_SetString(PyExc_ValueError, "send_rtp: length must fit the packet");
+        result = 0;
     } else {
-        result = rewrite_protect_send(fd, packet.buf, length, b1, seq, ts, ssrc, ctx, addr.buf,
-                                      addr.len);
+        result = target_send(self, (const unsigned char *)packet.buf, length, 1, b1, seq, ts, ssrc,
+                             table);
     }
     PyBuffer_Release(&packet);
-    PyBuffer_Release(&addr);
     if (PyErr_Occurred())
         return NULL;
     return PyLong_FromLong(result);
 }
 
+/* send_packet(packet) -> int: a whole plaintext RTP packet, protected and sent
+ * as it is (retransmissions); results as send_rtp. */
+static PyObject *
+SendTarget_send_packet(SendTarget *self, PyObject *arg)
+{
+    Py_buffer packet;
+    if (PyObject_GetBuffer(arg, &packet, PyBUF_SIMPLE) < 0)
+        return NULL;
+    long result = target_send(self, (const unsigned char *)packet.buf, packet.len, 0, 0, 0, 0, 0,
+                              NULL);
+    PyBuffer_Release(&packet);
+    return PyLong_FromLong(result);
+}
+
+static PyObject *
+SendTarget_get_ready(SendTarget *self, void *closure)
+{
+    return PyBool_FromLong(self->tx != NULL && self->addrlen != 0);
+}
+
+static PyMethodDef SendTarget_methods[] = {
+    {"set_socket", (PyCFunction)SendTarget_set_socket, METH_O,
+     "The socket (or file descriptor) datagrams leave from; None: none."},
+    {"set_address", (PyCFunction)SendTarget_set_address, METH_O,
+     "The peer's address, a packed sockaddr_in or sockaddr_in6; None: none."},
+    {"set_srtp", (PyCFunction)SendTarget_set_srtp, METH_O,
+     "The SrtpContext whose outbound session protects; None: none."},
+    {"send_rtp", (PyCFunction)(void (*)(void))SendTarget_send_rtp, METH_FASTCALL,
+     "Rewrite, protect and send one RTP packet; the protected length or a negative code."},
+    {"send_packet", (PyCFunction)SendTarget_send_packet, METH_O,
+     "Protect and send one whole RTP packet; the protected length or a negative code."},
+    {NULL},
+};
+
+static PyMemberDef SendTarget_members[] = {
+    {"fd", T_INT, offsetof(SendTarget, fd), READONLY, "the socket's file descriptor"},
+    {"datagrams_out", T_ULONGLONG, offsetof(SendTarget, datagrams_out), READONLY, NULL},
+    {"octets_out", T_ULONGLONG, offsetof(SendTarget, octets_out), READONLY, NULL},
+    {"send_errors", T_ULONGLONG, offsetof(SendTarget, send_errors), READONLY,
+     "datagrams the kernel refused"},
+    {"srtp_errors", T_ULONGLONG, offsetof(SendTarget, srtp_errors), READONLY,
+     "packets libsrtp refused to protect"},
+    {"oversize", T_ULONGLONG, offsetof(SendTarget, oversize), READONLY,
+     "packets shorter than a header or longer than MAX_DATAGRAM, not sent"},
+    {NULL},
+};
+
+static PyGetSetDef SendTarget_getset[] = {
+    {"ready", (getter)SendTarget_get_ready, NULL, "an address and keys are set", NULL},
+    {NULL},
+};
+
+static PyTypeObject SendTargetType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mediafed.transport._hotpath.SendTarget",
+    .tp_doc = "Socket, outbound SRTP session and address of one endpoint's media.",
+    .tp_basicsize = sizeof(SendTarget),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)SendTarget_init,
+    .tp_dealloc = (destructor)SendTarget_dealloc,
+    .tp_traverse = (traverseproc)SendTarget_traverse,
+    .tp_clear = (inquiry)SendTarget_clear,
+    .tp_methods = SendTarget_methods,
+    .tp_members = SendTarget_members,
+    .tp_getset = SendTarget_getset,
+};
+
 /* -- Forwarder: the per-subscriber state the fan-out reads and writes ------
  *
  * DownTrack (media/track.py) derives from this type. Its forwarding fields
  * live here as C members, so the fan-out below forwards a packet to a
- * subscriber in steady state (synced, not waiting for a keyframe, no header
- * extension rewrite) without running Python; every other case calls the
- * DownTrack's own forward(), which stays the reference. */
+ * subscriber in steady state (synced, not waiting for a keyframe) through its
+ * SendTarget without running Python; every other case calls the DownTrack's
+ * own forward(), which stays the reference. */
 
 typedef struct {
     PyObject_HEAD
-    PyObject *endpoint;  /* the subscriber's Endpoint */
+    PyObject *target;    /* the subscriber's send target (native ones are sent to here) */
     PyObject *ext_remap; /* bytes, or None: no extension id rewrite */
     unsigned int seq_off;
     unsigned int ts_off;
@@ -175,7 +452,7 @@ typedef struct {
 static int
 Forwarder_traverse(Forwarder *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->endpoint);
+    Py_VISIT(self->target);
     Py_VISIT(self->ext_remap);
     return 0;
 }
@@ -183,7 +460,7 @@ Forwarder_traverse(Forwarder *self, visitproc visit, void *arg)
 static int
 Forwarder_clear(Forwarder *self)
 {
-    Py_CLEAR(self->endpoint);
+    Py_CLEAR(self->target);
     Py_CLEAR(self->ext_remap);
     return 0;
 }
@@ -197,7 +474,8 @@ Forwarder_dealloc(Forwarder *self)
 }
 
 static PyMemberDef Forwarder_members[] = {
-    {"endpoint", T_OBJECT, offsetof(Forwarder, endpoint), 0, "the subscriber's Endpoint"},
+    {"target", T_OBJECT_EX, offsetof(Forwarder, target), 0,
+     "the subscriber's send target; a native SendTarget is sent to without Python"},
     {"ext_remap", T_OBJECT, offsetof(Forwarder, ext_remap), 0, "extension id table or None"},
     {"seq_off", T_UINT, offsetof(Forwarder, seq_off), 0, NULL},
     {"ts_off", T_UINT, offsetof(Forwarder, ts_off), 0, NULL},
@@ -226,59 +504,12 @@ static PyTypeObject ForwarderType = {
     .tp_members = Forwarder_members,
 };
 
-static PyObject *str_forward, *str_sockaddr, *str_srtp, *str_tx_address, *str_mux, *str_fd;
-
-/* Where the endpoint sends now: 1 and the fields filled, 0 when it cannot send
- * yet (no address or no SRTP), -1 with an exception set. */
-static int
-send_target(PyObject *endpoint, int *fd, void **ctx, PyObject **sockaddr)
-{
-    PyObject *addr = PyObject_GetAttr(endpoint, str_sockaddr);
-    if (addr == NULL)
-        return -1;
-    if (addr == Py_None) {
-        Py_DECREF(addr);
-        return 0;
-    }
-    if (!PyBytes_Check(addr)) {
-        Py_DECREF(addr);
-        PyErr_SetString(PyExc_TypeError, "endpoint.sockaddr must be bytes or None");
-        return -1;
-    }
-    PyObject *srtp = PyObject_GetAttr(endpoint, str_srtp);
-    if (srtp == NULL || srtp == Py_None) {
-        Py_DECREF(addr);
-        Py_XDECREF(srtp);
-        return srtp == NULL ? -1 : 0;
-    }
-    PyObject *address = PyObject_GetAttr(srtp, str_tx_address);
-    Py_DECREF(srtp);
-    if (address == NULL) {
-        Py_DECREF(addr);
-        return -1;
-    }
-    *ctx = PyLong_AsVoidPtr(address);
-    Py_DECREF(address);
-    PyObject *mux = PyObject_GetAttr(endpoint, str_mux);
-    PyObject *fdobj = mux == NULL ? NULL : PyObject_GetAttr(mux, str_fd);
-    Py_XDECREF(mux);
-    if (fdobj == NULL) {
-        Py_DECREF(addr);
-        return -1;
-    }
-    *fd = (int)PyLong_AsLong(fdobj);
-    Py_DECREF(fdobj);
-    if (PyErr_Occurred()) {
-        Py_DECREF(addr);
-        return -1;
-    }
-    *sockaddr = addr;
-    return 1;
-}
+static PyObject *str_forward;
 
 /* The fan-out loop. ``args`` are the Python objects of the eight fanout()
  * arguments when the caller has them; otherwise (NULL) they are made on the
- * first DownTrack that needs its Python forward(). 0 or -1 with an exception. */
+ * first DownTrack that needs its Python forward(). 0 or -1 with an exception.
+ * ``packet`` must stay valid across Python calls (the caller holds its owner). */
 static int
 fanout_list(PyObject *list, PyObject *packet_obj, const unsigned char *packet, Py_ssize_t length,
             unsigned long b1, unsigned long seq, unsigned long ts, int keyframe, double now,
@@ -293,36 +524,26 @@ fanout_list(PyObject *list, PyObject *packet_obj, const unsigned char *packet, P
         int done = 0;
         if (PyObject_TypeCheck(item, &ForwarderType)) {
             Forwarder *f = (Forwarder *)item;
-            if (!f->needs_keyframe && f->synced && f->endpoint != NULL &&
-                (f->ext_remap == NULL || f->ext_remap == Py_None)) {
-                int fd = -1;
-                void *ctx = NULL;
-                PyObject *addr = NULL;
-                int ready = send_target(f->endpoint, &fd, &ctx, &addr);
-                if (ready < 0) {
-                    failed = 1;
-                } else if (ready > 0) {
-                    Py_ssize_t addrlen = PyBytes_GET_SIZE(addr);
-                    if (bad_lengths(length, length, addrlen)) {
-                        PyErr_SetString(PyExc_ValueError, "fanout: bad endpoint.sockaddr");
-                        failed = 1;
-                    } else {
-                        unsigned long seq_out = (seq + f->seq_off) & 0xFFFFUL;
-                        unsigned long ts_out = (ts + f->ts_off) & 0xFFFFFFFFUL;
-                        long sent = rewrite_protect_send(
-                            fd, packet, length, (b1 & 0x80) | (unsigned long)f->payload_type,
-                            seq_out, ts_out, f->ssrc, ctx, PyBytes_AS_STRING(addr), addrlen);
-                        if (sent >= 0) {
-                            f->seq_out = (unsigned int)seq_out;
-                            f->ts_out = (unsigned int)ts_out;
-                            f->time_out = now;
-                            f->packets_sent += 1;
-                            f->octets_sent += (unsigned long long)length;
-                        }
-                    }
-                    Py_DECREF(addr);
+            const unsigned char *table = NULL;
+            if (!f->needs_keyframe && f->synced && f->target != NULL &&
+                PyObject_TypeCheck(f->target, &SendTargetType) &&
+                remap_table(f->ext_remap, &table) >= 0) {
+                /* No Python runs from here to the end of the send. */
+                unsigned long seq_out = (seq + f->seq_off) & 0xFFFFUL;
+                unsigned long ts_out = (ts + f->ts_off) & 0xFFFFFFFFUL;
+                long sent = target_send((SendTarget *)f->target, packet, length, 1,
+                                        (b1 & 0x80) | ((unsigned long)f->payload_type & 0x7F),
+                                        seq_out, ts_out, f->ssrc, table);
+                if (sent >= 0) {
+                    f->seq_out = (unsigned int)seq_out;
+                    f->ts_out = (unsigned int)ts_out;
+                    f->time_out = now;
+                    f->packets_sent += 1;
+                    f->octets_sent += (unsigned long long)length;
                 }
                 done = 1;
+            } else if (PyErr_Occurred()) {
+                PyErr_Clear(); /* a bad ext_remap: the Python forward() says so */
             }
         }
         if (!done && !failed && args == NULL && made[0] == NULL) {
@@ -367,10 +588,6 @@ fanout(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "fanout takes 8 arguments");
         return NULL;
     }
-    if (protect == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "set_srtp was not called");
-        return NULL;
-    }
     PyObject *list = args[0];
     if (!PyList_Check(list)) {
         PyErr_SetString(PyExc_TypeError, "fanout: downtracks must be a list");
@@ -384,17 +601,18 @@ fanout(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     double now = PyFloat_AsDouble(args[7]);
     if (PyErr_Occurred())
         return NULL;
-    Py_buffer packet;
-    if (PyObject_GetBuffer(args[1], &packet, PyBUF_SIMPLE) < 0)
+    if (!PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "fanout: packet must be bytes");
         return NULL;
-    if (bad_lengths(length, packet.len, sizeof(struct sockaddr_in))) {
-        PyBuffer_Release(&packet);
+    }
+    if (length < 12 || length > PyBytes_GET_SIZE(args[1]) || length > MAX_DATAGRAM) {
         PyErr_SetString(PyExc_ValueError, "fanout: bad packet length");
         return NULL;
     }
-    int failed = fanout_list(list, args[1], (const unsigned char *)packet.buf, length, b1, seq, ts,
-                             keyframe, now, args);
-    PyBuffer_Release(&packet);
+    Py_INCREF(list);
+    int failed = fanout_list(list, args[1], (const unsigned char *)PyBytes_AS_STRING(args[1]),
+                             length, b1, seq, ts, keyframe, now, args);
+    Py_DECREF(list);
     if (failed)
         return NULL;
     Py_RETURN_NONE;
@@ -514,7 +732,10 @@ account(InStream *self, long seq, unsigned long ts, Py_ssize_t length, double no
     long delta = (seq - self->highest_seq) & 0xFFFF;
     if (0 < delta && delta < 0x8000) {
         if (delta > 1 && self->track != NULL) {
-            PyObject *nack = PyObject_GetAttr(self->track, str_nack_enabled);
+            PyObject *track = self->track; /* held: the lookup may run Python */
+            Py_INCREF(track);
+            PyObject *nack = PyObject_GetAttr(track, str_nack_enabled);
+            Py_DECREF(track);
             int enabled = nack == NULL ? -1 : PyObject_IsTrue(nack);
             Py_XDECREF(nack);
             if (enabled < 0)
@@ -561,15 +782,16 @@ account(InStream *self, long seq, unsigned long ts, Py_ssize_t length, double no
     return 0;
 }
 
-/* Layer.receive on a packet in memory: 0, or -1 with an exception set. */
+/* Layer.receive on a packet in memory: 0, or -1 with an exception set.
+ *
+ * Python runs in the middle (gap bookkeeping, the cache, keyframe detection,
+ * DownTracks' own forward()), and may change any field of the layer: every
+ * object is read afresh, checked and held where it is used, never kept from
+ * before a call. */
 static int
 ingest(InStream *self, const unsigned char *p, Py_ssize_t length, double now)
 {
-    if (self->downtracks == NULL || !PyList_Check(self->downtracks) || self->cache == NULL) {
-        PyErr_SetString(PyExc_TypeError, "receive_rtp: layer.downtracks and layer.cache unset");
-        return -1;
-    }
-    if (bad_lengths(length, length, sizeof(struct sockaddr_in))) {
+    if (length < 12 || length > MAX_DATAGRAM) {
         PyErr_SetString(PyExc_ValueError, "receive_rtp: bad packet length");
         return -1;
     }
@@ -577,11 +799,13 @@ ingest(InStream *self, const unsigned char *p, Py_ssize_t length, double now)
     long seq = ((long)p[2] << 8) | p[3];
     unsigned long ts = ((unsigned long)p[4] << 24) | ((unsigned long)p[5] << 16) |
                        ((unsigned long)p[6] << 8) | p[7];
+    /* The packet is copied first: ``p`` (the socket's buffer) is not ours
+     * once Python runs. */
     PyObject *packet = PyBytes_FromStringAndSize((const char *)p, length);
     if (packet == NULL)
         return -1;
     int failed = 1;
-    PyObject *seq_obj = NULL, *now_obj = NULL;
+    PyObject *seq_obj = NULL, *now_obj = NULL, *cache = NULL, *list = NULL;
     Py_INCREF(self);
     if (account(self, seq, ts, length, now) < 0)
         goto done;
@@ -589,7 +813,14 @@ ingest(InStream *self, const unsigned char *p, Py_ssize_t length, double now)
     now_obj = PyFloat_FromDouble(now);
     if (seq_obj == NULL || now_obj == NULL)
         goto done;
-    PyObject *put = PyObject_CallMethodObjArgs(self->cache, str_put, seq_obj, packet, now_obj, NULL);
+    cache = self->cache;
+    if (cache == NULL || cache == Py_None) {
+        PyErr_SetString(PyExc_TypeError, "receive_rtp: layer.cache is unset");
+        cache = NULL;
+        goto done;
+    }
+    Py_INCREF(cache);
+    PyObject *put = PyObject_CallMethodObjArgs(cache, str_put, seq_obj, packet, now_obj, NULL);
     if (put == NULL)
         goto done;
     Py_DECREF(put);
@@ -608,12 +839,18 @@ ingest(InStream *self, const unsigned char *p, Py_ssize_t length, double now)
         if (keyframe)
             self->last_keyframe_at = now;
     }
-    PyObject *list = self->downtracks;
+    list = self->downtracks;
+    if (list == NULL || !PyList_Check(list)) {
+        PyErr_SetString(PyExc_TypeError, "receive_rtp: layer.downtracks must be a list");
+        list = NULL;
+        goto done;
+    }
     Py_INCREF(list);
     failed = fanout_list(list, packet, (const unsigned char *)PyBytes_AS_STRING(packet), length, b1,
                          (unsigned long)seq, ts, keyframe, now, NULL);
-    Py_DECREF(list);
 done:
+    Py_XDECREF(list);
+    Py_XDECREF(cache);
     Py_XDECREF(seq_obj);
     Py_XDECREF(now_obj);
     Py_DECREF(packet);
@@ -637,10 +874,6 @@ receive_rtp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "receive_rtp: layer must be an InStream");
         return NULL;
     }
-    if (protect == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "set_srtp was not called");
-        return NULL;
-    }
     Py_ssize_t length = PyLong_AsSsize_t(args[2]);
     double now = PyFloat_AsDouble(args[3]);
     if (PyErr_Occurred())
@@ -654,7 +887,7 @@ receive_rtp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (got < 0)
         return NULL;
     int failed;
-    if (length > view.len) {
+    if (length < 0 || length > view.len) {
         PyErr_SetString(PyExc_ValueError, "receive_rtp: bad packet length");
         failed = 1;
     } else {
@@ -849,6 +1082,15 @@ out:
     return done;
 }
 
+/* The exception set is one that must end the read loop rather than be logged
+ * and survived: KeyboardInterrupt, SystemExit (anything not an Exception) and
+ * MemoryError. */
+static int
+fatal_error(void)
+{
+    return !PyErr_ExceptionMatches(PyExc_Exception) || PyErr_ExceptionMatches(PyExc_MemoryError);
+}
+
 /* An exception while handling one packet: endpoint.media_error(exc) logs it,
  * as Endpoint.on_rtp does, and the next datagram is read as usual. */
 static PyObject *
@@ -887,8 +1129,11 @@ media_in(PyObject *endpoint, PyObject *rx, unsigned char *buf, ssize_t n, PyObje
                 return NULL;
             void *ctx = PyLong_AsVoidPtr(address);
             Py_DECREF(address);
-            if (ctx == NULL && PyErr_Occurred())
+            if (ctx == NULL) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_ValueError, "endpoint.srtp has no inbound session");
                 return NULL;
+            }
             int len = (int)n;
             if (unprotect(ctx, buf, &len) != 0) {
                 PyObject *call[2] = {NULL, endpoint};
@@ -897,7 +1142,7 @@ media_in(PyObject *endpoint, PyObject *rx, unsigned char *buf, ssize_t n, PyObje
             }
             int known = known_rtp(endpoint, buf, len, now);
             if (known < 0)
-                return report_media_error(endpoint);
+                return fatal_error() ? NULL : report_media_error(endpoint);
             if (known > 0)
                 Py_RETURN_NONE;
             plain_len = PyLong_FromLong(len);
@@ -918,13 +1163,35 @@ media_in(PyObject *endpoint, PyObject *rx, unsigned char *buf, ssize_t n, PyObje
 /* Datagrams are read in batches (one recvmmsg call: a wake-up that finds one
  * packet costs one system call, not a read and a second read that fails). */
 #define BATCH 16
-#define DATAGRAM_MAX 2048
-static unsigned char batch_buffers[BATCH][DATAGRAM_MAX];
+static unsigned char batch_buffers[BATCH][MAX_DATAGRAM];
 static struct sockaddr_storage batch_from[BATCH];
 static struct iovec batch_iov[BATCH];
 static struct mmsghdr batch_msgs[BATCH];
 
-static PyObject *str_datagrams_in;
+static PyObject *str_datagrams_in, *str_dropped_oversize, *str_recv_errors;
+
+/* counters[key] += n for a dict (None: nothing); 0 or -1 with an exception. */
+static int
+count(PyObject *counters, PyObject *key, long long n)
+{
+    if (counters == Py_None || n == 0)
+        return 0;
+    PyObject *before = PyDict_GetItemWithError(counters, key);
+    if (before == NULL && PyErr_Occurred())
+        return -1;
+    long long total = n;
+    if (before != NULL) {
+        total += PyLong_AsLongLong(before);
+        if (PyErr_Occurred())
+            return -1;
+    }
+    PyObject *after = PyLong_FromLongLong(total);
+    if (after == NULL)
+        return -1;
+    int result = PyDict_SetItem(counters, key, after);
+    Py_DECREF(after);
+    return result;
+}
 
 /* One datagram, copied into ``view``: to its endpoint or to on_other.
  * 0, or -1 with an exception. */
@@ -998,19 +1265,23 @@ read_datagrams(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_buffer view;
     if (PyObject_GetBuffer(args[2], &view, PyBUF_WRITABLE) < 0)
         return NULL;
+    if (view.len < MAX_DATAGRAM) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "read_datagrams: the buffer must hold MAX_DATAGRAM bytes");
+        return NULL;
+    }
     PyObject *now_obj = PyFloat_FromDouble(now);
     if (now_obj == NULL) {
         PyBuffer_Release(&view);
         return NULL;
     }
-    size_t capacity = view.len < DATAGRAM_MAX ? (size_t)view.len : DATAGRAM_MAX;
-    long count = 0;
+    long count_in = 0, oversize = 0, errors = 0;
     int failed = 0;
     unsigned char *buf = (unsigned char *)view.buf;
     for (int reads = 0; reads < MAX_READS && !failed;) {
         for (int k = 0; k < BATCH; k++) {
             batch_iov[k].iov_base = batch_buffers[k];
-            batch_iov[k].iov_len = capacity;
+            batch_iov[k].iov_len = MAX_DATAGRAM;
             memset(&batch_msgs[k], 0, sizeof(batch_msgs[k]));
             batch_msgs[k].msg_hdr.msg_name = &batch_from[k];
             batch_msgs[k].msg_hdr.msg_namelen = sizeof(batch_from[k]);
@@ -1021,13 +1292,25 @@ read_datagrams(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (got < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
                 break;
-            reads++; /* ICMP errors surface here on Linux; the next read is fine */
-            continue;
+            errors++;
+            /* ICMP errors of earlier sends surface here on Linux: the next read is
+             * fine. Anything else is not expected to pass: stop until the next
+             * wake-up rather than spin. */
+            if (errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH ||
+                errno == EHOSTDOWN || errno == ENETDOWN) {
+                reads++;
+                continue;
+            }
+            break;
         }
         reads += got;
-        for (int k = 0; k < got; k++) {
+        for (int k = 0; k < got && !failed; k++) {
             ssize_t n = (ssize_t)batch_msgs[k].msg_len;
-            count++;
+            count_in++;
+            if (batch_msgs[k].msg_hdr.msg_flags & MSG_TRUNC) {
+                oversize++; /* longer than MAX_DATAGRAM: cut short by the kernel, dropped */
+                continue;
+            }
             if (n == 0)
                 continue;
             socklen_t fromlen = batch_msgs[k].msg_hdr.msg_namelen;
@@ -1036,9 +1319,13 @@ read_datagrams(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             memcpy(buf, batch_buffers[k], (size_t)n);
             if (dispatch(buf, n, &batch_from[k], fromlen, rx, by_sockaddr, on_other, now_obj,
                          now) < 0) {
-                /* Handlers log their own errors; one escaping is printed, and the
-                 * rest of the batch, already read, is still handled. */
-                PyErr_WriteUnraisable(on_other);
+                if (fatal_error()) {
+                    failed = 1; /* KeyboardInterrupt, MemoryError...: the loop must see it */
+                } else {
+                    /* Handlers log their own errors; one escaping is printed, and the
+                     * rest of the batch, already read, is still handled. */
+                    PyErr_WriteUnraisable(on_other);
+                }
             }
         }
         if (got < BATCH)
@@ -1046,19 +1333,13 @@ read_datagrams(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_DECREF(now_obj);
     PyBuffer_Release(&view);
-    if (!failed && counters != Py_None && count > 0) {
-        PyObject *before = PyDict_GetItemWithError(counters, str_datagrams_in);
-        long long total = count;
-        if (before != NULL)
-            total += PyLong_AsLongLong(before);
-        PyObject *after = PyErr_Occurred() ? NULL : PyLong_FromLongLong(total);
-        if (after == NULL || PyDict_SetItem(counters, str_datagrams_in, after) < 0)
-            failed = 1;
-        Py_XDECREF(after);
-    }
+    if (!failed && (count(counters, str_datagrams_in, count_in) < 0 ||
+                    count(counters, str_dropped_oversize, oversize) < 0 ||
+                    count(counters, str_recv_errors, errors) < 0))
+        failed = 1;
     if (failed)
         return NULL;
-    return PyLong_FromLong(count);
+    return PyLong_FromLong(count_in);
 }
 
 /* remap_and_scan(view, length, table, twcc_id, level_id) -> (twcc_seq, level)
@@ -1103,8 +1384,6 @@ remap_and_scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyMethodDef methods[] = {
     {"set_srtp", (PyCFunction)(void (*)(void))set_srtp, METH_FASTCALL,
      "Give the addresses of libsrtp's srtp_protect and srtp_unprotect."},
-    {"send_rtp", (PyCFunction)(void (*)(void))send_rtp, METH_FASTCALL,
-     "Rewrite, protect and send one RTP packet; the protected length, -1 or -2."},
     {"fanout", (PyCFunction)(void (*)(void))fanout, METH_FASTCALL,
      "Forward one packet to every DownTrack of a list."},
     {"receive_rtp", (PyCFunction)(void (*)(void))receive_rtp, METH_FASTCALL,
@@ -1123,55 +1402,62 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__hotpath(void)
 {
-    if (PyType_Ready(&ForwarderType) < 0 || PyType_Ready(&InStreamType) < 0)
+    if (PyType_Ready(&SendTargetType) < 0 || PyType_Ready(&ForwarderType) < 0 ||
+        PyType_Ready(&InStreamType) < 0)
         return NULL;
-    str_view = PyUnicode_InternFromString("view");
-    str_put = PyUnicode_InternFromString("put");
-    str_note_missing = PyUnicode_InternFromString("_note_missing");
-    str_is_keyframe = PyUnicode_InternFromString("_is_keyframe");
-    str_nack_enabled = PyUnicode_InternFromString("nack_enabled");
-    if (!str_view || !str_put || !str_note_missing || !str_is_keyframe || !str_nack_enabled)
-        return NULL;
-    str_forward = PyUnicode_InternFromString("forward");
-    str_sockaddr = PyUnicode_InternFromString("sockaddr");
-    str_srtp = PyUnicode_InternFromString("srtp");
-    str_tx_address = PyUnicode_InternFromString("tx_address");
-    str_mux = PyUnicode_InternFromString("mux");
-    str_fd = PyUnicode_InternFromString("fd");
-    str_on_srtp = PyUnicode_InternFromString("on_srtp");
-    str_on_rtp = PyUnicode_InternFromString("on_rtp");
-    str_rtp_failed = PyUnicode_InternFromString("rtp_failed");
-    str_rx_address = PyUnicode_InternFromString("rx_address");
-    str_datagrams_in = PyUnicode_InternFromString("datagrams_in");
-    str_handler = PyUnicode_InternFromString("handler");
-    str_layers_by_ssrc = PyUnicode_InternFromString("layers_by_ssrc");
-    str_ext_table = PyUnicode_InternFromString("ext_table");
-    str_level_id = PyUnicode_InternFromString("level_id");
-    str_twcc_id = PyUnicode_InternFromString("twcc_id");
-    str_twcc = PyUnicode_InternFromString("twcc");
-    str_record = PyUnicode_InternFromString("record");
-    str_muted = PyUnicode_InternFromString("muted");
-    str_stats = PyUnicode_InternFromString("stats");
-    str_rtp_in = PyUnicode_InternFromString("rtp_in");
-    str_media_error = PyUnicode_InternFromString("media_error");
-    if (!str_handler || !str_layers_by_ssrc || !str_ext_table || !str_level_id || !str_twcc_id || !str_twcc || !str_record || !str_muted || !str_stats || !str_rtp_in || !str_media_error)
-        return NULL;
-    if (!str_datagrams_in || !str_on_srtp || !str_on_rtp || !str_rtp_failed || !str_rx_address || !str_forward || !str_sockaddr || !str_srtp || !str_tx_address || !str_mux || !str_fd)
-        return NULL;
+    static const struct {
+        PyObject **slot;
+        const char *text;
+    } names[] = {
+        {&str_view, "view"},
+        {&str_put, "put"},
+        {&str_note_missing, "_note_missing"},
+        {&str_is_keyframe, "_is_keyframe"},
+        {&str_nack_enabled, "nack_enabled"},
+        {&str_forward, "forward"},
+        {&str_srtp, "srtp"},
+        {&str_tx_address, "tx_address"},
+        {&str_on_srtp, "on_srtp"},
+        {&str_on_rtp, "on_rtp"},
+        {&str_rtp_failed, "rtp_failed"},
+        {&str_rx_address, "rx_address"},
+        {&str_datagrams_in, "datagrams_in"},
+        {&str_dropped_oversize, "dropped_oversize"},
+        {&str_recv_errors, "recv_errors"},
+        {&str_handler, "handler"},
+        {&str_layers_by_ssrc, "layers_by_ssrc"},
+        {&str_ext_table, "ext_table"},
+        {&str_level_id, "level_id"},
+        {&str_twcc_id, "twcc_id"},
+        {&str_twcc, "twcc"},
+        {&str_record, "record"},
+        {&str_muted, "muted"},
+        {&str_stats, "stats"},
+        {&str_rtp_in, "rtp_in"},
+        {&str_media_error, "media_error"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        *names[i].slot = PyUnicode_InternFromString(names[i].text);
+        if (*names[i].slot == NULL)
+            return NULL;
+    }
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    Py_INCREF(&ForwarderType);
-    if (PyModule_AddObject(m, "Forwarder", (PyObject *)&ForwarderType) < 0) {
-        Py_DECREF(&ForwarderType);
+    if (PyModule_AddIntConstant(m, "MAX_DATAGRAM", MAX_DATAGRAM) < 0 ||
+        PyModule_AddIntConstant(m, "BUFFER_SIZE", BUFFER_SIZE) < 0) {
         Py_DECREF(m);
         return NULL;
     }
-    Py_INCREF(&InStreamType);
-    if (PyModule_AddObject(m, "InStream", (PyObject *)&InStreamType) < 0) {
-        Py_DECREF(&InStreamType);
-        Py_DECREF(m);
-        return NULL;
+    PyTypeObject *types[] = {&SendTargetType, &ForwarderType, &InStreamType};
+    const char *type_names[] = {"SendTarget", "Forwarder", "InStream"};
+    for (int i = 0; i < 3; i++) {
+        Py_INCREF(types[i]);
+        if (PyModule_AddObject(m, type_names[i], (PyObject *)types[i]) < 0) {
+            Py_DECREF(types[i]);
+            Py_DECREF(m);
+            return NULL;
+        }
     }
     return m;
 }

@@ -13,6 +13,7 @@ import enum
 import logging
 from typing import TYPE_CHECKING, Protocol
 
+from mediafed.transport import native
 from mediafed.transport.datachannel import DataChannels
 from mediafed.transport.dtls import Certificate, DtlsSession, DtlsState
 from mediafed.transport.ice import IceLiteAgent
@@ -54,6 +55,7 @@ class Endpoint:
 
     __slots__ = (
         "__weakref__",
+        "_srtp",
         "addr",
         "certificate",
         "created_at",
@@ -67,9 +69,9 @@ class Endpoint:
         "remote_fingerprints",
         "sctp_remote_port",
         "sockaddr",
-        "srtp",
         "state",
         "stats",
+        "target",
     )
 
     def __init__(
@@ -89,16 +91,29 @@ class Endpoint:
         self.dtls: DtlsSession | None = None
         self.dtls_role_server = True
         self.remote_fingerprints: list[tuple[str, str]] = []
-        self.srtp: SrtpContext | None = None
+        self._srtp: SrtpContext | None = None
         self.addr: tuple[str, int] | None = None
         self.sockaddr: bytes | None = None
-        """``addr`` packed for the native send path; set and cleared with it."""
+        """``addr`` packed for the native read loop; set and cleared with it."""
+        self.target = native.SendTarget()
+        """Where media for this peer goes (socket, SRTP, address): what a DownTrack holds."""
+        self.target.set_socket(mux.sock)
         self.state = EndpointState.NEW
         self.created_at = now
         self.stats = {"srtp_auth_failed": 0, "rtp_in": 0, "rtcp_in": 0}
         self.datachannels: DataChannels | None = None
         self.sctp_remote_port = 5000
         mux.register(self)
+
+    @property
+    def srtp(self) -> SrtpContext | None:
+        """SRTP keys of this transport (after DTLS); the send target follows them."""
+        return self._srtp
+
+    @srtp.setter
+    def srtp(self, context: SrtpContext | None) -> None:
+        self._srtp = context
+        self.target.set_srtp(context)
 
     # -- negotiation ------------------------------------------------------
     def configure_remote(
@@ -246,8 +261,10 @@ class Endpoint:
                 self.handler.on_rtcp(self, bytes(buf.view[:plain]), now)
                 return
             plain = srtp.unprotect_rtp(buf, length)
-        except Exception:
-            log.exception("x %s error handling media", self.label)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            self.media_error(exc)
             return
         if plain < 0:
             self.rtp_failed()
@@ -259,12 +276,17 @@ class Endpoint:
         try:
             self.stats["rtp_in"] += 1
             self.handler.on_rtp(self, buf, length, now)
-        except Exception:
-            log.exception("x %s error handling media", self.label)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            self.media_error(exc)
 
     def media_error(self, exc: BaseException) -> None:
-        """An error while handling one packet (raised in the native receive path)."""
-        log.error("x %s error handling media", self.label, exc_info=exc)
+        """An error while handling one packet (also raised in the native receive path):
+        counted, and logged with its traceback at most once per report interval, so a
+        peer sending what trips a bug cannot flood the log. The packet is dropped."""
+        self.stats["media_errors"] = self.stats.get("media_errors", 0) + 1
+        self.mux.report_error("media", f"{self.label} error handling media", exc)
 
     def rtp_failed(self) -> None:
         self.stats["srtp_auth_failed"] += 1
@@ -290,7 +312,12 @@ class Endpoint:
         """Protect and send one compound RTCP packet we built (off the hot path)."""
         if self.srtp is None or self.addr is None:
             return
-        self.mux.send_to(self.srtp.protect_rtcp_bytes(packet), self.addr)
+        protected = self.srtp.protect_rtcp_bytes(packet)
+        if protected is None:
+            self.mux.counters["send_errors"] += 1
+            self.mux.report("rtcp", self.addr, f"{self.label} RTCP of {len(packet)} bytes not sent")
+            return
+        self.mux.send_to(protected, self.addr)
 
     def close(self) -> None:
         if self.datachannels is not None:
@@ -301,5 +328,8 @@ class Endpoint:
         if self.dtls is not None:
             for datagram in self.dtls.close():
                 self.send_raw(datagram)
+        self.mux.retire(self)
         self.mux.unregister(self)
+        self.target.set_address(None)
+        self.srtp = None
         self._set_state(EndpointState.CLOSED)

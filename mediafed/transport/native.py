@@ -1,6 +1,8 @@
 """The optional native hot-path steps (``_hotpath``), or their Python reference.
 
-- ``send_rtp``: copy, rewrite, protect and send one packet (``None`` when not built);
+- ``SendTarget``: an endpoint's socket, outbound SRTP session and address, which
+  copies, rewrites, protects and sends one packet (:class:`~mediafed.transport.target.PySendTarget`
+  when not built);
 - ``Forwarder`` and ``fanout``: DownTrack's base holding the fields the fan-out
   reads and writes, and the loop forwarding one packet to a layer's DownTracks;
 - ``InStream`` and ``receive_rtp``: Layer's base holding its receive state, and
@@ -8,7 +10,8 @@
 - ``read_datagrams``: the media socket's read loop (``None`` when not built);
 - ``remap_and_scan``: the header-extension pass of the receive path.
 
-Without the extension, or with ``MEDIAFED_PURE_PYTHON=1``, ``Forwarder`` is
+Without the extension, or with ``MEDIAFED_PURE_PYTHON=1``, ``SendTarget`` is
+:class:`~mediafed.transport.target.PySendTarget`, ``Forwarder`` is
 :class:`PyForwarder`, ``InStream`` :class:`PyInStream`, ``fanout``
 :func:`py_fanout`, ``remap_and_scan`` the one in ``wire/rtp.py``, and Layer
 and the media socket run their Python code: the same behaviour, tested
@@ -24,12 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 from pylibsrtp._binding import ffi, lib
 
+from mediafed.transport import srtp
+from mediafed.transport.target import PySendTarget
 from mediafed.wire import rtp
 
 log = logging.getLogger(__name__)
-
-SendRtp = Callable[[int, bytes, int, int, int, int, int, int, bytes], int]
-
 
 Fanout = Callable[[list[Any], bytes, int, int, int, int, bool, float], None]
 ReadDatagrams = Callable[
@@ -52,7 +54,6 @@ class PyForwarder:
     """The forwarding fields of a DownTrack (the C ``Forwarder`` has the same)."""
 
     __slots__ = (
-        "endpoint",
         "ext_remap",
         "needs_keyframe",
         "octets_sent",
@@ -62,12 +63,12 @@ class PyForwarder:
         "seq_out",
         "ssrc",
         "synced",
+        "target",
         "time_out",
         "ts_off",
         "ts_out",
     )
 
-    endpoint: Any
     ext_remap: bytes | None
     needs_keyframe: bool
     octets_sent: int
@@ -77,6 +78,7 @@ class PyForwarder:
     seq_out: int
     ssrc: int
     synced: bool
+    target: Any
     time_out: float
     ts_off: int
     ts_out: int
@@ -141,7 +143,7 @@ def py_fanout(
         downtrack.forward(packet, length, b1, seq, ts, keyframe, now)
 
 
-send_rtp: SendRtp | None = None
+native_send_target: type[Any] | None = None
 fanout: Fanout = py_fanout
 native_forwarder: type[Any] | None = None
 read_datagrams: ReadDatagrams | None = None
@@ -154,12 +156,18 @@ if os.environ.get("MEDIAFED_PURE_PYTHON", "") not in ("1", "true", "yes"):
         from mediafed.transport import _hotpath  # type: ignore[attr-defined]
     except ImportError:
         _hotpath = None
+    if _hotpath is not None and (_hotpath.MAX_DATAGRAM, _hotpath.BUFFER_SIZE) != (
+        srtp.MAX_DATAGRAM,
+        srtp.BUFFER_SIZE,
+    ):
+        log.warning("x the native hot path was built for other buffer sizes; rebuild it")
+        _hotpath = None
     if _hotpath is not None:
         _hotpath.set_srtp(
             int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect"))),
             int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_unprotect"))),
         )
-        send_rtp = _hotpath.send_rtp
+        native_send_target = _hotpath.SendTarget
         fanout = _hotpath.fanout
         native_forwarder = _hotpath.Forwarder
         read_datagrams = _hotpath.read_datagrams
@@ -168,8 +176,10 @@ if os.environ.get("MEDIAFED_PURE_PYTHON", "") not in ("1", "true", "yes"):
         remap_and_scan = _hotpath.remap_and_scan
 
 if TYPE_CHECKING:
+    SendTarget = PySendTarget
     Forwarder = PyForwarder
     InStream = PyInStream
 else:
+    SendTarget = PySendTarget if native_send_target is None else native_send_target
     Forwarder = PyForwarder if native_forwarder is None else native_forwarder
     InStream = PyInStream if native_instream is None else native_instream

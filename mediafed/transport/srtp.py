@@ -16,8 +16,16 @@ from pylibsrtp._binding import ffi, lib
 
 from mediafed.transport.dtls import SrtpKeys
 
-BUFFER_SIZE = 2048
-"""Room for a 1500-byte datagram plus the largest SRTP/SRTCP trailer."""
+MAX_DATAGRAM = 1900
+"""The largest datagram mediafed accepts; a longer one is dropped and counted. WebRTC
+stacks keep theirs under a path MTU of 1500 and usually near 1200."""
+MAX_SRTP_EXPANSION = 148
+"""The most libsrtp appends when protecting (SRTP_MAX_TRAILER_LEN: a 16-byte tag, a
+128-byte MKI, the 4-byte SRTCP index): no profile writes past a buffer this much
+larger than the plaintext."""
+BUFFER_SIZE = MAX_DATAGRAM + MAX_SRTP_EXPANSION
+"""Every packet buffer: the largest plaintext (never longer than the datagram it came
+in) protected with any profile fits. ``transport/_hotpath.c`` has the same numbers."""
 
 _PROFILES = {
     b"SRTP_AES128_CM_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
@@ -66,12 +74,16 @@ class SrtpContext:
 
     def unprotect_rtp(self, buf: PacketBuffer, length: int) -> int:
         """Decrypt ``length`` bytes of ``buf`` in place; the plaintext length or -1."""
+        if not 0 < length <= MAX_DATAGRAM:
+            return -1
         buf.length[0] = length
         if lib.srtp_unprotect(self.rx, buf.cdata, buf.length) != 0:
             return -1
         return int(buf.length[0])
 
     def unprotect_rtcp(self, buf: PacketBuffer, length: int) -> int:
+        if not 0 < length <= MAX_DATAGRAM:
+            return -1
         buf.length[0] = length
         if lib.srtp_unprotect_rtcp(self.rx, buf.cdata, buf.length) != 0:
             return -1
@@ -79,24 +91,46 @@ class SrtpContext:
 
     def protect_rtp(self, buf: PacketBuffer, length: int) -> int:
         """Encrypt ``length`` bytes of plaintext in ``buf`` in place; the new length or -1."""
+        if not 0 < length <= MAX_DATAGRAM:
+            return -1
         buf.length[0] = length
         if lib.srtp_protect(self.tx, buf.cdata, buf.length) != 0:
             return -1
         return int(buf.length[0])
 
     def protect_rtcp(self, buf: PacketBuffer, length: int) -> int:
+        if not 0 < length <= MAX_DATAGRAM:
+            return -1
         buf.length[0] = length
         if lib.srtp_protect_rtcp(self.tx, buf.cdata, buf.length) != 0:
             return -1
         return int(buf.length[0])
 
-    def protect_rtcp_bytes(self, packet: bytes) -> bytes:
-        """Off the hot path: protect a compound RTCP packet we built."""
-        return self._tx.protect_rtcp(packet)
+    def protect_rtcp_bytes(self, packet: bytes) -> bytes | None:
+        """Off the hot path: a compound RTCP packet we built, protected; None when it
+        is longer than MAX_DATAGRAM or libsrtp refuses it."""
+        buf = _rtcp_scratch()
+        if len(packet) > MAX_DATAGRAM:
+            return None
+        size = self.protect_rtcp(buf, copy_into(buf, packet))
+        return bytes(buf.view[:size]) if size > 0 else None
+
+
+_scratch: PacketBuffer | None = None
+
+
+def _rtcp_scratch() -> PacketBuffer:
+    global _scratch
+    if _scratch is None:
+        _scratch = PacketBuffer()
+    return _scratch
 
 
 def copy_into(buf: PacketBuffer, data: bytes | bytearray | memoryview) -> int:
-    """Copy a packet into ``buf``; its length."""
+    """Copy a packet into ``buf``; its length. ValueError beyond MAX_DATAGRAM (the
+    read loops drop such datagrams, so only a bug gets here)."""
     size = len(data)
+    if size > MAX_DATAGRAM:
+        raise ValueError(f"a {size}-byte packet is longer than MAX_DATAGRAM ({MAX_DATAGRAM})")
     ffi.memmove(buf.cdata, data, size)
     return size

@@ -15,16 +15,17 @@ send that would block is a lost packet, as on any SFU.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
-import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mediafed.transport import native
 from mediafed.transport.ice import parse_username
-from mediafed.transport.srtp import PacketBuffer
+from mediafed.transport.sockaddr import pack_sockaddr, unpack_sockaddr
+from mediafed.transport.srtp import MAX_DATAGRAM, PacketBuffer
 
 if TYPE_CHECKING:
     from mediafed.transport.endpoint import Endpoint
@@ -36,36 +37,12 @@ REPORT_INTERVAL_S = 5.0
 DEPARTED_KEEP_S = 60.0
 """How long the address of a closed endpoint is remembered, to name late datagrams."""
 DEPARTED_MAX = 4096
+SEND_COUNTS = ("datagrams_out", "octets_out", "send_errors", "srtp_errors", "oversize")
+"""What each endpoint's send target counts (transport/target.py)."""
 _read_datagrams = native.read_datagrams
-_SOCKADDR_IN = struct.Struct("=H2s4s8x")
-_SOCKADDR_IN6 = struct.Struct("=H2sI16sI")
-
-
-def pack_sockaddr(addr: tuple[Any, ...]) -> bytes:
-    """An address as ``recvfrom`` gives it, packed as the kernel's ``struct sockaddr_in``
-    or ``sockaddr_in6`` (for the native send step)."""
-    host, port = addr[0], addr[1]
-    port_be = port.to_bytes(2, "big")
-    if ":" in host:
-        host = host.split("%", 1)[0]  # a link-local zone; the scope id is addr[3]
-        flowinfo = socket.htonl(addr[2]) if len(addr) > 2 else 0  # sin6_flowinfo is big-endian
-        scope_id = addr[3] if len(addr) > 3 else 0
-        return _SOCKADDR_IN6.pack(
-            socket.AF_INET6, port_be, flowinfo, socket.inet_pton(socket.AF_INET6, host), scope_id
-        )
-    return _SOCKADDR_IN.pack(socket.AF_INET, port_be, socket.inet_pton(socket.AF_INET, host))
-
-
-def unpack_sockaddr(sockaddr: bytes) -> tuple[Any, ...]:
-    """The address tuple ``recvfrom`` would give for a packed ``sockaddr_in(6)``."""
-    if len(sockaddr) == _SOCKADDR_IN6.size:
-        _family, port_be, flowinfo, raw, scope_id = _SOCKADDR_IN6.unpack(sockaddr)
-        host = socket.inet_ntop(socket.AF_INET6, raw)
-        return (host, int.from_bytes(port_be, "big"), socket.ntohl(flowinfo), scope_id)
-    if len(sockaddr) == _SOCKADDR_IN.size:
-        _family, port_be, raw = _SOCKADDR_IN.unpack(sockaddr)
-        return (socket.inet_ntop(socket.AF_INET, raw), int.from_bytes(port_be, "big"))
-    raise ValueError(f"not a packed IPv4 or IPv6 socket address ({len(sockaddr)} bytes)")
+_ICMP_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
+)
 
 
 class MediaSocket:
@@ -84,7 +61,6 @@ class MediaSocket:
         self.advertised_ips = advertised_ips
         self.clock = clock
         self.rx = PacketBuffer()
-        self.tx = PacketBuffer()
         self.sock: socket.socket | None = None
         self.fd = -1
         self.by_ufrag: dict[str, Endpoint] = {}
@@ -96,8 +72,15 @@ class MediaSocket:
             "datagrams_out": 0,
             "dropped_unknown": 0,
             "dropped_unbound": 0,
+            "dropped_oversize": 0,
+            "recv_errors": 0,
             "send_errors": 0,
+            "media_errors": 0,
+            "dtls_errors": 0,
         }
+        self._retired = dict.fromkeys(SEND_COUNTS, 0)
+        """What the send targets of closed endpoints counted (counters only go up)."""
+        self._reported = {"dropped_oversize": 0, "recv_errors": 0}
         self._last_report: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._departed: dict[tuple[Any, ...], tuple[str, float]] = {}
@@ -168,6 +151,24 @@ class MediaSocket:
     def register(self, endpoint: Endpoint) -> None:
         self.by_ufrag[endpoint.ice.local_ufrag] = endpoint
 
+    def retire(self, endpoint: Endpoint) -> None:
+        """A closed endpoint's send counts join the totals (see :meth:`media_sent`);
+        before it leaves ``by_ufrag``, where the live ones are counted."""
+        if self.by_ufrag.get(endpoint.ice.local_ufrag) is not endpoint:
+            return
+        target = endpoint.target
+        for name in SEND_COUNTS:
+            self._retired[name] += getattr(target, name)
+
+    def media_sent(self) -> dict[str, int]:
+        """Media the endpoints' send targets sent, refused and dropped, since start."""
+        totals = dict(self._retired)
+        for endpoint in self.by_ufrag.values():
+            target = endpoint.target
+            for name in SEND_COUNTS:
+                totals[name] += getattr(target, name)
+        return totals
+
     def unregister_ufrag(self, endpoint: Endpoint) -> None:
         if self.by_ufrag.get(endpoint.ice.local_ufrag) is endpoint:
             del self.by_ufrag[endpoint.ice.local_ufrag]
@@ -188,14 +189,19 @@ class MediaSocket:
             del self.by_sockaddr[endpoint.sockaddr]
 
     def bind_address(self, endpoint: Endpoint, addr: tuple[str, int]) -> None:
+        """``addr`` passed an integrity-checked ICE check of ``endpoint``: media goes
+        there, and whatever arrives from there is this endpoint's."""
         previous = self.by_addr.get(addr)
         if previous is not None and previous is not endpoint:
             # The same 5-tuple now belongs to another session (e.g. a rejoin).
+            self._unbind(previous)
             previous.addr = None
             previous.sockaddr = None
+            previous.target.set_address(None)
         self._unbind(endpoint)
         endpoint.addr = addr
         endpoint.sockaddr = sockaddr = pack_sockaddr(addr)
+        endpoint.target.set_address(sockaddr)
         self.by_addr[addr] = endpoint
         self.by_sockaddr[sockaddr] = endpoint
 
@@ -213,12 +219,26 @@ class MediaSocket:
             self.counters["send_errors"] += 1
             self.report("send", addr, f"sendto failed: {exc}")
 
-    def report(self, kind: str, addr: tuple[str, int] | None, message: str) -> None:
-        """A rate-limited log line for dropped input: clear, but never a flood."""
+    def report(self, kind: str, addr: tuple[str, int] | None, message: str) -> bool:
+        """A rate-limited log line for dropped input: clear, but never a flood.
+        False when the line was held back (one of its kind went out lately)."""
         now = self.clock()
         if now - self._last_report.get(kind, -REPORT_INTERVAL_S) >= REPORT_INTERVAL_S:
             self._last_report[kind] = now
             log.info("x dropped %s from %s: %s", kind, addr, message)
+            return True
+        return False
+
+    def report_error(self, kind: str, message: str, exc: BaseException) -> None:
+        """An exception while handling a datagram: counted under ``<kind>_errors``, and
+        logged with its traceback unless one of its kind was logged lately."""
+        name = f"{kind}_errors"
+        self.counters[name] = self.counters.get(name, 0) + 1
+        now = self.clock()
+        key = f"error {kind}"
+        if now - self._last_report.get(key, -REPORT_INTERVAL_S) >= REPORT_INTERVAL_S:
+            self._last_report[key] = now
+            log.error("x %s", message, exc_info=exc)
 
     def _on_readable(self) -> None:
         sock = self.sock
@@ -242,14 +262,22 @@ class MediaSocket:
         view = rx.view
         by_addr = self.by_addr
         count = 0
+        counters = self.counters
         for _ in range(READS_PER_WAKEUP):
             try:
-                length, addr = sock.recvfrom_into(view)
+                # One byte more than the largest datagram accepted tells a longer one.
+                length, addr = sock.recvfrom_into(view, MAX_DATAGRAM + 1)
             except (BlockingIOError, InterruptedError):
                 break
-            except OSError:
-                continue  # ICMP errors surface here on Linux; the next read is fine
+            except (ConnectionRefusedError, OSError) as exc:
+                counters["recv_errors"] += 1
+                if exc.errno in _ICMP_ERRNOS:
+                    continue  # an ICMP error of an earlier send; the next read is fine
+                break  # not expected to pass: wait for the next wake-up, do not spin
             count += 1
+            if length > MAX_DATAGRAM:
+                counters["dropped_oversize"] += 1
+                continue
             if length == 0:
                 continue
             if 128 <= view[0] <= 191:
@@ -286,8 +314,10 @@ class MediaSocket:
                 return
             try:
                 endpoint.on_dtls(bytes(view[:length]), now)
-            except Exception:
-                log.exception("x %s error handling DTLS", endpoint.label)
+            except MemoryError:
+                raise
+            except Exception as exc:
+                self.report_error("dtls", f"{endpoint.label} error handling DTLS", exc)
         else:
             self.counters["dropped_unknown"] += 1
             self.report("unknown", addr, f"datagram with first byte {first} (RFC 7983)")
@@ -314,7 +344,15 @@ class MediaSocket:
         endpoint.on_stun(data, addr, now)
 
     def tick(self, now: float, consent_timeout_s: float) -> None:
-        """Periodic work across endpoints: consent freshness, DTLS retransmission."""
+        """Periodic work across endpoints: consent freshness, DTLS retransmission;
+        one line for datagrams dropped for their size or failed reads lately."""
+        for name, what in (
+            ("dropped_oversize", f"datagrams longer than {MAX_DATAGRAM} bytes"),
+            ("recv_errors", "failed reads (ICMP errors of earlier sends, or worse)"),
+        ):
+            grown = self.counters[name] - self._reported[name]
+            if grown and self.report(name, None, f"{grown} {what} since the last report"):
+                self._reported[name] = self.counters[name]
         while self._departed:
             addr, (_label, since) = next(iter(self._departed.items()))
             if now - since < DEPARTED_KEEP_S:

@@ -136,13 +136,16 @@ def remap_extension_ids(buf: bytearray | memoryview, length: int, table: bytes) 
     """Rewrite one-byte extension ids in place through ``table`` (16 entries).
 
     ``table[old_id]`` is the new id; ids a receiver has not negotiated map to
-    an id it does not know, which RFC 8285 §4.1.1 requires it to ignore. The
-    two-byte form is left untouched (ids are rewritten the same way there).
+    an id it does not know, which RFC 8285 §4.1.1 requires it to ignore. Ids
+    below 16 of the two-byte form are rewritten the same way. Nothing past
+    ``length`` is read or written. ``_hotpath.c``'s ``remap_ids`` is its twin.
     """
     first = buf[0]
     if not first & 0x10:
         return
     start = HEADER_SIZE + 4 * (first & 0x0F)
+    if start + 4 > length:
+        return
     profile, words = EXT_HEADER.unpack_from(buf, start)
     pos = start + 4
     end = min(pos + 4 * words, length)

@@ -13,12 +13,14 @@ from collections.abc import AsyncIterator
 
 import pylibsrtp
 import pytest
+from pylibsrtp._binding import lib
 
 from mediafed.media import RoomManager, peer as peer_module, track as track_module
 from mediafed.media.session import Session
 from mediafed.transport import native
 from mediafed.transport.dtls import SrtpKeys
-from mediafed.transport.srtp import PacketBuffer, SrtpContext, copy_into
+from mediafed.transport.srtp import MAX_DATAGRAM, PacketBuffer, SrtpContext, copy_into
+from mediafed.transport.target import PySendTarget
 
 from .aiortc_client import AiortcParticipant
 from .conftest import media_config
@@ -48,11 +50,11 @@ async def wired(
 ) -> AsyncIterator[tuple[Session, Session, socket.socket]]:
     # Both forwarding paths: the native steps (transport/_hotpath.c) and the Python reference.
     if request.param == "python":
-        monkeypatch.setattr(track_module, "_send_rtp", None)
+        monkeypatch.setattr(native, "SendTarget", PySendTarget)
         monkeypatch.setattr(track_module, "_fanout", native.py_fanout)
         monkeypatch.setattr(peer_module, "_receive_rtp", None)
     else:
-        assert track_module._send_rtp is not None, "the native send step is not built"
+        assert native.native_send_target is not None, "the native send step is not built"
         assert track_module._fanout is not native.py_fanout
         assert peer_module._receive_rtp is not None
     publisher, subscriber, sink = await publisher_and_subscriber(rooms, "continuity", OFFER)
@@ -363,8 +365,92 @@ async def test_an_error_in_the_native_receive_path_is_logged_and_the_next_packet
             client.sendto(packet, ("127.0.0.2", manager.udp_port))
         await asyncio.sleep(0.2)
         assert layer.received == 2
-        assert caplog.text.count("error handling media") == 2
-        assert "AttributeError" in caplog.text
+        # both counted; one line with its traceback (a peer must not flood the log)
+        assert endpoint.stats["media_errors"] == 2
+        assert manager.mux.counters["media_errors"] == 2
+        assert caplog.text.count("error handling media") == 1
+        assert "TypeError: receive_rtp: layer.cache is unset" in caplog.text
     finally:
         client.close()
+        await manager.stop()
+
+
+GCM_KEY = bytes(range(100, 128))
+
+
+def _unprotect(ctx: SrtpContext, datagram: bytes, rtcp_packet: bool = False) -> bytes:
+    """Decrypt with libsrtp directly (pylibsrtp's own buffer is shorter than ours)."""
+    buf = PacketBuffer()
+    buf.view[: len(datagram)] = datagram
+    buf.length[0] = len(datagram)
+    unprotect = lib.srtp_unprotect_rtcp if rtcp_packet else lib.srtp_unprotect
+    assert unprotect(ctx.rx, buf.cdata, buf.length) == 0
+    return bytes(buf.view[: buf.length[0]])
+
+
+@pytest.mark.parametrize("path", ["native", "python"])
+async def test_the_longest_packet_reaches_a_gcm_subscriber_and_is_repaired_by_rtx(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publisher on AES_CM (10-byte tag) sends the longest datagram mediafed takes;
+    its subscriber is on AES-GCM (16-byte tag), NACKs it, and gets it again as RTX
+    (2 bytes longer). Every step protects into buffers that must hold the result."""
+    from mediafed.transport import udp
+    from mediafed.wire import rtcp, rtp
+
+    if path == "python":
+        monkeypatch.setattr(native, "SendTarget", PySendTarget)
+        monkeypatch.setattr(track_module, "_fanout", native.py_fanout)
+        monkeypatch.setattr(udp, "_read_datagrams", None)
+        monkeypatch.setattr(peer_module, "_receive_rtp", None)
+    manager = RoomManager(media_config())  # type: ignore[arg-type]
+    await manager.start()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    publisher, subscriber, sink = await publisher_and_subscriber(manager, "longest", OFFER)
+    try:
+        gcm = SrtpKeys(b"SRTP_AEAD_AES_128_GCM", GCM_KEY, GCM_KEY)
+        subscriber.subscriber.endpoint.srtp = SrtpContext(gcm)
+        downtrack = next(iter(subscriber.downtracks.values()))
+        downtrack.rtx_payload_type = 97
+        client.bind(("127.0.0.2", 0))
+        endpoint = publisher.publisher.endpoint
+        endpoint.srtp = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY))
+        manager.mux.bind_address(endpoint, client.getsockname())
+        tx = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY))
+        longest = vp8_packet(PUB_SSRC, 700, 9000, keyframe=True)
+        longest += bytes(range(256)) * 8
+        longest = longest[: MAX_DATAGRAM - 10]  # + the 10-byte tag: MAX_DATAGRAM on the wire
+        buf = PacketBuffer()
+        size = tx.protect_rtp(buf, copy_into(buf, longest))
+        assert size == MAX_DATAGRAM
+        client.sendto(bytes(buf.view[:size]), ("127.0.0.2", manager.udp_port))
+        sink.settimeout(2)
+        loop = asyncio.get_running_loop()
+        forwarded = await loop.run_in_executor(None, sink.recv, 4096)
+        assert len(forwarded) == MAX_DATAGRAM - 10 + 16
+        them = SrtpContext(gcm)
+        plain = _unprotect(them, forwarded)
+        seq_out = struct.unpack_from("!H", plain, 2)[0]
+        assert plain[12:] == longest[12:]
+        # the subscriber lost it: a NACK, protected with its GCM keys
+        nack = rtcp.serialize_rtcp([rtcp.GenericNack(0x5EED, downtrack.ssrc, [seq_out])])
+        protected = them.protect_rtcp_bytes(nack)
+        assert protected is not None
+        sink.sendto(protected, ("127.0.0.2", manager.udp_port))
+        while True:
+            datagram = await loop.run_in_executor(None, sink.recv, 4096)
+            if not 192 <= datagram[1] <= 223:
+                break  # RTP, not one of our sender reports
+        repaired = _unprotect(them, datagram)
+        assert len(datagram) == len(longest) + 2 + 16
+        assert repaired[1] & 0x7F == 97
+        assert struct.unpack_from("!I", repaired, 8)[0] == downtrack.rtx_ssrc
+        start = rtp.payload_offset(repaired, len(repaired))
+        assert struct.unpack_from("!H", repaired, start)[0] == seq_out  # RFC 4588 OSN
+        assert repaired[start + 2 :] == longest[12:]
+        assert downtrack.retransmitted == 1
+        assert subscriber.subscriber.endpoint.target.oversize == 0
+    finally:
+        client.close()
+        sink.close()
         await manager.stop()

@@ -22,11 +22,23 @@ from typing import Any
 import pylibsrtp
 import pytest
 from hypothesis import given, settings, strategies as st
+from pylibsrtp._binding import lib
 
 from mediafed.transport import native
 from mediafed.transport.dtls import Certificate, SrtpKeys
 from mediafed.transport.endpoint import Endpoint
-from mediafed.transport.srtp import PacketBuffer, SrtpContext
+from mediafed.transport.srtp import (
+    BUFFER_SIZE,
+    MAX_DATAGRAM,
+    PacketBuffer,
+    SrtpContext,
+)
+from mediafed.transport.target import (
+    SEND_KERNEL_REFUSED,
+    SEND_NOT_READY,
+    SEND_OVERSIZE,
+    PySendTarget,
+)
 from mediafed.transport.udp import MediaSocket, pack_sockaddr, unpack_sockaddr
 from mediafed.wire import rtp
 
@@ -40,11 +52,10 @@ PROFILES = {
 }
 
 
-def built() -> native.SendRtp:
-    assert native.send_rtp is not None, (
+def built() -> None:
+    assert native.native_send_target is not None, (
         "mediafed.transport._hotpath is not built: pip install -e . needs gcc and Python headers"
     )
-    return native.send_rtp
 
 
 @pytest.fixture
@@ -56,86 +67,160 @@ def sink() -> Iterator[socket.socket]:
     sock.close()
 
 
-def python_send(
-    ctx: SrtpContext,
-    sock: socket.socket,
-    dest: tuple[str, int],
-    packet: bytes,
-    rewrite: tuple[int, int, int, int],
-) -> None:
-    """What DownTrack._send_python does, without a DownTrack."""
-    b1, seq, ts, ssrc = rewrite
-    buf = PacketBuffer()
-    buf.view[: len(packet)] = packet
-    buf.view[1] = b1
-    struct.pack_into("!HII", buf.view, 2, seq, ts, ssrc)
-    size = ctx.protect_rtp(buf, len(packet))
-    assert size > 0
-    sock.sendto(buf.view[:size], dest)
+@pytest.fixture
+def sender() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.2", 0))
+    yield sock
+    sock.close()
+
+
+def target_classes() -> list[type[Any]]:
+    built()
+    assert native.native_send_target is not None
+    return [native.native_send_target, PySendTarget]
+
+
+def make_target(cls: type[Any], sock: socket.socket | None, keys: SrtpKeys, dest: Any) -> Any:
+    target = cls()
+    target.set_socket(sock)
+    target.set_srtp(SrtpContext(keys))
+    target.set_address(pack_sockaddr(dest) if dest is not None else None)
+    return target
+
+
+def receiver(profile: bytes) -> pylibsrtp.Session:
+    key, policy_profile = PROFILES[profile]
+    return pylibsrtp.Session(
+        pylibsrtp.Policy(
+            key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=policy_profile
+        )
+    )
+
+
+ONE_BYTE_EXT = bytes([0x90, 0x60]) + struct.pack("!HII", 1, 2, 3) + b"\xbe\xde\x00\x02"
+TWO_BYTE_EXT = bytes([0x90, 0x60]) + struct.pack("!HII", 1, 2, 3) + b"\x10\x00\x00\x02"
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
-def test_native_and_python_send_the_same_datagram(profile: bytes, sink: socket.socket) -> None:
-    send_rtp = built()
-    key, policy_profile = PROFILES[profile]
+def test_native_and_python_targets_send_the_same_datagram(
+    profile: bytes, sink: socket.socket, sender: socket.socket
+) -> None:
+    key = PROFILES[profile][0]
     keys = SrtpKeys(profile, key, key)
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender.bind(("127.0.0.2", 0))
-    packet = RTP.pack(0x80, 0x60, 1000, 5555, 0xAAAA) + bytes(range(200)) * 5
-    try:
-        for index in range(3):
-            # Two contexts with the same key: the same input must encrypt the same way.
-            b1, seq, ts, ssrc = 0x80 | 101, 40000 + index, 0xFFFFFF00 + index, 0x01020304
-            native_ctx = SrtpContext(keys)
-            python_ctx = SrtpContext(keys)
-            sent = send_rtp(
-                sender.fileno(),
-                packet,
-                len(packet),
-                b1,
-                seq,
-                ts,
-                ssrc,
-                native_ctx.tx_address,
-                pack_sockaddr(sink.getsockname()),
-            )
-            from_native = sink.recv(2048)
-            python_send(python_ctx, sender, sink.getsockname(), packet, (b1, seq, ts, ssrc))
-            from_python = sink.recv(2048)
-            assert sent == len(from_native) > len(packet)
-            assert from_native == from_python
-            rx = pylibsrtp.Session(
-                pylibsrtp.Policy(
-                    key=key,
-                    ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
-                    srtp_profile=policy_profile,
-                )
-            )
-            plain = rx.unprotect(from_native)
-            assert RTP.unpack_from(plain, 0) == (0x80, b1, seq, ts, ssrc)
-            assert plain[12:] == packet[12:]
-    finally:
-        sender.close()
+    dest = sink.getsockname()
+    table = bytes([0, 9, 2, 3, 4, 5, 6, 7, 8, 1, 10, 11, 12, 13, 14, 15])
+    packets = [
+        (RTP.pack(0x80, 0x60, 1000, 5555, 0xAAAA) + bytes(range(200)) * 5, None),
+        # one-byte extensions 1 (2 bytes) and 9 (1 byte): ids swap through the table
+        (ONE_BYTE_EXT + b"\x11\xaa\xbb\x90\xcc\x00\x00\x00" + bytes(40), table),
+        # two-byte extensions 1 and 9
+        (TWO_BYTE_EXT + b"\x01\x02\xaa\xbb\x09\x01\xcc\x00" + bytes(40), table),
+    ]
+    for packet, remap in packets:
+        sent: dict[str, bytes] = {}
+        for cls in target_classes():
+            # Contexts with the same key: the same input must encrypt the same way.
+            target = make_target(cls, sender, keys, dest)
+            b1, seq, ts, ssrc = 0x80 | 101, 40000, 0xFFFFFF00, 0x01020304
+            size = target.send_rtp(packet, len(packet), b1, seq, ts, ssrc, remap)
+            sent[cls.__module__] = datagram = sink.recv(2048)
+            assert size == len(datagram) > len(packet)
+            assert (target.datagrams_out, target.octets_out) == (1, size)
+        native_out, python_out = sent.values()
+        assert native_out == python_out
+        plain = receiver(profile).unprotect(native_out)
+        assert RTP.unpack_from(plain, 0) == (packet[0], 0x80 | 101, 40000, 0xFFFFFF00, 0x01020304)
+        expected = bytearray(packet)
+        if remap is not None:
+            rtp.remap_extension_ids(expected, len(expected), remap)
+            assert expected != packet
+        assert plain[12:] == expected[12:]
 
 
-def test_native_send_refuses_bad_arguments_clearly(sink: socket.socket) -> None:
-    send_rtp = built()
-    ctx = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", bytes(30), bytes(30)))
-    addr = pack_sockaddr(sink.getsockname())
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_every_length_is_sent_whole_or_refused_and_counted(
+    profile: bytes, sink: socket.socket, sender: socket.socket
+) -> None:
+    """12 bytes up to MAX_DATAGRAM are protected and sent whole with either profile
+    (GCM writes the longest tag); anything longer is refused, never written past the
+    buffer. Retransmissions (send_packet) take the same path."""
+    key = PROFILES[profile][0]
+    keys = SrtpKeys(profile, key, key)
+    sink.setblocking(False)
+    body = bytes(range(256)) * 9
+    for cls in target_classes():
+        target = make_target(cls, sender, keys, sink.getsockname())
+        rx = SrtpContext(keys)  # pylibsrtp's own buffer is too short for the longest
+        buf = PacketBuffer()
+        for length in range(12, 2100):
+            packet = RTP.pack(0x80, 96, length & 0xFFFF, 0, 7) + body[: length - 12]
+            send = target.send_packet if length % 2 else None
+            result = send(packet) if send else target.send_rtp(packet, length, 96, length, 0, 7)
+            if length > MAX_DATAGRAM:
+                assert result == SEND_OVERSIZE, (cls, length)
+                continue
+            datagram = b""
+            for _ in range(100):
+                try:
+                    datagram = sink.recv(4096)
+                    break
+                except BlockingIOError:
+                    time.sleep(0.001)
+            assert result == len(datagram), (cls, length)
+            # the longest plaintext protected with GCM is longer than any datagram we
+            # accept: decrypt it with libsrtp directly
+            buf.view[: len(datagram)] = datagram
+            buf.length[0] = len(datagram)
+            assert lib.srtp_unprotect(rx.rx, buf.cdata, buf.length) == 0, (cls, length)
+            assert bytes(buf.view[: buf.length[0]]) == packet, (cls, length)
+        assert target.oversize == 2100 - MAX_DATAGRAM - 1
+        assert target.datagrams_out == MAX_DATAGRAM - 11
+    assert BUFFER_SIZE >= MAX_DATAGRAM + 16 + 4  # the longest SRTCP trailer fits too
+
+
+def test_send_target_says_why_it_did_not_send(sink: socket.socket, sender: socket.socket) -> None:
+    keys = SrtpKeys(b"SRTP_AES128_CM_SHA1_80", bytes(30), bytes(30))
     packet = RTP.pack(0x80, 96, 1, 2, 3) + bytes(20)
-    fd = sink.fileno()
-    with pytest.raises(ValueError, match="length"):
-        send_rtp(fd, packet[:8], 8, 96, 1, 2, 3, ctx.tx_address, addr)  # shorter than a header
-    with pytest.raises(ValueError, match="length"):
-        send_rtp(fd, packet, len(packet) + 1, 96, 1, 2, 3, ctx.tx_address, addr)
-    with pytest.raises(ValueError, match="length"):
-        send_rtp(fd, bytes(4000), 4000, 96, 1, 2, 3, ctx.tx_address, addr)  # no room for a tag
-    with pytest.raises(ValueError, match="address"):
-        send_rtp(fd, packet, len(packet), 96, 1, 2, 3, ctx.tx_address, b"\x02\x00")
-    with pytest.raises(TypeError):
-        send_rtp(fd, packet, len(packet))  # type: ignore[call-arg]
-    # The kernel refusing the datagram is a result, not an exception.
-    assert send_rtp(-1, packet, len(packet), 96, 1, 2, 3, ctx.tx_address, addr) == -2
+    for cls in target_classes():
+        target = cls()
+        assert not target.ready
+        assert target.send_rtp(packet, len(packet), 96, 1, 2, 3) == SEND_NOT_READY
+        target.set_srtp(SrtpContext(keys))
+        assert target.send_packet(packet) == SEND_NOT_READY  # no address yet
+        target.set_address(pack_sockaddr(sink.getsockname()))
+        assert target.ready
+        # no socket: the kernel refuses; counted, not raised
+        assert target.send_packet(packet) == SEND_KERNEL_REFUSED
+        assert target.send_errors == 1
+        target.set_socket(sender)
+        assert target.send_packet(packet[:11]) == SEND_OVERSIZE  # shorter than a header
+        assert target.send_packet(bytes(4000)) == SEND_OVERSIZE
+        assert target.oversize == 2
+        assert target.send_packet(packet) > len(packet)
+        assert target.datagrams_out == 1
+        with pytest.raises(ValueError, match="length"):
+            target.send_rtp(packet, len(packet) + 1, 96, 1, 2, 3)
+        with pytest.raises(TypeError, match="ext_remap"):
+            target.send_rtp(packet, len(packet), 96, 1, 2, 3, b"short")
+        with pytest.raises(ValueError, match="sockaddr"):
+            target.set_address(b"\x02\x00")
+        target.set_address(None)
+        target.set_srtp(None)
+        assert not target.ready
+        assert target.send_packet(packet) == SEND_NOT_READY
+
+
+def test_a_native_target_keeps_its_srtp_session_alive(sink: socket.socket) -> None:
+    built()
+    assert native.native_send_target is not None
+    target = native.native_send_target()
+    target.set_socket(sink)
+    target.set_address(pack_sockaddr(sink.getsockname()))
+    target.set_srtp(SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", bytes(30), bytes(30))))
+    gc.collect()  # the context is only referenced by the target now
+    packet = RTP.pack(0x80, 96, 1, 2, 3) + bytes(20)
+    assert target.send_packet(packet) > 0
 
 
 def test_pack_sockaddr_matches_the_kernel_layout() -> None:
@@ -159,8 +244,9 @@ def test_pack_sockaddr_matches_the_kernel_layout() -> None:
 
 def test_pure_python_switch_turns_the_native_step_off() -> None:
     code = (
-        "from mediafed.transport import native; print(native.send_rtp is None"
-        " and native.read_datagrams is None and native.fanout is native.py_fanout"
+        "from mediafed.transport import native; print(native.native_send_target is None"
+        " and native.SendTarget is native.PySendTarget and native.read_datagrams is None"
+        " and native.fanout is native.py_fanout"
         " and native.Forwarder is native.PyForwarder and native.receive_rtp is None"
         " and native.InStream is native.PyInStream"
         " and native.remap_and_scan.__module__ == 'mediafed.wire.rtp')"
@@ -180,25 +266,11 @@ def test_pure_python_switch_turns_the_native_step_off() -> None:
 # -- fan-out ---------------------------------------------------------------------
 
 
-class _Mux:
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-
-class _Endpoint:
-    """What the fan-out reads from a subscriber's Endpoint."""
-
-    def __init__(self, fd: int, keys: SrtpKeys, dest: tuple[str, int] | None) -> None:
-        self.mux = _Mux(fd)
-        self.srtp: SrtpContext | None = SrtpContext(keys)
-        self.sockaddr = pack_sockaddr(dest) if dest is not None else None
-
-
 class _Track(native.Forwarder):
     """A Forwarder whose Python forward() (the slow path) records its calls."""
 
-    def __init__(self, endpoint: _Endpoint, *, ssrc: int, offsets: tuple[int, int]) -> None:
-        self.endpoint = endpoint
+    def __init__(self, target: Any, *, ssrc: int, offsets: tuple[int, int]) -> None:
+        self.target = target
         self.ext_remap = None
         self.needs_keyframe = False
         self.synced = True
@@ -225,51 +297,50 @@ class _NotAForwarder:
 
 
 def test_fanout_forwards_steady_tracks_natively_and_hands_the_rest_to_python(
-    sink: socket.socket,
+    sink: socket.socket, sender: socket.socket
 ) -> None:
     built()
     keys = SrtpKeys(b"SRTP_AEAD_AES_128_GCM", bytes(range(28)), bytes(range(28)))
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender.bind(("127.0.0.2", 0))
     dest = sink.getsockname()
-    try:
-        steady = _Track(_Endpoint(sender.fileno(), keys, dest), ssrc=0x0A0B0C0D, offsets=(65000, 7))
-        waiting = _Track(_Endpoint(sender.fileno(), keys, dest), ssrc=2, offsets=(0, 0))
-        waiting.needs_keyframe = True
-        unsynced = _Track(_Endpoint(sender.fileno(), keys, dest), ssrc=3, offsets=(0, 0))
-        unsynced.synced = False
-        remapped = _Track(_Endpoint(sender.fileno(), keys, dest), ssrc=4, offsets=(0, 0))
-        remapped.ext_remap = bytes(range(16))
-        unbound = _Track(_Endpoint(sender.fileno(), keys, None), ssrc=5, offsets=(0, 0))
-        plain = _NotAForwarder()
-        packet = RTP.pack(0x80, 0x80 | 96, 1000, 0xFFFFFFFE, 0x99) + bytes(range(100))
-        args = (packet, len(packet), 0x80 | 96, 1000, 0xFFFFFFFE, False, 12.5)
-        tracks = [waiting, steady, unsynced, remapped, unbound, plain]
-        native.fanout(tracks, *args)
-        # Only the steady track sent natively, once, with its rewrite and fresh state.
-        datagram = sink.recv(2048)
-        with pytest.raises(TimeoutError):
-            sink.settimeout(0.2)
-            sink.recv(2048)
-        seq_out, ts_out = (1000 + 65000) & 0xFFFF, (0xFFFFFFFE + 7) & 0xFFFFFFFF
-        expected_ctx = SrtpContext(keys)
-        python_send(expected_ctx, sender, dest, packet, (0x80 | 101, seq_out, ts_out, 0x0A0B0C0D))
-        sink.settimeout(2)
-        assert datagram == sink.recv(2048)
-        assert (steady.seq_out, steady.ts_out, steady.time_out) == (seq_out, ts_out, 12.5)
-        assert (steady.packets_sent, steady.octets_sent) == (1, len(packet))
-        assert steady.calls == []
-        # Every other case ran its Python forward() with the same arguments.
-        for other in (waiting, unsynced, remapped, plain):
-            assert other.calls == [args]
-        # Not ready to send (no address yet): skipped, as forward() would.
-        assert unbound.calls == [] and unbound.packets_sent == 0
-        unbound.endpoint.sockaddr = pack_sockaddr(dest)
-        unbound.endpoint.srtp = None
-        native.fanout([unbound], *args)
-        assert unbound.packets_sent == 0
-    finally:
-        sender.close()
+    cls = native.SendTarget
+
+    def target(to: Any = dest) -> Any:
+        return make_target(cls, sender, keys, to)
+
+    steady = _Track(target(), ssrc=0x0A0B0C0D, offsets=(65000, 7))
+    waiting = _Track(target(), ssrc=2, offsets=(0, 0))
+    waiting.needs_keyframe = True
+    unsynced = _Track(target(), ssrc=3, offsets=(0, 0))
+    unsynced.synced = False
+    unbound = _Track(target(None), ssrc=5, offsets=(0, 0))
+    plain = _NotAForwarder()
+    packet = RTP.pack(0x80, 0x80 | 96, 1000, 0xFFFFFFFE, 0x99) + bytes(range(100))
+    args = (packet, len(packet), 0x80 | 96, 1000, 0xFFFFFFFE, False, 12.5)
+    tracks = [waiting, steady, unsynced, unbound, plain]
+    native.fanout(tracks, *args)
+    # Only the steady track sent natively, once, with its rewrite and fresh state.
+    datagram = sink.recv(2048)
+    with pytest.raises(TimeoutError):
+        sink.settimeout(0.2)
+        sink.recv(2048)
+    seq_out, ts_out = (1000 + 65000) & 0xFFFF, (0xFFFFFFFE + 7) & 0xFFFFFFFF
+    sink.settimeout(2)
+    assert target().send_rtp(packet, len(packet), 0x80 | 101, seq_out, ts_out, 0x0A0B0C0D) > 0
+    assert datagram == sink.recv(2048)
+    assert (steady.seq_out, steady.ts_out, steady.time_out) == (seq_out, ts_out, 12.5)
+    assert (steady.packets_sent, steady.octets_sent) == (1, len(packet))
+    assert steady.calls == []
+    # Every other case ran its Python forward() with the same arguments.
+    for other in (waiting, unsynced, plain):
+        assert other.calls == [args]
+    # Not ready to send (no address yet): skipped, as forward() would.
+    assert unbound.calls == [] and unbound.packets_sent == 0
+    # A track with an id table is forwarded natively too, ids rewritten.
+    remapped = _Track(target(), ssrc=4, offsets=(0, 0))
+    remapped.ext_remap = bytes(range(16))
+    native.fanout([remapped], *args)
+    assert remapped.calls == [] and remapped.packets_sent == 1
+    assert sink.recv(2048)
 
 
 def test_fanout_and_python_fanout_leave_the_same_state() -> None:
@@ -285,17 +356,27 @@ def test_fanout_refuses_bad_arguments_clearly(sink: socket.socket) -> None:
     built()
     keys = SrtpKeys(b"SRTP_AES128_CM_SHA1_80", bytes(30), bytes(30))
     packet = RTP.pack(0x80, 96, 1, 2, 3) + bytes(20)
-    track = _Track(_Endpoint(sink.fileno(), keys, sink.getsockname()), ssrc=1, offsets=(0, 0))
+    track = _Track(
+        make_target(native.SendTarget, sink, keys, sink.getsockname()), ssrc=1, offsets=(0, 0)
+    )
     with pytest.raises(TypeError, match="list"):
         native.fanout((track,), packet, len(packet), 96, 1, 2, False, 0.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="length"):
         native.fanout([track], packet[:8], 8, 96, 1, 2, False, 0.0)
-    track.endpoint.sockaddr = "not bytes"
-    with pytest.raises(TypeError, match="sockaddr"):
-        native.fanout([track], packet, len(packet), 96, 1, 2, False, 0.0)
-    track.endpoint.sockaddr = b"\x02\x00"
-    with pytest.raises(ValueError, match="sockaddr"):
-        native.fanout([track], packet, len(packet), 96, 1, 2, False, 0.0)
+    with pytest.raises(ValueError, match="length"):
+        native.fanout([track], bytes(4000), 4000, 96, 1, 2, False, 0.0)
+    with pytest.raises(TypeError, match="bytes"):
+        native.fanout([track], bytearray(packet), len(packet), 96, 1, 2, False, 0.0)
+    # a target of another kind (the Python reference) is the Python forward()'s
+    track.target = PySendTarget()
+    native.fanout([track], packet, len(packet), 96, 1, 2, False, 0.0)
+    assert track.calls == [(packet, len(packet), 96, 1, 2, False, 0.0)]
+    track.calls.clear()
+    track.target = make_target(native.SendTarget, sink, keys, sink.getsockname())
+    # A bad id table is the Python forward()'s to report.
+    track.ext_remap = b"short"  # type: ignore[assignment]
+    native.fanout([track], packet, len(packet), 96, 1, 2, False, 0.0)
+    assert track.calls and track.packets_sent == 0
     # An exception in a Python forward() surfaces to the caller.
     broken = _NotAForwarder()
     broken.forward = None  # type: ignore[assignment,method-assign]
@@ -311,7 +392,8 @@ def test_forwarder_cycles_are_collected() -> None:
         track: object = None
 
     holder = Holder()
-    track = _Track(holder, ssrc=1, offsets=(0, 0))  # type: ignore[arg-type]
+    track = _Track(native.SendTarget(), ssrc=1, offsets=(0, 0))
+    track.ext_remap = holder  # type: ignore[assignment]
     holder.track = track  # a cycle through the C type's reference
     weakref.finalize(holder, collected.append, True)
     del holder, track
@@ -328,7 +410,9 @@ def test_forwarder_fields_keep_their_types() -> None:
     track.needs_keyframe = True
     assert (track.seq_out, track.ts_out, track.packets_sent) == (0xFFFF, 0xFFFFFFFF, 2**40)
     assert track.needs_keyframe is True
-    assert track.ext_remap is None and track.endpoint is None
+    assert track.ext_remap is None
+    with pytest.raises(AttributeError):
+        track.target  # noqa: B018  (unset until a DownTrack gives it one)
     with pytest.raises(TypeError):
         track.synced = 1  # type: ignore[assignment]
 
@@ -443,7 +527,8 @@ def test_an_error_handling_one_packet_is_logged_and_the_next_is_handled(
         time.sleep(0.1)
         assert server.read(path, 1.0) == 2
         assert handler.seen == 2
-        assert caplog.text.count("x broken error handling media") == 2
+        assert endpoint.stats["media_errors"] == server.counters["media_errors"] == 2
+        assert caplog.text.count("x broken error handling media") == 1  # rate-limited
         assert "a bug while handling one packet" in caplog.text
     finally:
         client.close()
@@ -500,6 +585,71 @@ def test_read_loop_handles_the_rest_of_a_batch_after_a_handler_error(
         count = native.read_datagrams(server.fd, server.rx, server.rx.view, {}, on_other, 1.0, None)
         assert count == 3 and seen == [1, 2, 3]
         assert len(printed) == 1 and "a handler bug" in str(printed[0])
+    finally:
+        client.close()
+        server.close()
+
+
+@pytest.mark.parametrize("fatal", [KeyboardInterrupt, MemoryError, SystemExit])
+def test_read_loop_lets_interrupts_and_memory_errors_through(
+    fatal: type[BaseException], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C and MemoryError are not a handler's bug to print and survive."""
+    built()
+    printed: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", printed.append)
+    assert native.read_datagrams is not None
+    server = _SortingSocket()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def on_other(length: int, sockaddr: bytes, now: float) -> None:
+        raise fatal()
+
+    try:
+        client.bind(("127.0.0.2", 0))
+        client.sendto(b"\xff", ("127.0.0.2", server.port))
+        time.sleep(0.1)
+        with pytest.raises(fatal):
+            native.read_datagrams(server.fd, server.rx, server.rx.view, {}, on_other, 1.0, None)
+        assert printed == []
+    finally:
+        client.close()
+        server.close()
+
+
+@pytest.mark.parametrize("path", ["native", "python"])
+def test_datagrams_longer_than_the_limit_are_dropped_and_counted(path: str) -> None:
+    """Longer than MAX_DATAGRAM: never truncated into a buffer and decrypted as garbage
+    (which would be counted as an authentication failure), but dropped as what it is."""
+    server = _SortingSocket()
+    receiver = _Receiver()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        client.bind(("127.0.0.2", 0))
+        server.by_sockaddr[pack_sockaddr(client.getsockname())] = receiver
+        server.by_addr[client.getsockname()] = receiver  # type: ignore[assignment]
+        target = ("127.0.0.2", server.port)
+        for size in (MAX_DATAGRAM, MAX_DATAGRAM + 1, 4000, 60000):
+            client.sendto(RTP.pack(0x80, 96, 1, 2, 3) + bytes(size - 12), target)
+        time.sleep(0.1)
+        counters = server.counters
+        if path == "native":
+            assert native.read_datagrams is not None
+            native.read_datagrams(
+                server.fd,
+                server.rx,
+                server.rx.view,
+                server.by_sockaddr,
+                server._on_other,
+                1.0,
+                counters,
+            )
+        else:
+            counters["datagrams_in"] += server._read_python(server.sock, 1.0)  # type: ignore[arg-type]
+        assert [len(m) for m, _ in receiver.media] == [MAX_DATAGRAM]
+        assert counters["dropped_oversize"] == 3
+        assert counters["datagrams_in"] == 4
+        assert server.others == []
     finally:
         client.close()
         server.close()
@@ -585,7 +735,7 @@ def test_receive_step_refuses_bad_arguments_clearly() -> None:
     with pytest.raises(TypeError, match="InStream"):
         native.receive_rtp(object(), buf, 12, 0.0)
     stream = native.InStream()
-    with pytest.raises(TypeError, match="downtracks"):
+    with pytest.raises(TypeError, match="cache"):
         native.receive_rtp(stream, buf, 12, 0.0)  # fields never set
     stream.downtracks = []
     stream.cache = None
@@ -593,6 +743,95 @@ def test_receive_step_refuses_bad_arguments_clearly() -> None:
     stream.base_seq = -1
     with pytest.raises(ValueError, match="length"):
         native.receive_rtp(stream, buf, 8, 0.0)
+    with pytest.raises(ValueError, match="length"):
+        native.receive_rtp(stream, buf, MAX_DATAGRAM + 1, 0.0)
+
+
+# Python that runs in the middle of a packet and changes the layer under the receive
+# step. Run in a child process: a crash (the review reproduced exit 139) must show as a
+# failed test, not end the test run. The child prints what the receive step raised.
+MID_PACKET = """
+import struct, sys
+from mediafed.transport import native
+from mediafed.transport.srtp import PacketBuffer
+
+scenario = sys.argv[1]
+
+class Cache:
+    def put(self, seq, packet, now):
+        if scenario == "cache_drops_downtracks":
+            layer.downtracks = None
+
+class Layer(native.InStream):
+    def _note_missing(self, first, count, now):
+        if scenario == "gap_drops_cache":
+            self.cache = None
+        if scenario == "gap_replaces_downtracks":
+            self.downtracks = 7
+    def _is_keyframe(self, packet, length):
+        if scenario == "keyframe_check_drops_downtracks":
+            self.downtracks = None
+        return True
+
+class Down:
+    def __init__(self, layer):
+        self.layer = layer
+        self.calls = 0
+    def forward(self, packet, length, b1, seq, ts, keyframe, now):
+        self.calls += 1
+        if scenario == "forward_empties_the_list":
+            self.layer.downtracks.clear()
+        if scenario == "forward_rebinds_the_list":
+            self.layer.downtracks = []
+
+class Track:
+    nack_enabled = True
+
+layer = Layer()
+layer.track = Track()
+layer.cache = Cache()
+layer.missing = {}
+layer.base_seq = -1
+layer.clock_rate = 90000
+layer.keyframe_waiters = 1
+downs = [Down(layer) for _ in range(3)]
+layer.downtracks = list(downs)
+buf = PacketBuffer()
+outcomes = []
+for seq in (1, 5, 6):  # the jump from 1 to 5 is a gap: _note_missing runs
+    buf.view[:112] = struct.pack("!BBHII", 0x80, 96, seq, seq * 3000, 9) + bytes(100)
+    try:
+        if native.receive_rtp is not None:
+            native.receive_rtp(layer, buf, 112, 1.0)
+        else:
+            raise SystemExit("native receive step not built")
+        outcomes.append("ok")
+    except Exception as exc:
+        outcomes.append(type(exc).__name__)
+print(scenario, outcomes, [d.calls for d in downs])
+"""
+
+
+@pytest.mark.parametrize(
+    ("scenario", "expected"),
+    [
+        ("gap_drops_cache", "['ok', 'TypeError', 'TypeError']"),
+        ("gap_replaces_downtracks", "['ok', 'TypeError', 'TypeError']"),
+        ("cache_drops_downtracks", "['TypeError', 'TypeError', 'TypeError']"),
+        ("keyframe_check_drops_downtracks", "['TypeError', 'TypeError', 'TypeError']"),
+        ("forward_empties_the_list", "['ok', 'ok', 'ok'] [1, 0, 0]"),
+        ("forward_rebinds_the_list", "['ok', 'ok', 'ok'] [1, 1, 1]"),
+    ],
+)
+def test_python_changing_the_layer_mid_packet_is_an_error_not_a_crash(
+    scenario: str, expected: str
+) -> None:
+    built()
+    run = subprocess.run(
+        [sys.executable, "-c", MID_PACKET, scenario], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, f"the receive step crashed ({run.returncode}): {run.stderr}"
+    assert run.stdout.startswith(f"{scenario} {expected}"), run.stdout
 
 
 def test_instream_cycles_are_collected() -> None:

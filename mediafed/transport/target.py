@@ -1,0 +1,150 @@
+"""Where one endpoint's media goes: its socket, outbound SRTP session and address.
+
+The media code holds an endpoint's :class:`PySendTarget` (or the native
+``SendTarget`` of ``transport/_hotpath.c``, which it mirrors) and hands it
+plaintext RTP: the target copies the packet into a scratch buffer, rewrites
+the header as asked, protects it in place and sends it, and counts what
+happened. The endpoint keeps it current (address after ICE, keys after DTLS);
+media never touches sockets or SRTP sessions itself.
+
+Results: the protected length sent, or one of the negative codes below.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING, Any
+
+from pylibsrtp._binding import ffi, lib
+
+from mediafed.transport.sockaddr import unpack_sockaddr
+from mediafed.transport.srtp import MAX_DATAGRAM, PacketBuffer
+from mediafed.wire.rtp import SEQ_TS_SSRC, remap_extension_ids
+
+if TYPE_CHECKING:
+    from mediafed.transport.srtp import SrtpContext
+
+SEND_SRTP_REFUSED = -1
+SEND_KERNEL_REFUSED = -2
+SEND_NOT_READY = -3
+"""No address (ICE) or no keys (DTLS) yet."""
+SEND_OVERSIZE = -4
+"""Shorter than an RTP header or longer than MAX_DATAGRAM: never sent."""
+
+_memmove = ffi.memmove
+_protect = lib.srtp_protect
+_scratch: PacketBuffer | None = None
+
+
+def _scratch_buffer() -> PacketBuffer:
+    global _scratch
+    if _scratch is None:
+        _scratch = PacketBuffer()
+    return _scratch
+
+
+class PySendTarget:
+    """The Python reference of the native ``SendTarget``: same methods, same counts."""
+
+    __slots__ = (
+        "_addr",
+        "_sock",
+        "_srtp",
+        "datagrams_out",
+        "fd",
+        "octets_out",
+        "oversize",
+        "send_errors",
+        "srtp_errors",
+    )
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self._addr: tuple[Any, ...] | None = None
+        self._srtp: SrtpContext | None = None
+        self.fd = -1
+        self.datagrams_out = 0
+        self.octets_out = 0
+        self.send_errors = 0
+        self.srtp_errors = 0
+        self.oversize = 0
+
+    @property
+    def ready(self) -> bool:
+        return self._addr is not None and self._srtp is not None
+
+    def set_socket(self, sock: socket.socket | None) -> None:
+        self._sock = sock
+        self.fd = sock.fileno() if sock is not None else -1
+
+    def set_address(self, sockaddr: bytes | None) -> None:
+        if sockaddr is None:
+            self._addr = None
+            return
+        try:
+            self._addr = unpack_sockaddr(sockaddr)
+        except ValueError:
+            raise ValueError("set_address: not a packed sockaddr_in or sockaddr_in6") from None
+
+    def set_srtp(self, context: SrtpContext | None) -> None:
+        self._srtp = context
+
+    def send_rtp(
+        self,
+        packet: bytes | bytearray | memoryview,
+        length: int,
+        b1: int,
+        seq: int,
+        ts: int,
+        ssrc: int,
+        ext_remap: bytes | None = None,
+    ) -> int:
+        """Rewrite, protect and send the first ``length`` bytes of ``packet``."""
+        if not 0 <= length <= len(packet):
+            raise ValueError("send_rtp: length must fit the packet")
+        return self._send(packet, length, (b1, seq, ts, ssrc), ext_remap)
+
+    def send_packet(self, packet: bytes | bytearray | memoryview) -> int:
+        """Protect and send a whole RTP packet as it is (retransmissions)."""
+        return self._send(packet, len(packet), None, None)
+
+    def _send(
+        self,
+        packet: bytes | bytearray | memoryview,
+        length: int,
+        rewrite: tuple[int, int, int, int] | None,
+        ext_remap: bytes | None,
+    ) -> int:
+        srtp, addr, sock = self._srtp, self._addr, self._sock
+        if srtp is None or addr is None:
+            return SEND_NOT_READY
+        if not 12 <= length <= MAX_DATAGRAM:
+            self.oversize += 1
+            return SEND_OVERSIZE
+        if ext_remap is not None and len(ext_remap) < 16:
+            raise TypeError("ext_remap must be 16 bytes or None")
+        tx = _scratch_buffer()
+        view = tx.view
+        _memmove(tx.cdata, packet, length)
+        if rewrite is not None:
+            b1, seq, ts, ssrc = rewrite
+            view[1] = b1 & 0xFF
+            SEQ_TS_SSRC.pack_into(view, 2, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc & 0xFFFFFFFF)
+        if ext_remap is not None:
+            remap_extension_ids(view, length, ext_remap)
+        cell = tx.length
+        cell[0] = length
+        if _protect(srtp.tx, tx.cdata, cell):
+            self.srtp_errors += 1
+            return SEND_SRTP_REFUSED
+        size = int(cell[0])
+        try:
+            if sock is None:
+                raise OSError("no socket")
+            sock.sendto(view[:size], addr)
+        except OSError:
+            self.send_errors += 1
+            return SEND_KERNEL_REFUSED
+        self.datagrams_out += 1
+        self.octets_out += size
+        return size
