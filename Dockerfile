@@ -16,12 +16,21 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 
 RUN useradd --system --create-home --home-dir /var/lib/mediafed mediafed
 COPY --from=build /wheels /tmp/wheels
+# The wheel with its runtime dependencies only (no extras), as `pip install .`
+# installs it. The check imports every module of mediafed (all that `mediafed
+# serve` loads), so an import that needs a package missing here fails the build,
+# then the native module and its three steps (read loop, receive, fan-out) in
+# use; tests/test_install.py runs this same check in a fresh venv.
 RUN pip install /tmp/wheels/*.whl && rm -rf /tmp/wheels \
-    && python -c "from mediafed.transport import native as n; assert n.send_rtp and n.receive_rtp and n.read_datagrams" \
+    && python -c "import importlib, pkgutil, mediafed, mediafed.cli, mediafed.server; \
+[importlib.import_module(m.name) for m in pkgutil.walk_packages(mediafed.__path__, 'mediafed.') if not m.name.endswith('.__main__')]; \
+import mediafed.transport._hotpath; from mediafed.transport import native as n; \
+assert n.read_datagrams and n.receive_rtp and n.fanout is not n.py_fanout, 'native steps not in use'" \
+    && mediafed --version \
     && mkdir -p /var/lib/mediafed/data && chown -R mediafed /var/lib/mediafed
 
 USER mediafed
 WORKDIR /var/lib/mediafed
-EXPOSE 7880/tcp 7881/tcp 7882/udp
+EXPOSE 7880/tcp 7882/udp
 ENTRYPOINT ["mediafed"]
 CMD ["serve"]

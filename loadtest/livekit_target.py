@@ -111,7 +111,6 @@ class MediafedTarget:
             os.environ,
             MEDIAFED_SERVER_HTTP_PORT=str(http_port),
             MEDIAFED_RTC_UDP_PORT=str(free_udp_port()),
-            MEDIAFED_RTC_TCP_PORT=str(free_tcp_port()),
             MEDIAFED_SERVER_DATA_DIR=self._dir.name,
         )
         cpus = self.server_cpus

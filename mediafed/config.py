@@ -3,11 +3,13 @@
 Every setting has an embedded default so ``mediafed serve`` runs with no file.
 Environment variables name a section and a field: ``MEDIAFED_RTC_UDP_PORT=7900``
 sets ``[rtc] udp_port``; ``MEDIAFED_KEYS="key1: secret1, key2: secret2"`` sets
-the API key pairs (the LiveKit convention).
+the API key pairs (the LiveKit convention). A key or variable that names no
+setting is an error that names the closest one: a typo never passes silently.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -39,11 +41,9 @@ class ServerConfig(_Section):
 
 class RtcConfig(_Section):
     udp_port: int = Field(7882, ge=0, le=65535)
-    tcp_port: int = Field(7881, ge=0, le=65535)
     node_ip: list[str] = Field(default_factory=list)
     """Addresses advertised as ICE host candidates. Empty: the bind address if
-    it is specific, else 127.0.0.1; nothing is discovered unless asked."""
-    use_external_ip: bool = False
+    it is specific, else 127.0.0.1; nothing is discovered."""
     consent_timeout_s: float = Field(30.0, gt=0)
     rtx_cache_ms: int = Field(1000, ge=100, le=10000)
 
@@ -99,34 +99,145 @@ def _parse_keys(text: str) -> dict[str, str]:
     return keys
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    sections = {
-        name: model
-        for name, model in (
-            ("server", ServerConfig),
-            ("rtc", RtcConfig),
-            ("log", LogConfig),
-            ("matrix", MatrixConfig),
-            ("rocketchat", RocketChatConfig),
-        )
+ENV_PREFIX = "MEDIAFED_"
+
+NOT_SETTINGS = frozenset(
+    {
+        "MEDIAFED_IN_NETNS",  # scripts/in-netns: we run inside the test network namespace
+        "MEDIAFED_PURE_PYTHON",  # transport/native.py: run the Python path, not the C one
+        "MEDIAFED_KEEP_SYNAPSE",  # tests/synapse_fixture.py: keep the test homeserver's files
+        "MEDIAFED_FUZZ_NATIVE",  # fuzz/: the sanitizer-built native module to load
+        "MEDIAFED_FUZZ_CC",  # fuzz/: the compiler that builds it
+        "MEDIAFED_URL",  # rocketchat-app's end-to-end driver: where mediafed is
+        "MEDIAFED_API_KEY",  # ... and the key pair it uses
+        "MEDIAFED_API_SECRET",
     }
-    for name, value in environ.items():
-        if not name.startswith("MEDIAFED_"):
+)
+"""``MEDIAFED_*`` variables that other parts of the project read: not settings, never an error."""
+
+REMOVED = {
+    "rtc.use_external_ip": "mediafed does not discover its public address; "
+    "list the addresses to advertise in [rtc] node_ip",
+    "rtc.tcp_port": "ICE over TCP is not implemented yet; media uses [rtc] udp_port only",
+}
+"""Settings that existed once, and what to do instead."""
+
+
+def _sections() -> dict[str, type[BaseModel]]:
+    """The tables of the configuration file (``[server]``, ``[rtc]``, ...) and their models."""
+    return {
+        name: field.annotation
+        for name, field in Config.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+    }
+
+
+def _tables() -> dict[str, list[str]]:
+    """Every table of the configuration with its keys; ``""`` is the top level."""
+    tables = {"": list(Config.model_fields)}
+    for name, model in _sections().items():
+        tables[name] = list(model.model_fields)
+    return tables
+
+
+def _env_tables() -> dict[str, list[str]]:
+    """What ``MEDIAFED_*`` variables can set: ``KEYS`` and each key of each section."""
+    return {name: keys for name, keys in _tables().items() if name} | {"": ["keys"]}
+
+
+def _closest(name: str, tables: Mapping[str, list[str]]) -> str | None:
+    """The valid dotted setting nearest to the unknown dotted ``name``, if any is near."""
+    table, _, leaf = name.rpartition(".")
+    siblings = tables.get(table)
+    if siblings is not None:
+        match = difflib.get_close_matches(leaf, siblings, n=1)
+        if match:
+            return f"{table}.{match[0]}" if table else match[0]
+    # the right key in the wrong table: `bind` under [rtc], `udp_port` at the top
+    elsewhere = {
+        key: f"{other}.{key}" if other else key
+        for other, keys in tables.items()
+        if other != table
+        for key in keys
+    }
+    match = difflib.get_close_matches(leaf, list(elsewhere), n=1)
+    return elsewhere[match[0]] if match else None
+
+
+def _unknown_keys(data: Mapping[str, Any], tables: Mapping[str, list[str]]) -> list[str]:
+    """Dotted names of the keys in ``data`` (a parsed TOML file) that name no setting."""
+    unknown: list[str] = []
+    for key, value in data.items():
+        if key not in tables[""]:
+            unknown.append(key)
+        elif key in tables and isinstance(value, Mapping):
+            unknown.extend(f"{key}.{inner}" for inner in value if inner not in tables[key])
+    return unknown
+
+
+def _file_key_problem(name: str, path: Path) -> str:
+    if name in REMOVED:
+        return f"{name} in {path} is no longer a setting: {REMOVED[name]}"
+    tables = _tables()
+    nearest = _closest(name, tables)
+    if nearest is not None:
+        return f"unknown setting {name} in {path}; did you mean {nearest}?"
+    table = name.rpartition(".")[0]
+    if table:
+        return f"unknown setting {name} in {path}; [{table}] has {', '.join(tables[table])}"
+    listed = ", ".join(f"[{key}]" for key in tables[""])
+    return f"unknown setting {name} in {path}; the tables are {listed}"
+
+
+def _env_to_dotted(variable: str) -> str:
+    rest = variable[len(ENV_PREFIX) :].lower()
+    section, sep, key = rest.partition("_")
+    return f"{section}.{key}" if sep and section in _sections() else rest
+
+
+def _dotted_to_env(name: str) -> str:
+    return ENV_PREFIX + name.replace(".", "_").upper()
+
+
+def _env_problem(variable: str) -> str:
+    name = _env_to_dotted(variable)
+    if name in REMOVED:
+        return f"{variable} is no longer a setting: {REMOVED[name]}"
+    tables = _env_tables()
+    nearest = _closest(name, tables)
+    if nearest is not None:
+        return f"unknown setting {variable}; did you mean {_dotted_to_env(nearest)}?"
+    table = name.rpartition(".")[0]
+    if table:
+        names = ", ".join(_dotted_to_env(f"{table}.{key}") for key in tables[table])
+        return f"unknown setting {variable}; [{table}] is set by {names}"
+    sections = ", ".join(table.upper() for table in tables if table)
+    return (
+        f"unknown setting {variable}; settings are {ENV_PREFIX}KEYS and "
+        f"{ENV_PREFIX}<SECTION>_<FIELD> with SECTION one of {sections}"
+    )
+
+
+def _env_overrides(environ: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+    """The settings ``MEDIAFED_*`` variables make; unknown ones are added to ``problems``."""
+    overrides: dict[str, Any] = {}
+    sections = _sections()
+    for variable, value in sorted(environ.items()):
+        if not variable.startswith(ENV_PREFIX) or variable in NOT_SETTINGS:
             continue
-        rest = name[len("MEDIAFED_") :].lower()
-        if rest == "keys":
+        name = _env_to_dotted(variable)
+        if name == "keys":
             overrides["keys"] = _parse_keys(value)
             continue
-        section, _, field = rest.partition("_")
-        model = sections.get(section)
-        if model is None or field not in model.model_fields:
+        section, _, key = name.partition(".")
+        field = sections[section].model_fields.get(key) if section in sections else None
+        if field is None:
+            problems.append(_env_problem(variable))
             continue
-        annotation = model.model_fields[field].annotation
         parsed: Any = value
-        if annotation == list[str]:
+        if field.annotation == list[str]:
             parsed = [part.strip() for part in value.split(",") if part.strip()]
-        overrides.setdefault(section, {})[field] = parsed
+        overrides.setdefault(section, {})[key] = parsed
     return overrides
 
 
@@ -149,8 +260,11 @@ def load_config(
     """Read the TOML file (if any), apply ``MEDIAFED_*`` variables, validate.
 
     ``dev`` binds to 127.0.0.1 and adds the ``devkey``/``secret`` key pair.
+    Every problem found is in the ConfigError, one per line.
     """
     data: dict[str, Any] = {}
+    problems: list[str] = []
+    unknown: list[str] = []
     if path is not None:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -158,17 +272,24 @@ def load_config(
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        unknown = _unknown_keys(data, _tables())
+        problems.extend(_file_key_problem(name, path) for name in unknown)
     if dev:
         data = _merge(
             {"server": {"bind": "127.0.0.1", "dev": True}, "keys": {DEV_API_KEY: DEV_API_SECRET}},
             data,
         )
-    data = _merge(data, _env_overrides(os.environ if environ is None else environ))
+    env = _env_overrides(os.environ if environ is None else environ, problems)
+    data = _merge(data, env)
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        named = ((".".join(str(part) for part in err["loc"]), err["msg"]) for err in exc.errors())
+        invalid = "; ".join(f"{name}: {msg}" for name, msg in named if name not in unknown)
         source = str(path) if path else "defaults/environment"
-        raise ConfigError(f"invalid configuration ({source}): {problems}") from None
+        if invalid or not problems:
+            problems.append(f"invalid configuration ({source}): {invalid or exc}")
+        raise ConfigError("\n".join(problems)) from None
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return config
