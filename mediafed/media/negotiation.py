@@ -29,6 +29,9 @@ from mediafed.wire.sdp import (
     parse_sdp,
 )
 
+MAX_SIMULCAST_LAYERS = 4
+"""Simulcast encodings accepted per track; later rids are refused (not in the answer)."""
+
 _REVERSE = {
     "sendonly": "recvonly",
     "recvonly": "sendonly",
@@ -296,7 +299,9 @@ def _accept_rtp(
             slot.rtx = Codec(rtx.payload_type, "rtx", rtx.clock_rate, None, dict(rtx.fmtp), [])
         else:
             slot.rtx = None
-    send_rids = [r for r in media.rids if r.direction == "send"]
+    # A simulcast offer names a few encodings (libwebrtc: at most 3); more would only
+    # make the worker hold layers nobody can tell apart.
+    send_rids = [r for r in media.rids if r.direction == "send"][:MAX_SIMULCAST_LAYERS]
     if send_rids and sending:
         section.rids = [Rid(r.rid, "recv", r.params) for r in send_rids]
         if media.simulcast is not None and media.simulcast.send:

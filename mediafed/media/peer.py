@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from mediafed.media import limits
 from mediafed.media.track import DownTrack, Layer, PublishedTrack
 from mediafed.media.types import PeerRole
 from mediafed.transport import native
@@ -47,6 +48,8 @@ class MediaPeer:
         self.tracks_by_mid: dict[str, PublishedTrack] = {}
         self.twcc: TransportCcRecorder | None = None
         self.twcc_id = 0
+        self.stray_ssrcs: dict[int, None] = {}
+        """SSRCs seen that belong to no track (yet): bounded (media/limits.py)."""
         # subscribing side
         self.downtracks_by_ssrc: dict[int, DownTrack] = {}
         self.remote_ufrag = ""
@@ -65,11 +68,15 @@ class MediaPeer:
                 # A bandwidth probe (libwebrtc sends them before media, on SSRC 0 too):
                 # nothing to forward, but its arrival time feeds the sender's estimate.
                 self._record_twcc(view, length, SCAN_ONLY, now)
+                self._stray(ssrc)
                 return
             layer = self._learn_ssrc(view, length, ssrc)
             if layer is None:
                 self._record_twcc(view, length, SCAN_ONLY, now)
+                if ssrc not in self.rtx_by_ssrc:
+                    self._stray(ssrc)
                 return
+            self.stray_ssrcs.pop(ssrc, None)
         track = layer.track
         twcc_seq, level = remap_and_scan(
             view, length, track.ext_table, self.twcc_id, track.level_id
@@ -166,18 +173,48 @@ class MediaPeer:
             repaired = True
         if repaired and not rid and len(track.layers) == 1:
             rid = next(iter(track.layers))
+        if rid not in track.layers and (track.layers or rid):
+            # Only the encodings the offer declared (a=rid), or the one of a track
+            # without simulcast: a made-up rid must not make the worker hold a layer.
+            self.endpoint.mux.report(
+                "rtp", self.endpoint.addr, f"{self.label} RTP with undeclared rid {rid!r}"
+            )
+            return None
         layer = track.layer(rid)
         if repaired:
             layer.rtx_ssrc = ssrc
             self.rtx_by_ssrc[ssrc] = layer
             return None
         if layer.ssrc:
+            # The publisher restarted this encoding: its old stream is over (libsrtp
+            # would keep its state, one per SSRC ever seen, and search it per packet).
             self.layers_by_ssrc.pop(layer.ssrc, None)
+            srtp = self.endpoint.srtp
+            if srtp is not None and layer.ssrc != ssrc:
+                srtp.forget_inbound(layer.ssrc)
         layer.set_ssrc(ssrc)
         self.layers_by_ssrc[ssrc] = layer
         log.info("- %s track %s layer %r is ssrc %d", self.label, track.sid, rid, ssrc)
         self.session.room.on_layer_started(track, layer)
         return layer
+
+    def _stray(self, ssrc: int) -> None:
+        """An authenticated packet of an SSRC no track has: keep libsrtp's state of a few
+        such streams (probes, streams about to be learned), forget the rest."""
+        stray = self.stray_ssrcs
+        if ssrc in stray:
+            return
+        if len(stray) < limits.MAX_STRAY_SSRCS:
+            stray[ssrc] = None
+            return
+        srtp = self.endpoint.srtp
+        if srtp is not None:
+            srtp.forget_inbound(ssrc)
+        self.session.room.manager.drop(
+            "stray_ssrc",
+            self.label,
+            f"sends more than {limits.MAX_STRAY_SSRCS} SSRCs that belong to no track",
+        )
 
     def _record_twcc(self, view: memoryview, length: int, table: bytes, now: float) -> None:
         """Note a packet's transport-wide sequence number (rewriting ids through ``table``)."""

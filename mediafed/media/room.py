@@ -24,7 +24,7 @@ from mediafed.errors import LocalProtocolError
 from mediafed.media import events
 from mediafed.media.peer import MediaPeer
 from mediafed.media.session import Session, SessionListener
-from mediafed.media.track import PublishedTrack
+from mediafed.media.track import DownTrack, PublishedTrack
 from mediafed.media.types import ParticipantInfo, Permission, TrackInfo, TrackKind, new_sid
 from mediafed.transport.dtls import Certificate
 from mediafed.transport.endpoint import Endpoint
@@ -37,6 +37,8 @@ TICK_S = 0.05
 REPORT_EVERY_S = 1.0
 SPEAKERS_EVERY_S = 0.3
 SPEAKER_THRESHOLD = 0.01  # about -40 dBov
+DROP_LOG_INTERVAL_S = 5.0
+RETIRED_COUNTS = ("packets_sent", "octets_sent", "retransmitted", "srtp_auth_failed")
 
 RoomObserver = Callable[["Room", events.RoomEvent], None]
 
@@ -306,6 +308,11 @@ class RoomManager:
         self._rooms: dict[str, Room] = {}
         self._observers: list[RoomObserver] = []
         self._task: asyncio.Task[None] | None = None
+        self.dropped: dict[str, int] = {}
+        """What participants sent beyond a limit, by kind (see :meth:`drop`)."""
+        self._drop_logged: dict[str, float] = {}
+        self.retired = dict.fromkeys(RETIRED_COUNTS, 0)
+        """What DownTracks and endpoints now gone counted: /metrics totals never fall."""
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -383,6 +390,26 @@ class RoomManager:
 
     def new_twcc_recorder(self, sender_ssrc: int) -> TransportCcRecorder:
         return TransportCcRecorder(sender_ssrc)
+
+    def retire_downtrack(self, downtrack: DownTrack) -> None:
+        """A subscription ended: what it forwarded stays in the totals."""
+        retired = self.retired
+        retired["packets_sent"] += downtrack.packets_sent
+        retired["octets_sent"] += downtrack.octets_sent
+        retired["retransmitted"] += downtrack.retransmitted
+
+    def retire_endpoint(self, endpoint: Endpoint) -> None:
+        """A connection closed: its failed SRTP authentications stay in the totals."""
+        self.retired["srtp_auth_failed"] += endpoint.stats["srtp_auth_failed"]
+
+    def drop(self, kind: str, label: str, message: str) -> None:
+        """Something a participant sent went over a limit (:mod:`mediafed.media.limits`)
+        and was dropped: counted under ``kind``; one log line per kind per interval."""
+        self.dropped[kind] = self.dropped.get(kind, 0) + 1
+        now = self.clock()
+        if now - self._drop_logged.get(kind, -DROP_LOG_INTERVAL_S) >= DROP_LOG_INTERVAL_S:
+            self._drop_logged[kind] = now
+            log.info("x %s %s (dropped: %s, %d so far)", label, message, kind, self.dropped[kind])
 
     @staticmethod
     def random_ssrc() -> int:

@@ -33,7 +33,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 from mediafed.errors import AuthError, LocalProtocolError, NegotiationError
-from mediafed.media import allocation, codecs, events, negotiation
+from mediafed.media import allocation, codecs, events, limits, negotiation
 from mediafed.media.peer import MediaPeer
 from mediafed.media.track import DownTrack, PublishedTrack
 from mediafed.media.types import (
@@ -117,6 +117,8 @@ class Session:
         self.joined_at = time.time()
         self.closed = False
         self.single = single_connection
+        self._data_packets = limits.TokenBucket(limits.DATA_PACKETS_PER_S, limits.DATA_PACKET_BURST)
+        self._data_bytes = limits.TokenBucket(limits.DATA_BYTES_PER_S, limits.DATA_BYTE_BURST)
         self.publisher = MediaPeer(self, PeerRole.PUBLISHER)
         # One connection both ways (classic Matrix calls) or LiveKit's two.
         self.subscriber = (
@@ -424,7 +426,9 @@ class Session:
             if track is None:
                 raise LocalProtocolError(f"no track {track_sid} in room {self.room.name}")
             self.subscribe(track)
-        else:
+        elif track is not None:
+            # Only tracks of this room are remembered: sids a client makes up must not
+            # grow what the worker holds.
             self.unsubscribed.add(track_sid)
             self.unsubscribe(track_sid)
 
@@ -497,6 +501,7 @@ class Session:
         downtrack = self.downtracks.pop(track_sid, None)
         if downtrack is None:
             return
+        self.room.manager.retire_downtrack(downtrack)
         downtrack.detach()
         downtrack.track.downtracks.pop(self.sid, None)
         self.subscriber.downtracks_by_ssrc.pop(downtrack.ssrc, None)
@@ -776,6 +781,18 @@ class Session:
     ) -> None:
         if not self._permission.can_publish_data:
             raise AuthError(f"{self.identity} may not publish data; the token does not allow it")
+        manager = self.room.manager
+        if len(payload) > limits.MAX_DATA_BYTES:
+            manager.drop(
+                "data_size",
+                self.label,
+                f"data packet of {len(payload)} bytes is over {limits.MAX_DATA_BYTES}",
+            )
+            return
+        now = manager.clock()
+        if not (self._data_packets.take(now) and self._data_bytes.take(now, len(payload))):
+            manager.drop("data_rate", self.label, "sends data faster than the limit")
+            return
         self.room.send_data(
             payload,
             topic=topic,
@@ -878,6 +895,8 @@ class Session:
             self.unsubscribe(track_sid)
         for track in list(self.published.values()):
             self._unpublish(track, reason)
+        for peer in {self.publisher, self.subscriber}:
+            self.room.manager.retire_endpoint(peer.endpoint)
         self.publisher.close()
         self.subscriber.close()
         self.listener.on_room_event(events.SessionClosed(reason))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import struct
 from typing import TYPE_CHECKING, Protocol
 
 from mediafed.transport import native
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
     from mediafed.transport.udp import MediaSocket
 
 log = logging.getLogger(__name__)
+
+MAX_RTCP_SENDERS = 64
+"""Distinct SSRCs an endpoint may send SRTCP from (see :meth:`Endpoint._rtcp_sender_allowed`)."""
+_U32 = struct.Struct("!I")
 
 _background: set[asyncio.Task[None]] = set()
 """Data-channel tasks, kept referenced until they finish."""
@@ -55,6 +60,7 @@ class Endpoint:
 
     __slots__ = (
         "__weakref__",
+        "_rtcp_senders",
         "_srtp",
         "addr",
         "certificate",
@@ -102,6 +108,7 @@ class Endpoint:
         self.created_at = now
         self.stats = {"srtp_auth_failed": 0, "rtp_in": 0, "rtcp_in": 0}
         self.datachannels: DataChannels | None = None
+        self._rtcp_senders: set[int] = set()
         self.sctp_remote_port = 5000
         mux.register(self)
 
@@ -250,8 +257,11 @@ class Endpoint:
             if srtp is None:
                 self.mux.report("srtp", self.addr, f"{self.label} SRTP before DTLS finished")
                 return
-            second = buf.view[1]
+            view = buf.view
+            second = view[1]
             if 192 <= second <= 223:
+                if length < 8 or not self._rtcp_sender_allowed(_U32.unpack_from(view, 4)[0]):
+                    return
                 plain = srtp.unprotect_rtcp(buf, length)
                 if plain < 0:
                     self.stats["srtp_auth_failed"] += 1
@@ -270,6 +280,21 @@ class Endpoint:
             self.rtp_failed()
         else:
             self.on_rtp(buf, plain, now)
+
+    def _rtcp_sender_allowed(self, ssrc: int) -> bool:
+        """libsrtp keeps state for every SRTCP sender SSRC it decrypts: a few dozen
+        (one per stream a browser sends or receives) pass, more are dropped unread."""
+        senders = self._rtcp_senders
+        if ssrc in senders:
+            return True
+        if len(senders) < MAX_RTCP_SENDERS:
+            senders.add(ssrc)
+            return True
+        self.stats["rtcp_sender_limit"] = self.stats.get("rtcp_sender_limit", 0) + 1
+        self.mux.report(
+            "rtcp_senders", self.addr, f"{self.label} RTCP from over {MAX_RTCP_SENDERS} SSRCs"
+        )
+        return False
 
     def on_rtp(self, buf: PacketBuffer, length: int, now: float) -> None:
         """One RTP packet, decrypted in place (by on_srtp or the native read loop)."""

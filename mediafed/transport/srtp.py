@@ -9,6 +9,7 @@ the "protect in place in a pooled buffer" of ARCHITECTURE.md.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pylibsrtp
@@ -88,6 +89,11 @@ class SrtpContext:
         if lib.srtp_unprotect_rtcp(self.rx, buf.cdata, buf.length) != 0:
             return -1
         return int(buf.length[0])
+
+    def forget_inbound(self, ssrc: int) -> None:
+        """Drop libsrtp's state of one inbound SSRC (it makes one per SSRC it decrypts,
+        and searches them one by one); a later packet of it starts afresh."""
+        lib.srtp_remove_stream(self.rx, socket.htonl(ssrc))
 
     def protect_rtp(self, buf: PacketBuffer, length: int) -> int:
         """Encrypt ``length`` bytes of plaintext in ``buf`` in place; the new length or -1."""

@@ -372,6 +372,10 @@ class FakeRoom:
 class FakeRoomManager:
     def __init__(self) -> None:
         self._rooms: dict[str, FakeRoom] = {}
+        self.dropped: dict[str, int] = {}
+
+    def drop(self, kind: str, label: str, message: str) -> None:
+        self.dropped[kind] = self.dropped.get(kind, 0) + 1
 
     def get_or_create(
         self,

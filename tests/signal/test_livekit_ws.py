@@ -518,3 +518,25 @@ async def test_data_packets_are_relayed_with_the_true_sender(node: Node) -> None
         models.DataPacket(user=models.UserPacket(payload=b"x")).SerializeToString(),
     )
     assert len(room.sessions["bob"].channel_out) == 1
+
+
+async def test_a_signaling_flood_ends_only_that_participant(node: Node) -> None:
+    """A client sending requests far faster than any SDK does is disconnected (a
+    dropped request would leave its state undefined); the room goes on."""
+    bob = await Client.connect(node, token("bob"))
+    await bob.join()
+    mallory = await Client.connect(node, token("mallory"))
+    await mallory.join()
+    await bob.expect("update", _updated("mallory"))
+    for index in range(400):
+        await mallory.send(ping=index)
+    closing = await mallory.closed()
+    assert mallory.ws.close_code == 1008
+    assert "signaling messages at once" in str(closing.extra)
+    assert node.rooms.dropped == {"signal_rate": 1}
+    await bob.expect("update", _updated("mallory", models.ParticipantInfo.State.DISCONNECTED))
+    # a client at an SDK's pace is never refused
+    for index in range(100):
+        await bob.send(ping=index)
+        await bob.expect("pong")
+    assert node.rooms.dropped == {"signal_rate": 1}

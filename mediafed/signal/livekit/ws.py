@@ -30,6 +30,7 @@ from livekit.protocol import models, rtc
 from mediafed import __version__, media as room_core
 from mediafed.config import Config
 from mediafed.errors import AuthError, LocalProtocolError, MediafedError, RemoteProtocolError
+from mediafed.media.limits import SIGNAL_MESSAGE_BURST, SIGNAL_MESSAGES_PER_S, TokenBucket
 from mediafed.signal.livekit import translate
 from mediafed.signal.livekit.auth import verify_join
 from mediafed.signal.livekit.ports import RoomDirectory, RoomPort, SessionPort
@@ -59,6 +60,9 @@ class SignalOptions:
     parked_backlog: int = 256
     """Participant updates kept for a parked (disconnected, resumable) client."""
     quality_interval_s: float = 5.0
+    messages_per_s: float = SIGNAL_MESSAGES_PER_S
+    message_burst: float = SIGNAL_MESSAGE_BURST
+    """Signaling requests a client may send; beyond, it is disconnected."""
     publish_codecs: tuple[str, ...] = ("video/VP8", "audio/opus")
 
 
@@ -802,9 +806,21 @@ class RtcEndpoint:
     async def _pump(self, peer: SignalPeer, ws: web.WebSocketResponse) -> None:
         watchdog = asyncio.create_task(peer.watch(ws))
         close: tuple[int, str] | None = None
+        budget = TokenBucket(self.options.messages_per_s, self.options.message_burst)
+        loop = asyncio.get_running_loop()
         try:
             async for message in ws:
                 peer.seen()
+                if not budget.take(loop.time()):
+                    # No client sends this many requests; dropping some would leave its
+                    # state undefined, so it is disconnected, and may join again.
+                    close = (
+                        CLOSE_POLICY,
+                        f"more than {self.options.message_burst:.0f} signaling messages at "
+                        f"once or {self.options.messages_per_s:.0f} a second",
+                    )
+                    self.rooms.drop("signal_rate", repr(peer), close[1])
+                    break
                 if message.type == WSMsgType.BINARY:
                     close = await self._handle_frame(peer, message.data)
                 elif message.type == WSMsgType.TEXT:
