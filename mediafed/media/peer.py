@@ -114,6 +114,9 @@ class MediaPeer:
                     layer.last_sr_ntp = item.ntp_timestamp
                     layer.last_sr_rtp = item.rtp_timestamp
                     layer.last_sr_at = now
+                self._reception_reports(item.reports, now)
+            elif isinstance(item, rtcp.ReceiverReport):
+                self._reception_reports(item.reports, now)
             elif isinstance(item, rtcp.Remb):
                 if self.downtracks_by_ssrc:
                     self.session.on_estimate(item.bitrate_bps, now)
@@ -121,6 +124,12 @@ class MediaPeer:
                 for ssrc in item.ssrcs:
                     if ssrc in self.layers_by_ssrc:
                         log.info("- %s publisher said BYE for ssrc %d", self.label, ssrc)
+
+    def _reception_reports(self, blocks: list[rtcp.ReportBlock], now: float) -> None:
+        for block in blocks:
+            downtrack = self.downtracks_by_ssrc.get(block.ssrc)
+            if downtrack is not None:
+                downtrack.on_report(block, now)
 
     def on_state(self, endpoint: Endpoint, state: EndpointState) -> None:
         self.session.on_transport_state(self, state)
@@ -293,6 +302,7 @@ class MediaPeer:
             for downtrack in self.downtracks_by_ssrc.values():
                 times = downtrack.sender_report_times(now)
                 if times is not None:
+                    downtrack.note_sender_report(times[0], now)
                     out.append(
                         rtcp.SenderReport(
                             downtrack.ssrc,

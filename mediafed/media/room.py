@@ -237,6 +237,7 @@ class Room:
                 session.subscriber.periodic(now, reports=True)
             if reports:
                 session.allocate(now)
+                session.update_quality()
         if reports:
             self._report_wanted_qualities()
         if speakers:

@@ -33,7 +33,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 from mediafed.errors import AuthError, LocalProtocolError, NegotiationError
-from mediafed.media import allocation, codecs, events, limits, negotiation
+from mediafed.media import allocation, codecs, events, limits, negotiation, quality
 from mediafed.media.peer import MediaPeer
 from mediafed.media.track import DownTrack, PublishedTrack
 from mediafed.media.types import (
@@ -117,6 +117,7 @@ class Session:
         self.joined_at = time.time()
         self.closed = False
         self.single = single_connection
+        self._quality = quality.QualityScorer()
         self._data_packets = limits.TokenBucket(limits.DATA_PACKETS_PER_S, limits.DATA_PACKET_BURST)
         self._data_bytes = limits.TokenBucket(limits.DATA_BYTES_PER_S, limits.DATA_BYTE_BURST)
         self.publisher = MediaPeer(self, PeerRole.PUBLISHER)
@@ -860,9 +861,41 @@ class Session:
         if handler is not None:
             handler(peer.role.value, label, data)
 
-    def connection_quality(self) -> float:
-        state = self.subscriber.endpoint.state
-        return 1.0 if state is EndpointState.CONNECTED else 0.0
+    def connection_quality(self) -> quality.Quality:
+        """How this participant's connection does (media/quality.py)."""
+        return self._quality.quality
+
+    def update_quality(self) -> None:
+        """Timer work, once a second: one window of loss, jitter and round trip of the
+        streams this participant sends and receives."""
+        windows: list[quality.StreamWindow] = []
+        rtts = [d.rtt_ms for d in self.downtracks.values() if d.rtt_ms]
+        rtt_ms = max(rtts) if rtts else 0.0
+        for track in self.published.values():
+            if track.muted:
+                continue
+            for layer in track.layers.values():
+                expected, lost = layer.window()
+                if expected > 0:
+                    jitter_ms = layer.jitter * 1000.0 / layer.clock_rate
+                    windows.append(
+                        quality.StreamWindow(track.kind.value, expected, lost, jitter_ms, rtt_ms)
+                    )
+        for downtrack in self.downtracks.values():
+            report, downtrack.report = downtrack.report, None
+            if report is not None:
+                fraction, jitter_ms = report
+                windows.append(
+                    quality.StreamWindow(
+                        downtrack.track.kind.value, 256, fraction, jitter_ms, downtrack.rtt_ms
+                    )
+                )
+        connected = all(
+            peer.endpoint.state is EndpointState.CONNECTED
+            for peer in {self.publisher, self.subscriber}
+            if peer.endpoint.ice.remote_ufrag  # a connection the client has set up
+        )
+        self._quality.update(windows, connected=connected)
 
     # -- lifecycle ------------------------------------------------------------
     def on_transport_state(self, peer: MediaPeer, state: EndpointState) -> None:

@@ -39,6 +39,7 @@ from mediafed.wire.rtp import (
 if TYPE_CHECKING:
     from mediafed.media.peer import MediaPeer
     from mediafed.transport.srtp import PacketBuffer
+    from mediafed.wire.rtcp import ReportBlock
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class Layer(native.InStream):
         "rid",
         "rtx_ssrc",
         "ssrc",
+        "window_expected",
+        "window_received",
     )
 
     def __init__(
@@ -108,6 +111,8 @@ class Layer(native.InStream):
         self.bitrate_bps = 0
         self.octets_at_rate = 0
         self.rate_at = -1.0
+        self.window_expected = 0
+        self.window_received = 0
 
     def measure(self, now: float) -> None:
         """Update ``bitrate_bps`` from the bytes received since the last measure."""
@@ -120,6 +125,18 @@ class Layer(native.InStream):
             self.bitrate_bps = int((self.octets - self.octets_at_rate) * 8 / elapsed)
             self.rate_at = now
             self.octets_at_rate = self.octets
+
+    def window(self) -> tuple[int, int]:
+        """(packets expected, packets lost) since the last call: connection quality's
+        view, kept apart from the receiver reports' intervals."""
+        if self.base_seq < 0:
+            return 0, 0
+        expected_total = self.cycles + self.highest_seq - self.base_seq + 1
+        expected = expected_total - self.window_expected
+        received = self.received - self.window_received
+        self.window_expected = expected_total
+        self.window_received = self.received
+        return expected, max(0, expected - received)
 
     def receiving(self, now: float) -> bool:
         """Packets arrived in the last second (a publisher may stop a layer)."""
@@ -417,10 +434,13 @@ class DownTrack(native.Forwarder):
         "mid",
         "negotiated",
         "peer",
+        "report",
         "retransmitted",
+        "rtt_ms",
         "rtx_payload_type",
         "rtx_seq",
         "rtx_ssrc",
+        "sr_sent",
         "started",
         "track",
     )
@@ -461,6 +481,12 @@ class DownTrack(native.Forwarder):
         self.octets_sent = 0
         self.rtx_seq = random.getrandbits(16)
         self.retransmitted = 0
+        self.report: tuple[int, float] | None = None
+        """(fraction lost of 256, jitter in ms) of the subscriber's last report; taken
+        by connection quality."""
+        self.rtt_ms = 0.0
+        self.sr_sent: dict[int, float] = {}
+        """Middle 32 bits of the NTP time of our last sender reports -> when sent."""
 
     # -- control (off the hot path) ---------------------------------------
     def attach(self, now: float) -> None:
@@ -594,6 +620,23 @@ class DownTrack(native.Forwarder):
         out += U16.pack(seq_out)
         out += packet[start:end]
         return out
+
+    def note_sender_report(self, ntp: int, now: float) -> None:
+        """A sender report with NTP time ``ntp`` goes out now (for the round trip)."""
+        sent = self.sr_sent
+        if len(sent) >= 4:
+            del sent[next(iter(sent))]
+        sent[(ntp >> 16) & 0xFFFFFFFF] = now
+
+    def on_report(self, block: ReportBlock, now: float) -> None:
+        """The subscriber's reception report on our stream (RFC 3550 §6.4.1): loss and
+        jitter, and the round trip from the sender report it echoes (LSR, DLSR)."""
+        self.report = (block.fraction_lost, block.jitter * 1000.0 / self.clock_rate)
+        sent_at = self.sr_sent.get(block.lsr) if block.lsr else None
+        if sent_at is not None:
+            rtt = now - sent_at - block.dlsr / 65536.0
+            if 0 <= rtt < 10:
+                self.rtt_ms = rtt * 1000.0
 
     def sender_report_times(self, now: float) -> tuple[int, int] | None:
         """(NTP, RTP timestamp) for an SR to the subscriber, from the publisher's SR (lip sync)."""

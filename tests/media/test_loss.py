@@ -11,12 +11,14 @@ import asyncio
 import random
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import cast
 
 import pytest
 
 from mediafed.config import load_config
 from mediafed.media import RoomManager
+from mediafed.media.quality import Level, Quality
 
 from .aiortc_client import AiortcParticipant, PatternVideoTrack, wait_for
 
@@ -86,7 +88,17 @@ def _free_udp_port() -> int:
         return port
 
 
-async def _run_call(loss: float, seconds: float) -> tuple[int, int, int]:
+@dataclass(frozen=True)
+class CallResult:
+    decoded: int
+    produced: int
+    retransmitted: int
+    quality: Quality
+    """bob's connection quality at the end, as LiveKit clients are told it"""
+    rtt_ms: float
+
+
+async def _run_call(loss: float, seconds: float) -> CallResult:
     port = _free_udp_port()
     config = load_config(
         environ={
@@ -114,8 +126,15 @@ async def _run_call(loss: float, seconds: float) -> tuple[int, int, int]:
         await asyncio.sleep(seconds)
         decoded = sum(v.frames for v in bob.video.values()) - start_frames
         produced = track.count - start_sent
-        downtrack = next(iter(room.sessions["bob"].downtracks.values()))
-        return decoded, produced, downtrack.retransmitted
+        bob_session = room.sessions["bob"]
+        downtrack = next(iter(bob_session.downtracks.values()))
+        return CallResult(
+            decoded,
+            produced,
+            downtrack.retransmitted,
+            bob_session.connection_quality(),
+            downtrack.rtt_ms,
+        )
     finally:
         await alice.close()
         await bob.close()
@@ -124,15 +143,19 @@ async def _run_call(loss: float, seconds: float) -> tuple[int, int, int]:
 
 
 @pytest.fixture
-async def lossless() -> AsyncIterator[tuple[int, int, int]]:
+async def lossless() -> AsyncIterator[CallResult]:
     yield await _run_call(0.0, 6.0)
 
 
-async def test_nack_and_rtx_recover_lost_packets(lossless: tuple[int, int, int]) -> None:
-    clean_decoded, clean_produced, clean_rtx = lossless
-    decoded, produced, retransmitted = await _run_call(0.10, 6.0)
-    assert clean_decoded > 0.8 * clean_produced
-    assert clean_rtx == 0
+async def test_nack_and_rtx_recover_lost_packets(lossless: CallResult) -> None:
+    lossy = await _run_call(0.10, 6.0)
+    assert lossless.decoded > 0.8 * lossless.produced
+    assert lossless.retransmitted == 0
     # 10% of packets lost on the way to the subscriber, repaired from the cache:
-    assert retransmitted > 10
-    assert decoded > 0.7 * produced, (decoded, produced, retransmitted)
+    assert lossy.retransmitted > 10
+    assert lossy.decoded > 0.7 * lossy.produced, lossy
+    # connection quality follows the subscriber's own reports: loss, jitter, round trip
+    assert lossless.quality.level is Level.EXCELLENT, lossless
+    assert lossy.quality.level in (Level.GOOD, Level.POOR), lossy
+    assert lossy.quality.score < lossless.quality.score - 20, (lossless, lossy)
+    assert 0 < lossless.rtt_ms < 200, lossless  # LSR/DLSR of aiortc's receiver reports

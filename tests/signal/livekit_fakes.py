@@ -29,6 +29,7 @@ from mediafed.media.events import (  # noqa: E402
     TrackPublished,
     TrackUnpublished,
 )
+from mediafed.media.quality import Level, Quality  # noqa: E402
 from mediafed.media.types import LayerInfo, ParticipantInfo, Permission, TrackInfo  # noqa: E402
 
 __all__ = [
@@ -232,8 +233,8 @@ class FakeSession:
         self.channel_out.append((kind, data))
         return True
 
-    def connection_quality(self) -> float:
-        return 0.9
+    def connection_quality(self) -> Quality:
+        return Quality(Level.EXCELLENT, 90.0)
 
     async def leave(self, reason: str = "client request") -> None:
         if self.closed:

@@ -66,6 +66,14 @@ class SignalOptions:
     publish_codecs: tuple[str, ...] = ("video/VP8", "audio/opus")
 
 
+_QUALITY_LEVELS = {
+    "excellent": models.ConnectionQuality.EXCELLENT,
+    "good": models.ConnectionQuality.GOOD,
+    "poor": models.ConnectionQuality.POOR,
+    "lost": models.ConnectionQuality.LOST,
+}
+
+
 def _default_media_types() -> Any:
     """The room core's constructors (``Permission``, ``LayerInfo``, enums)."""
     return room_core
@@ -468,21 +476,15 @@ class SignalPeer:
         quality_of = getattr(self.session, "connection_quality", None)
         if self.session is None or quality_of is None:
             return
-        score = float(quality_of())
-        if score >= 0.8:
-            quality = models.ConnectionQuality.EXCELLENT
-        elif score >= 0.5:
-            quality = models.ConnectionQuality.GOOD
-        elif score > 0.0:
-            quality = models.ConnectionQuality.POOR
-        else:
-            quality = models.ConnectionQuality.LOST
+        measured = quality_of()
         self.send(
             rtc.SignalResponse(
                 connection_quality=rtc.ConnectionQualityUpdate(
                     updates=[
                         rtc.ConnectionQualityInfo(
-                            participant_sid=self.session.sid, quality=quality, score=score * 5
+                            participant_sid=self.session.sid,
+                            quality=_QUALITY_LEVELS[measured.level.value],
+                            score=measured.mos,
                         )
                     ]
                 )
