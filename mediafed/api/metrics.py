@@ -2,6 +2,10 @@
 
 Values are read from the room core when scraped (a collector, not counters
 bumped on the packet path), so the forwarding loop pays nothing for them.
+Counters only go up, as Prometheus' ``rate()`` requires: what live
+subscriptions and connections counted is added to what those that ended
+counted (``RoomManager.retired``, ``MediaSocket.media_sent``), native send
+path and Python alike.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ class RoomCoreCollector(Collector):
         self.rooms = rooms
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        rooms = self.rooms.rooms()
+        manager = self.rooms
+        rooms = manager.rooms()
         sessions = [session for room in rooms for session in room.sessions.values()]
         yield GaugeMetricFamily("mediafed_rooms", "Rooms on this node", value=len(rooms))
         yield GaugeMetricFamily(
@@ -43,40 +48,67 @@ class RoomCoreCollector(Collector):
         yield GaugeMetricFamily(
             "mediafed_subscriptions", "Forwarded tracks (DownTracks)", value=len(downtracks)
         )
-        packets = CounterMetricFamily(
-            "mediafed_forwarded_packets", "RTP packets forwarded to current subscriptions"
+        retired = manager.retired
+        yield _counter(
+            "mediafed_forwarded_packets",
+            "RTP packets forwarded to subscribers",
+            retired["packets_sent"] + sum(d.packets_sent for d in downtracks),
         )
-        packets.add_metric([], sum(d.packets_sent for d in downtracks))
-        yield packets
-        octets = CounterMetricFamily(
-            "mediafed_forwarded_bytes", "RTP bytes forwarded to current subscriptions"
+        yield _counter(
+            "mediafed_forwarded_bytes",
+            "RTP bytes forwarded to subscribers (before SRTP)",
+            retired["octets_sent"] + sum(d.octets_sent for d in downtracks),
         )
-        octets.add_metric([], sum(d.octets_sent for d in downtracks))
-        yield octets
-        retransmitted = CounterMetricFamily(
-            "mediafed_retransmitted_packets", "Packets resent after a subscriber's NACK"
+        yield _counter(
+            "mediafed_retransmitted_packets",
+            "Packets resent after a subscriber's NACK",
+            retired["retransmitted"] + sum(d.retransmitted for d in downtracks),
         )
-        retransmitted.add_metric([], sum(d.retransmitted for d in downtracks))
-        yield retransmitted
+        mux = manager.mux
+        sent = mux.media_sent()
+        counts = dict(mux.counters)
+        # The socket's own sends (STUN, DTLS, RTCP) and the send targets' (media).
+        counts["datagrams_out"] += sent["datagrams_out"]
+        counts["send_errors"] += sent["send_errors"]
+        counts["send_srtp_errors"] = sent["srtp_errors"]
+        counts["send_oversize"] = sent["oversize"]
         udp = CounterMetricFamily(
-            "mediafed_udp_datagrams", "Datagrams on the media port", labels=["what"]
+            "mediafed_udp_datagrams",
+            "Datagrams on the media port: in, out, dropped (by reason) and errors",
+            labels=["what"],
         )
-        for name, value in self.rooms.mux.counters.items():
+        for name, value in counts.items():
             udp.add_metric([name], value)
         yield udp
-        auth = CounterMetricFamily(
-            "mediafed_srtp_auth_failures",
-            "SRTP/SRTCP packets that failed authentication (current endpoints)",
+        yield _counter(
+            "mediafed_media_sent_bytes",
+            "SRTP bytes of media sent (after protection, retransmissions included)",
+            sent["octets_out"],
         )
-        auth.add_metric(
-            [],
-            sum(
+        drops = CounterMetricFamily(
+            "mediafed_limit_drops",
+            "What participants sent beyond a limit (mediafed.media.limits), dropped, by kind",
+            labels=["kind"],
+        )
+        for kind, count in sorted(manager.dropped.items()):
+            drops.add_metric([kind], count)
+        yield drops
+        yield _counter(
+            "mediafed_srtp_auth_failures",
+            "SRTP/SRTCP packets that failed authentication",
+            retired["srtp_auth_failed"]
+            + sum(
                 peer.endpoint.stats["srtp_auth_failed"]
                 for session in sessions
                 for peer in {session.publisher, session.subscriber}
             ),
         )
-        yield auth
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    counter = CounterMetricFamily(name, documentation)
+    counter.add_metric([], value)
+    return counter
 
 
 def setup_metrics(app: web.Application, rooms: RoomManager) -> None:

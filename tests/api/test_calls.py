@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
+import shutil
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +37,21 @@ def admin_token(key: str = KEY, secret: str = SECRET, **kwargs: Any) -> str:
     return mint_token(key, secret, identity="rocketchat-app", video=ADMIN, **kwargs)
 
 
+def documented_signature_error(header: str, body: bytes, secret: str) -> str | None:
+    """Check ``X-Mediafed-Signature`` as the API documentation tells a receiver to,
+    without mediafed's code: ``t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``,
+    ``t`` within 300 s of now. None if it holds, else what is wrong."""
+    fields = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
+    if not fields.get("t", "").isdigit() or "v1" not in fields:
+        return f"malformed header {header!r}"
+    if abs(time.time() - int(fields["t"])) > 300:
+        return "stale"
+    mac = hmac.new(secret.encode(), fields["t"].encode() + b"." + body, hashlib.sha256)
+    if not hmac.compare_digest(mac.hexdigest(), fields["v1"]):
+        return "signature does not match"
+    return None
+
+
 @dataclass
 class Receiver:
     """A webhook endpoint that checks signatures and refuses replayed ids."""
@@ -42,6 +61,8 @@ class Receiver:
     statuses: list[int] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
     arrived: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    signed: list[tuple[str, bytes]] = field(default_factory=list)
+    """(signature header, body) of every delivery accepted."""
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -49,11 +70,12 @@ class Receiver:
             self.fail_first -= 1
             self.statuses.append(500)
             return web.Response(status=500, text="try later")
-        try:
-            webhooks.verify(request.headers.get(webhooks.SIGNATURE_HEADER, ""), body, SECRET)
-        except AuthError as exc:
+        header = request.headers.get(webhooks.SIGNATURE_HEADER, "")
+        error = documented_signature_error(header, body, SECRET)
+        if error is not None:
             self.statuses.append(401)
-            return web.json_response({"error": str(exc)}, status=401)
+            return web.json_response({"error": error}, status=401)
+        self.signed.append((header, body))
         event = json.loads(body)
         if event["id"] in self.seen:
             self.statuses.append(409)
@@ -192,6 +214,76 @@ async def test_participant_events_and_end_reach_the_webhook_signed(node: Node) -
     await node.service.room_finished(call["room"])
     await node.service.webhooks.wait_idle()
     assert len(node.receiver.events) == 3
+
+
+APP = Path(__file__).resolve().parents[2] / "rocketchat-app"
+# Run by node: node's own HMAC and the App's verifier (compiled from its crypto.ts) on
+# one delivery as it arrived. The App's endpoint verifies JSON.stringify of the parsed
+# body (Rocket.Chat hands Apps parsed JSON), so that is checked as well.
+NODE_VERIFY = r"""
+const nodeCrypto = require('node:crypto');
+const fs = require('node:fs');
+const [appCrypto, secret, header, bodyPath] = process.argv.slice(1);  // node -e: no script path
+const app = require(appCrypto);
+const body = fs.readFileSync(bodyPath, 'utf8');
+const fields = Object.fromEntries(header.split(',').map((part) => part.split('=')));
+const mac = nodeCrypto.createHmac('sha256', secret).update(`${fields.t}.${body}`).digest('hex');
+const now = Date.now() / 1000;
+function check(text, key) {
+  try { return app.verifyWebhook(header, text, key, now) === Number(fields.t); }
+  catch (e) { return e.message; }
+}
+console.log(JSON.stringify({
+  nodeCrypto: mac === fields.v1,
+  appRaw: check(body, secret),
+  appParsed: check(JSON.stringify(JSON.parse(body)), secret),
+  appTampered: check(body.replace('Zo', 'Mallory'), secret),
+  appWrongSecret: check(body, secret + 'x'),
+}));
+"""
+
+
+@pytest.mark.slow  # compiles the App's crypto.ts
+async def test_signed_webhooks_pass_independent_verifiers(node: Node, tmp_path: Path) -> None:
+    """A real delivery verifies with Python's hmac (the receiver), node's crypto and
+    the Rocket.Chat App's own verifier; tampering or another secret fails there."""
+    node_bin, tsc = shutil.which("node"), APP / "node_modules" / ".bin" / "tsc"
+    assert node_bin and tsc.exists(), (
+        "node or the App's tsc is missing; run scripts/install-test-deps"
+    )
+    compiled = tmp_path / "app"
+    build = await asyncio.create_subprocess_exec(
+        *(str(tsc), "--outDir", str(compiled), "--module", "commonjs", "--target", "es2017"),
+        *("--lib", "es2017", "--strict", "--types", "node", "src/crypto.ts"),
+        cwd=APP,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(build.communicate(), 120)
+    assert build.returncode == 0, out.decode()[-3000:]
+
+    _, call = await node.create("rocketchat:R8", external_call_id="rc-call-8")
+    await node.service.participant_joined(call["room"], "zoe", "Zoë 🎥")
+    event = await asyncio.wait_for(node.receiver.arrived.get(), 10)
+    assert event["name"] == "Zoë 🎥"
+    [(header, body)] = node.receiver.signed  # accepted by documented_signature_error
+    assert "Zoë 🎥".encode() in body  # UTF-8 as is, what JSON.stringify gives back
+    (tmp_path / "body.json").write_bytes(body)
+    verify = await asyncio.create_subprocess_exec(
+        *(node_bin, "-e", NODE_VERIFY, str(compiled / "crypto.js"), SECRET, header),
+        str(tmp_path / "body.json"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(verify.communicate(), 60)
+    assert verify.returncode == 0, err.decode()[-3000:]
+    assert json.loads(out) == {
+        "nodeCrypto": True,
+        "appRaw": True,
+        "appParsed": True,
+        "appTampered": "webhook signature does not match the API secret",
+        "appWrongSecret": "webhook signature does not match the API secret",
+    }
 
 
 async def test_room_finished_ends_the_call(node: Node) -> None:
