@@ -55,3 +55,18 @@ def allocate(budget_bps: int, demands: Sequence[Demand]) -> dict[Hashable, int]:
                 spent += cost
                 improved = True
     return choice
+
+
+def shortfall(demands: Sequence[Demand], choice: dict[Hashable, int]) -> int | None:
+    """The extra bps the cheapest upgrade not taken would need (a step up some demand
+    wants and could have), or None when everyone has what they want."""
+    cheapest: int | None = None
+    for demand in demands:
+        current = choice.get(demand.key)
+        if current is None:
+            continue
+        better = sorted(q for q in demand.layers if current < q <= demand.max_quality)
+        if better:
+            cost = demand.layers[better[0]] - demand.layers[current]
+            cheapest = cost if cheapest is None else min(cheapest, cost)
+    return cheapest

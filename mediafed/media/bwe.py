@@ -250,14 +250,17 @@ class BandwidthEstimator:
             self.trend.usage = Usage.NORMAL  # one decrease per overuse signal
         elif usage is Usage.NORMAL:
             link = self._link_bps
-            if link is not None and 0.9 * link < self.delay_bps < 1.5 * link:
+            before = self.delay_bps
+            if link is not None and 0.9 * link < before < 1.5 * link:
                 # near the capacity seen last: one more packet per round trip
-                self.delay_bps += PACKET_BITS / (self._rtt_s + 0.1) * elapsed
+                increased = before + PACKET_BITS / (self._rtt_s + 0.1) * elapsed
             else:
-                self.delay_bps *= math.pow(INCREASE_PER_S, elapsed)
+                increased = before * math.pow(INCREASE_PER_S, elapsed)
             if acked is not None:
-                # never run far ahead of what the path has shown it carries
-                self.delay_bps = min(self.delay_bps, 1.5 * acked + 10_000)
+                # grow no further than 1.5 times what the path has shown it carries
+                # (an estimate a probe raised higher is kept, not pulled down)
+                increased = min(increased, max(before, 1.5 * acked + 10_000))
+            self.delay_bps = increased
         self.delay_bps = min(MAX_BPS, max(MIN_BPS, self.delay_bps))
 
     def _update_loss_based(self, now: float, elapsed: float) -> None:

@@ -46,7 +46,7 @@ class CodecSpec:
         )
 
 
-_VIDEO_FB = ("goog-remb", "ccm fir", "nack", "nack pli")
+_VIDEO_FB = ("goog-remb", "transport-cc", "ccm fir", "nack", "nack pli")
 
 SUPPORTED: tuple[CodecSpec, ...] = (
     CodecSpec(
@@ -55,7 +55,7 @@ SUPPORTED: tuple[CodecSpec, ...] = (
         48000,
         2,
         (("minptime", "10"), ("useinbandfec", "1")),
-        rtcp_fb=(),
+        rtcp_fb=("transport-cc",),
     ),
     CodecSpec("video/VP8", 96, 90000, rtx_payload_type=97, rtcp_fb=_VIDEO_FB),
     CodecSpec(
@@ -90,7 +90,10 @@ RECEIVE_EXTENSIONS = frozenset(
 )
 # ... and those forwarded to subscribers, with their canonical ids. Everything
 # else is renamed to UNKNOWN_EXTENSION_ID, which no subscriber negotiates.
-FORWARD_EXTENSIONS = {rtp.URI_AUDIO_LEVEL: 1, rtp.URI_ABS_SEND_TIME: 2}
+FORWARD_EXTENSIONS = {rtp.URI_AUDIO_LEVEL: 1, rtp.URI_ABS_SEND_TIME: 2, rtp.URI_TRANSPORT_CC: 3}
+"""The transport-wide sequence number is the publisher's on arrival; on the way out each
+subscriber connection's send target writes its own (media/bwe.py estimates from it)."""
+TWCC_ID = FORWARD_EXTENSIONS[rtp.URI_TRANSPORT_CC]
 UNKNOWN_EXTENSION_ID = 14
 
 
@@ -116,9 +119,10 @@ def extension_table(extmaps: list[Extmap]) -> bytes:
 
 
 def subscriber_extmaps(kind: str) -> list[Extmap]:
+    twcc = Extmap(TWCC_ID, rtp.URI_TRANSPORT_CC)
     if kind == "audio":
-        return [Extmap(FORWARD_EXTENSIONS[rtp.URI_AUDIO_LEVEL], rtp.URI_AUDIO_LEVEL)]
-    return [Extmap(FORWARD_EXTENSIONS[rtp.URI_ABS_SEND_TIME], rtp.URI_ABS_SEND_TIME)]
+        return [Extmap(FORWARD_EXTENSIONS[rtp.URI_AUDIO_LEVEL], rtp.URI_AUDIO_LEVEL), twcc]
+    return [Extmap(FORWARD_EXTENSIONS[rtp.URI_ABS_SEND_TIME], rtp.URI_ABS_SEND_TIME), twcc]
 
 
 def downstream_table(extmaps: list[Extmap]) -> bytes | None:

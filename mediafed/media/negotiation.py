@@ -304,8 +304,14 @@ def _accept_rtp(
     send_rids = [r for r in media.rids if r.direction == "send"][:MAX_SIMULCAST_LAYERS]
     if send_rids and sending:
         section.rids = [Rid(r.rid, "recv", r.params) for r in send_rids]
-        if media.simulcast is not None and media.simulcast.send:
-            section.simulcast = Simulcast(send=[], recv=[list(alt) for alt in media.simulcast.send])
+        kept = {r.rid for r in send_rids}
+        alternatives = [
+            [rid for rid in alt if rid.lstrip("~") in kept]
+            for alt in (media.simulcast.send if media.simulcast is not None else [])
+        ]
+        alternatives = [alt for alt in alternatives if alt]
+        if alternatives:
+            section.simulcast = Simulcast(send=[], recv=alternatives)
         else:
             section.simulcast = Simulcast(send=[], recv=[[r.rid] for r in send_rids])
     if not sending:
@@ -326,6 +332,18 @@ def _accept_rtp(
         nack="nack" in chosen.rtcp_fb,
         sending=True,
     )
+
+
+def extension_id(description: SessionDescription, uri: str) -> int:
+    """The id a description gives header extension ``uri`` (BUNDLE: one id for every
+    section), or 0 when it has none."""
+    for section in description.media:
+        if section.port == 0:
+            continue
+        for extmap in section.extmaps:
+            if extmap.uri == uri and 1 <= extmap.id <= 255:
+                return extmap.id
+    return 0
 
 
 def build_offer(

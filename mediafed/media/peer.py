@@ -120,6 +120,9 @@ class MediaPeer:
             elif isinstance(item, rtcp.Remb):
                 if self.downtracks_by_ssrc:
                     self.session.on_estimate(item.bitrate_bps, now)
+            elif isinstance(item, rtcp.TransportCcFeedback):
+                # feedback on what we sent this peer (ours to publishers goes out)
+                self.session.on_transport_feedback(item, now)
             elif isinstance(item, rtcp.Bye):
                 for ssrc in item.ssrcs:
                     if ssrc in self.layers_by_ssrc:

@@ -33,7 +33,16 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 from mediafed.errors import AuthError, LocalProtocolError, NegotiationError
-from mediafed.media import allocation, codecs, events, limits, negotiation, quality
+from mediafed.media import (
+    allocation,
+    bwe,
+    codecs,
+    events,
+    limits,
+    negotiation,
+    probe,
+    quality,
+)
 from mediafed.media.peer import MediaPeer
 from mediafed.media.track import DownTrack, PublishedTrack
 from mediafed.media.types import (
@@ -48,6 +57,7 @@ from mediafed.media.types import (
 )
 from mediafed.transport.endpoint import EndpointState
 from mediafed.wire import rtp
+from mediafed.wire.rtcp import TransportCcFeedback
 from mediafed.wire.sdp import Codec, SessionDescription, serialize_sdp
 
 if TYPE_CHECKING:
@@ -60,6 +70,9 @@ ALLOCATE_INTERVAL_S = 0.5
 UPGRADE_HOLD_S = 2.0
 ESTIMATE_STALE_S = 5.0
 AUDIO_RESERVE_BPS = 64_000
+SUBSCRIBER_START_BPS = 5_000_000
+"""Until its feedback says otherwise, a subscriber's link is taken to carry the best
+layers (a narrow one shows queueing within a second and is moved down)."""
 MAX_PUBLISHED_TRACKS = 64
 DATA_CHANNEL_MID = "0"
 RELIABLE_LABEL = "_reliable"
@@ -143,8 +156,14 @@ class Session:
         self._last_local: SessionDescription | None = None
         self._pending_local: SessionDescription | None = None
         self.estimate_bps: int | None = None
+        """The subscriber's REMB, for browsers without transport-wide feedback."""
         self._estimate_at = 0.0
         self._allocated_at = -1.0
+        self.bwe = bwe.BandwidthEstimator(SUBSCRIBER_START_BPS)
+        """Send-side estimate of this participant's downlink (transport-wide feedback)."""
+        self._probe: probe.Probe | None = None
+        self._probed_at = -probe.PROBE_INTERVAL_S
+        self._cluster = 0
 
     # -- info -----------------------------------------------------------------
     def info(self) -> ParticipantInfo:
@@ -605,6 +624,10 @@ class Session:
                 "subscriber answer says a=setup:actpass; an answer must choose active or passive"
             )
         self.subscriber.endpoint.configure_remote(ufrag, pwd, fingerprints, setup)
+        # the subscriber reports arrivals (transport-cc) when it took the extension
+        self.subscriber.endpoint.target.set_twcc(
+            negotiation.extension_id(answer, rtp.URI_TRANSPORT_CC)
+        )
         accepted = negotiation.accepted_mids(answer)
         if self.single and self._pending_local is not None:
             self._last_local = self._pending_local
@@ -657,6 +680,7 @@ class Session:
         if endpoint.ice.remote_ufrag and ufrag != endpoint.ice.remote_ufrag:
             endpoint.restart_ice()
         local_setup = endpoint.configure_remote(ufrag, pwd, fingerprints, setup)
+        endpoint.target.set_twcc(negotiation.extension_id(offer, rtp.URI_TRANSPORT_CC))
         if self._outstanding is not None:
             # Glare: we are the polite side; our offer is dropped and made again later.
             self._outstanding = None
@@ -810,11 +834,54 @@ class Session:
         if now - self._allocated_at >= ALLOCATE_INTERVAL_S:
             self.allocate(now)
 
+    def on_transport_feedback(self, feedback: TransportCcFeedback, now: float) -> None:
+        """Transport-wide feedback on what we sent this participant (media/bwe.py)."""
+        target = self.subscriber.endpoint.target
+        if not target.twcc_id:
+            return
+        records = target.sent(feedback.base_sequence, len(feedback.packets))
+        arrival_us = feedback.reference_time * 64_000
+        results = []
+        for (seq, delta_us), record in zip(feedback.packets, records, strict=True):
+            if delta_us is not None:
+                arrival_us += delta_us
+            if record is None:
+                continue  # not ours to judge (too old, or never sent)
+            send_us, size, probe = record
+            results.append(
+                bwe.PacketResult(
+                    seq, send_us, size, arrival_us if delta_us is not None else None, probe
+                )
+            )
+        if not results:
+            return
+        before = self.bwe.estimate_bps
+        rtts = [d.rtt_ms for d in self.downtracks.values() if d.rtt_ms]
+        self.bwe.on_feedback(results, now, rtt_s=max(rtts) / 1000 if rtts else 0.0)
+        after = self.bwe.estimate_bps
+        if (
+            after < 0.9 * before
+            or after > 1.1 * before
+            or (now - self._allocated_at >= ALLOCATE_INTERVAL_S)
+        ):
+            self.allocate(now)
+
+    def _budget_bps(self, now: float) -> int | None:
+        """What this subscriber's downlink carries: the send-side estimate once its
+        feedback arrives, else the browser's REMB, else unknown (None)."""
+        if self.bwe.has_feedback:
+            return self.bwe.estimate_bps
+        if self.estimate_bps is None or now - self._estimate_at > ESTIMATE_STALE_S:
+            return None
+        return self.estimate_bps
+
     def allocate(self, now: float) -> None:
         """Pick each watched video's layer within the estimate; timers call this too.
 
         Lower layers apply at once; higher ones only after UPGRADE_HOLD_S, so a
         noisy estimate does not flap between layers (each switch costs a keyframe).
+        When a better layer is wanted but does not fit, a probe finds out whether
+        the link carries it (media/probe.py).
         """
         self._allocated_at = now
         videos = [
@@ -824,11 +891,12 @@ class Session:
         ]
         if not videos:
             return
-        if self.estimate_bps is None or now - self._estimate_at > ESTIMATE_STALE_S:
+        estimate = self._budget_bps(now)
+        if estimate is None:
             choice: dict[Hashable, int] = {d.track.sid: 2 for d in videos}
         else:
             audio = sum(1 for d in self.downtracks.values() if d.track.kind is TrackKind.AUDIO)
-            budget = int(self.estimate_bps * 0.95) - audio * AUDIO_RESERVE_BPS
+            budget = int(estimate * 0.95) - audio * AUDIO_RESERVE_BPS
             demands = [
                 allocation.Demand(
                     key=d.track.sid,
@@ -839,6 +907,13 @@ class Session:
                 for d in videos
             ]
             choice = allocation.allocate(budget, demands)
+            missing = allocation.shortfall(demands, choice)
+            if missing is not None and self.bwe.has_feedback:
+                spent = sum(
+                    demand.layers[choice[demand.key]] for demand in demands if demand.key in choice
+                )
+                wanted = (spent + missing + audio * AUDIO_RESERVE_BPS) / 0.95
+                self._maybe_probe(max(wanted * 1.25, estimate * 1.5), now)
         for downtrack in videos:
             quality = choice.get(downtrack.track.sid, downtrack.allocated_quality)
             lower = quality < downtrack.allocated_quality
@@ -847,6 +922,50 @@ class Session:
                 downtrack.allocated_quality = quality
                 downtrack.allocated_at = now
             downtrack.select_layer(now)
+
+    def _maybe_probe(self, rate_bps: float, now: float) -> None:
+        """Send a probe cluster at ``rate_bps`` unless one ran lately."""
+        if self._probe is not None or now - self._probed_at < probe.PROBE_INTERVAL_S:
+            return
+        target = self.subscriber.endpoint.target
+        if not target.ready or not 1 <= target.twcc_id <= 14:
+            return
+        carrier = next(
+            (
+                d
+                for d in self.downtracks.values()
+                if d.negotiated and d.rtx_payload_type is not None and d.started
+            ),
+            None,
+        )
+        if carrier is None:
+            return  # padding rides an RTX stream; none is negotiated yet
+        self._probed_at = now
+        self._cluster += 1
+        self._probe = probe.Probe(self._cluster, min(rate_bps, bwe.MAX_BPS), now)
+        stream = probe.PaddingStream(
+            carrier.rtx_payload_type or 0, carrier.rtx_ssrc, target.twcc_id
+        )
+        log.debug("- %s probes at %d bps", self.label, int(rate_bps))
+        self._send_probe(stream, carrier)
+
+    def _send_probe(self, stream: probe.PaddingStream, carrier: DownTrack) -> None:
+        running = self._probe
+        if running is None or self.closed:
+            return
+        target = self.subscriber.endpoint.target
+        now = self.room.manager.clock()
+        count = running.due(now)
+        target.set_probe(running.cluster)
+        for _ in range(count):
+            carrier.rtx_seq = (carrier.rtx_seq + 1) & 0xFFFF
+            target.send_packet(probe.padding_packet(stream, carrier.rtx_seq, carrier.ts_out))
+        target.set_probe(-1)
+        if running.done:
+            self._probe = None
+            return
+        loop = asyncio.get_running_loop()
+        loop.call_later(max(0.0, running.next_at - now), self._send_probe, stream, carrier)
 
     def send_data_message(self, kind: str, data: bytes) -> bool:
         """Send one message on the subscriber connection's ``_reliable`` or ``_lossy``

@@ -147,9 +147,81 @@ typedef struct {
     unsigned long long send_errors;
     unsigned long long srtp_errors;
     unsigned long long oversize;
+    /* Transport-wide congestion control (draft-holmer-rmcat-transport-wide-cc-
+     * extensions-01): every packet that carries the extension ``twcc_id`` gets
+     * the next sequence number here, and when and how big it went is kept for
+     * the feedback (media/bwe.py). */
+    int twcc_id; /* 0: off */
+    unsigned int twcc_seq;
+    int probe; /* probe cluster stamped on what is sent now; -1: none */
+    struct sent_record *sent;
 } SendTarget;
 
+#define SENT_HISTORY 8192 /* a power of two: several seconds at a few thousand packets/s */
+
+struct sent_record {
+    long long send_us; /* CLOCK_MONOTONIC, as time.monotonic() */
+    int seq;           /* the 16-bit sequence number the slot holds; -1: none */
+    int size;          /* bytes on the wire (SRTP) */
+    int probe;
+};
+
 static PyTypeObject SendTargetType;
+
+/* Where the value of header extension ``id`` (of ``size`` bytes) starts in an
+ * RTP packet, or -1. One-byte (RFC 8285 §4.2) and two-byte (§4.3) forms. */
+static Py_ssize_t
+find_extension(const unsigned char *buf, Py_ssize_t length, int id, int size)
+{
+    if (!(buf[0] & 0x10))
+        return -1;
+    Py_ssize_t start = 12 + 4 * (buf[0] & 0x0F);
+    if (start + 4 > length)
+        return -1;
+    unsigned int profile = ((unsigned int)buf[start] << 8) | buf[start + 1];
+    Py_ssize_t pos = start + 4;
+    Py_ssize_t end = pos + 4 * (((Py_ssize_t)buf[start + 2] << 8) | buf[start + 3]);
+    if (end > length)
+        return -1;
+    if (profile == 0xBEDE) {
+        while (pos < end) {
+            unsigned char byte = buf[pos];
+            if (byte == 0) {
+                pos += 1;
+                continue;
+            }
+            int ext_id = byte >> 4, ext_size = (byte & 0x0F) + 1;
+            if (ext_id == 15 || pos + 1 + ext_size > end)
+                return -1;
+            if (ext_id == id)
+                return ext_size == size ? pos + 1 : -1;
+            pos += 1 + ext_size;
+        }
+    } else if ((profile & 0xFFF0) == 0x1000) {
+        while (pos + 1 < end) {
+            int ext_id = buf[pos];
+            if (ext_id == 0) {
+                pos += 1;
+                continue;
+            }
+            int ext_size = buf[pos + 1];
+            if (pos + 2 + ext_size > end)
+                return -1;
+            if (ext_id == id)
+                return ext_size == size ? pos + 2 : -1;
+            pos += 2 + ext_size;
+        }
+    }
+    return -1;
+}
+
+static long long
+monotonic_us(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long long)now.tv_sec * 1000000LL + now.tv_nsec / 1000;
+}
 
 /* Copy, rewrite (when ``rewrite``), remap extension ids (``remap``: 16 entries,
  * or NULL), protect and send one packet: the protected length, or a SEND_*
@@ -181,6 +253,12 @@ target_send(SendTarget *t, const unsigned char *packet, Py_ssize_t length, int r
     }
     if (remap != NULL)
         remap_ids(scratch, length, remap);
+    Py_ssize_t twcc_at = t->twcc_id ? find_extension(scratch, length, t->twcc_id, 2) : -1;
+    unsigned int twcc_seq = t->twcc_seq & 0xFFFF;
+    if (twcc_at >= 0) {
+        scratch[twcc_at] = (unsigned char)(twcc_seq >> 8);
+        scratch[twcc_at + 1] = (unsigned char)twcc_seq;
+    }
     int len = (int)length;
     if (protect(t->tx, scratch, &len) != 0) {
         t->srtp_errors += 1;
@@ -188,6 +266,15 @@ target_send(SendTarget *t, const unsigned char *packet, Py_ssize_t length, int r
     }
     ssize_t sent = sendto(t->fd, scratch, (size_t)len, 0, (const struct sockaddr *)&t->addr,
                           t->addrlen);
+    if (twcc_at >= 0 && t->sent != NULL) {
+        /* Numbered even when the kernel refused it: the receiver reports it lost. */
+        struct sent_record *record = &t->sent[twcc_seq & (SENT_HISTORY - 1)];
+        record->send_us = monotonic_us();
+        record->seq = (int)twcc_seq;
+        record->size = len;
+        record->probe = t->probe;
+        t->twcc_seq = (twcc_seq + 1) & 0xFFFF;
+    }
     if (sent < 0) {
         t->send_errors += 1;
         return SEND_KERNEL_REFUSED;
@@ -204,6 +291,7 @@ SendTarget_init(SendTarget *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, ":SendTarget", kwlist))
         return -1;
     self->fd = -1;
+    self->probe = -1;
     return 0;
 }
 
@@ -227,6 +315,8 @@ SendTarget_dealloc(SendTarget *self)
 {
     PyObject_GC_UnTrack(self);
     SendTarget_clear(self);
+    PyMem_Free(self->sent);
+    self->sent = NULL;
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -370,6 +460,83 @@ SendTarget_send_packet(SendTarget *self, PyObject *arg)
     return PyLong_FromLong(result);
 }
 
+/* set_twcc(ext_id): number packets carrying header extension ``ext_id`` (the
+ * id the peer negotiated for transport-wide-cc); 0 turns it off. */
+static PyObject *
+SendTarget_set_twcc(SendTarget *self, PyObject *arg)
+{
+    long ext_id = PyLong_AsLong(arg);
+    if (ext_id == -1 && PyErr_Occurred())
+        return NULL;
+    if (ext_id < 0 || ext_id > 255) {
+        PyErr_SetString(PyExc_ValueError, "set_twcc: an extension id is 1-255 (0: off)");
+        return NULL;
+    }
+    if (ext_id && self->sent == NULL) {
+        self->sent = PyMem_Malloc(sizeof(struct sent_record) * SENT_HISTORY);
+        if (self->sent == NULL)
+            return PyErr_NoMemory();
+        for (int i = 0; i < SENT_HISTORY; i++)
+            self->sent[i].seq = -1;
+    }
+    self->twcc_id = (int)ext_id;
+    Py_RETURN_NONE;
+}
+
+/* set_probe(cluster): stamp packets sent from now on with probe cluster
+ * ``cluster`` (-1: none). */
+static PyObject *
+SendTarget_set_probe(SendTarget *self, PyObject *arg)
+{
+    long cluster = PyLong_AsLong(arg);
+    if (cluster == -1 && PyErr_Occurred())
+        return NULL;
+    self->probe = cluster < 0 ? -1 : (int)(cluster & 0x7FFFFFFF);
+    Py_RETURN_NONE;
+}
+
+/* sent(first_seq, count) -> list: for each transport-wide sequence number from
+ * ``first_seq`` (16 bits, wrapping), (send time in microseconds of the
+ * monotonic clock, bytes, probe cluster or -1), or None when it is not (or no
+ * longer) known. */
+static PyObject *
+SendTarget_sent(SendTarget *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "sent takes 2 arguments");
+        return NULL;
+    }
+    long first = PyLong_AsLong(args[0]);
+    long count = PyLong_AsLong(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (count < 0 || count > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "sent: count must be 0-65535");
+        return NULL;
+    }
+    PyObject *out = PyList_New(count);
+    if (out == NULL)
+        return NULL;
+    for (long i = 0; i < count; i++) {
+        int seq = (int)((first + i) & 0xFFFF);
+        PyObject *item;
+        struct sent_record *record =
+            self->sent == NULL ? NULL : &self->sent[seq & (SENT_HISTORY - 1)];
+        if (record == NULL || record->seq != seq) {
+            item = Py_None;
+            Py_INCREF(item);
+        } else {
+            item = Py_BuildValue("(Lii)", record->send_us, record->size, record->probe);
+            if (item == NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    return out;
+}
+
 static PyObject *
 SendTarget_get_ready(SendTarget *self, void *closure)
 {
@@ -387,6 +554,12 @@ static PyMethodDef SendTarget_methods[] = {
      "Rewrite, protect and send one RTP packet; the protected length or a negative code."},
     {"send_packet", (PyCFunction)SendTarget_send_packet, METH_O,
      "Protect and send one whole RTP packet; the protected length or a negative code."},
+    {"set_twcc", (PyCFunction)SendTarget_set_twcc, METH_O,
+     "Number packets carrying this transport-wide-cc extension id (0: off)."},
+    {"set_probe", (PyCFunction)SendTarget_set_probe, METH_O,
+     "Stamp what is sent from now on with this probe cluster (-1: none)."},
+    {"sent", (PyCFunction)(void (*)(void))SendTarget_sent, METH_FASTCALL,
+     "(send_us, size, probe) or None per transport-wide sequence number."},
     {NULL},
 };
 
@@ -400,6 +573,9 @@ static PyMemberDef SendTarget_members[] = {
      "packets libsrtp refused to protect"},
     {"oversize", T_ULONGLONG, offsetof(SendTarget, oversize), READONLY,
      "packets shorter than a header or longer than MAX_DATAGRAM, not sent"},
+    {"twcc_id", T_INT, offsetof(SendTarget, twcc_id), READONLY, NULL},
+    {"twcc_seq", T_UINT, offsetof(SendTarget, twcc_seq), READONLY,
+     "the next transport-wide sequence number"},
     {NULL},
 };
 

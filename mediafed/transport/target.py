@@ -13,13 +13,14 @@ Results: the protected length sent, or one of the negative codes below.
 from __future__ import annotations
 
 import socket
+import time
 from typing import TYPE_CHECKING, Any
 
 from pylibsrtp._binding import ffi, lib
 
 from mediafed.transport.sockaddr import unpack_sockaddr
 from mediafed.transport.srtp import MAX_DATAGRAM, PacketBuffer
-from mediafed.wire.rtp import SEQ_TS_SSRC, remap_extension_ids
+from mediafed.wire.rtp import SEQ_TS_SSRC, U16, find_extension, remap_extension_ids
 
 if TYPE_CHECKING:
     from mediafed.transport.srtp import SrtpContext
@@ -30,6 +31,9 @@ SEND_NOT_READY = -3
 """No address (ICE) or no keys (DTLS) yet."""
 SEND_OVERSIZE = -4
 """Shorter than an RTP header or longer than MAX_DATAGRAM: never sent."""
+
+SENT_HISTORY = 8192
+"""Packets remembered for transport-wide feedback (as ``_hotpath.c``)."""
 
 _memmove = ffi.memmove
 _protect = lib.srtp_protect
@@ -48,6 +52,8 @@ class PySendTarget:
 
     __slots__ = (
         "_addr",
+        "_probe",
+        "_sent",
         "_sock",
         "_srtp",
         "datagrams_out",
@@ -56,6 +62,8 @@ class PySendTarget:
         "oversize",
         "send_errors",
         "srtp_errors",
+        "twcc_id",
+        "twcc_seq",
     )
 
     def __init__(self) -> None:
@@ -68,6 +76,10 @@ class PySendTarget:
         self.send_errors = 0
         self.srtp_errors = 0
         self.oversize = 0
+        self.twcc_id = 0
+        self.twcc_seq = 0
+        self._probe = -1
+        self._sent: list[tuple[int, int, int, int] | None] = []
 
     @property
     def ready(self) -> bool:
@@ -88,6 +100,29 @@ class PySendTarget:
 
     def set_srtp(self, context: SrtpContext | None) -> None:
         self._srtp = context
+
+    def set_twcc(self, ext_id: int) -> None:
+        """Number packets carrying header extension ``ext_id`` (transport-wide-cc)."""
+        if not 0 <= ext_id <= 255:
+            raise ValueError("set_twcc: an extension id is 1-255 (0: off)")
+        if ext_id and not self._sent:
+            self._sent = [None] * SENT_HISTORY
+        self.twcc_id = ext_id
+
+    def set_probe(self, cluster: int) -> None:
+        """Stamp packets sent from now on with probe cluster ``cluster`` (-1: none)."""
+        self._probe = -1 if cluster < 0 else cluster & 0x7FFFFFFF
+
+    def sent(self, first_seq: int, count: int) -> list[tuple[int, int, int] | None]:
+        """(send time in µs, bytes, probe cluster) per sequence number from ``first_seq``."""
+        if not 0 <= count <= 0xFFFF:
+            raise ValueError("sent: count must be 0-65535")
+        out: list[tuple[int, int, int] | None] = []
+        for offset in range(count):
+            seq = (first_seq + offset) & 0xFFFF
+            record = self._sent[seq & (SENT_HISTORY - 1)] if self._sent else None
+            out.append(record[1:] if record is not None and record[0] == seq else None)
+        return out
 
     def send_rtp(
         self,
@@ -132,6 +167,10 @@ class PySendTarget:
             SEQ_TS_SSRC.pack_into(view, 2, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc & 0xFFFFFFFF)
         if ext_remap is not None:
             remap_extension_ids(view, length, ext_remap)
+        twcc_at = find_extension(view, length, self.twcc_id, 2) if self.twcc_id else -1
+        seq = self.twcc_seq
+        if twcc_at >= 0:
+            U16.pack_into(view, twcc_at, seq)
         cell = tx.length
         cell[0] = length
         if _protect(srtp.tx, tx.cdata, cell):
@@ -142,7 +181,19 @@ class PySendTarget:
             if sock is None:
                 raise OSError("no socket")
             sock.sendto(view[:size], addr)
+            refused = False
         except OSError:
+            refused = True
+        if twcc_at >= 0:
+            # numbered even when the kernel refused it: the receiver reports it lost
+            self._sent[seq & (SENT_HISTORY - 1)] = (
+                seq,
+                time.monotonic_ns() // 1000,
+                size,
+                self._probe,
+            )
+            self.twcc_seq = (seq + 1) & 0xFFFF
+        if refused:
             self.send_errors += 1
             return SEND_KERNEL_REFUSED
         self.datagrams_out += 1

@@ -132,6 +132,48 @@ def extension_value(buf: bytes | bytearray | memoryview, length: int, wanted: in
     return None
 
 
+def find_extension(buf: bytes | bytearray | memoryview, length: int, ext_id: int, size: int) -> int:
+    """Where the ``size``-byte value of header extension ``ext_id`` starts, or -1.
+
+    One-byte and two-byte forms (RFC 8285); nothing past ``length`` is read, and
+    a malformed block is -1. ``_hotpath.c``'s ``find_extension`` is its twin."""
+    if not buf[0] & 0x10:
+        return -1
+    start = HEADER_SIZE + 4 * (buf[0] & 0x0F)
+    if start + 4 > length:
+        return -1
+    profile, words = EXT_HEADER.unpack_from(buf, start)
+    pos = start + 4
+    end = pos + 4 * words
+    if end > length:
+        return -1
+    if profile == ONE_BYTE_PROFILE:
+        while pos < end:
+            byte = buf[pos]
+            if byte == 0:
+                pos += 1
+                continue
+            found, found_size = byte >> 4, (byte & 0x0F) + 1
+            if found == 15 or pos + 1 + found_size > end:
+                return -1
+            if found == ext_id:
+                return pos + 1 if found_size == size else -1
+            pos += 1 + found_size
+    elif profile & TWO_BYTE_PROFILE_MASK == TWO_BYTE_PROFILE:
+        while pos + 1 < end:
+            found = buf[pos]
+            if found == 0:
+                pos += 1
+                continue
+            found_size = buf[pos + 1]
+            if pos + 2 + found_size > end:
+                return -1
+            if found == ext_id:
+                return pos + 2 if found_size == size else -1
+            pos += 2 + found_size
+    return -1
+
+
 def remap_extension_ids(buf: bytearray | memoryview, length: int, table: bytes) -> None:
     """Rewrite one-byte extension ids in place through ``table`` (16 entries).
 

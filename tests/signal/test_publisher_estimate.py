@@ -97,9 +97,21 @@ PUBLISHER_STATS = """async () => {
 }"""
 
 
+VIEWER_SEES = """() => [...document.querySelectorAll('#grid .tile[data-source="camera"]')]
+  .filter(t => !t.querySelector('.name').textContent.endsWith('(you)'))
+  .map(t => { const v = t.querySelector('video');
+    return { width: v.videoWidth, height: v.videoHeight, shown: v.clientWidth,
+             frames: v.getVideoPlaybackQuality().totalVideoFrames }; })"""
+
+
 @pytest.mark.slow
-async def test_browser_publisher_estimate_grows(tmp_path: Path) -> None:
-    """livekit-client 2.23 (web-demo: 720p camera, simulcast, dynacast) and a viewer."""
+async def test_browser_publisher_estimate_grows_and_a_large_viewer_gets_720p(
+    tmp_path: Path,
+) -> None:
+    """livekit-client 2.23 (web-demo: 720p camera, simulcast, dynacast, adaptive stream)
+    publishing, and a viewer whose video element is large: the publisher's estimate
+    grows, its top layer flows, and the viewer decodes 1280x720 at the end, as the
+    relay's own estimate of the viewer's link (transport-wide feedback) allows."""
     async with live_node("127.0.0.2", dev=True) as node:
         base = f"http://127.0.0.1:{node.http_port}"
         async with chromium(tmp_path / "profile") as browser:
@@ -112,11 +124,25 @@ async def test_browser_publisher_estimate_grows(tmp_path: Path) -> None:
                 await page.click("#join-button")
                 await page.wait_for_selector("#controls:not([hidden])", timeout=TIMEOUT_MS)
                 pages.append(page)
-            ada = pages[0]
+            ada, grace = pages
             samples = []
             for _ in range(11):
                 await asyncio.sleep(2)
                 samples.append(await ada.evaluate(PUBLISHER_STATS))
+            seen_before = await grace.evaluate(VIEWER_SEES)
+            await asyncio.sleep(2)
+            seen = await grace.evaluate(VIEWER_SEES)
+            room = node.rooms.get("estimate")
+            assert room is not None
+            viewer = next(s for s in room.sessions.values() if s.identity.startswith("grace"))
+            estimate = viewer.bwe.estimate_bps
+            feedback = viewer.bwe.has_feedback
+    assert feedback, "the viewer's browser reports arrivals (transport-cc was negotiated)"
+    assert estimate >= 2_000_000, estimate
+    ((before,), (after,)) = (seen_before, seen)
+    assert after["shown"] > 640, after  # the element is large: adaptive stream asks for HIGH
+    assert (after["width"], after["height"]) == (1280, 720), after
+    assert after["frames"] > before["frames"] + 20, (before, after)
     late = [s for s in samples[-2:] if s is not None]
     assert late, samples
     assert min(s["available"] for s in late) >= MIN_ESTIMATE_BPS, [
@@ -124,5 +150,5 @@ async def test_browser_publisher_estimate_grows(tmp_path: Path) -> None:
     ]
     # the layers the viewer's allocation asks for are sent, none held back for bandwidth
     sending = {rid: layer for rid, layer in late[-1]["layers"].items() if layer["width"]}
-    assert sending, late[-1]
+    assert sending.get("f", {}).get("width") == 1280, late[-1]
     assert all(layer["limit"] != "bandwidth" for layer in sending.values()), late[-1]

@@ -211,6 +211,48 @@ def test_send_target_says_why_it_did_not_send(sink: socket.socket, sender: socke
         assert target.send_packet(packet) == SEND_NOT_READY
 
 
+def test_targets_number_packets_for_transport_wide_feedback(
+    sink: socket.socket, sender: socket.socket
+) -> None:
+    """Every packet carrying the negotiated transport-cc extension gets the next
+    transport-wide sequence number; what went out when is kept for the feedback."""
+    key = PROFILES[b"SRTP_AES128_CM_SHA1_80"][0]
+    keys = SrtpKeys(b"SRTP_AES128_CM_SHA1_80", key, key)
+    with_twcc = rtp.build_header(96, 1, 2, 3, extensions=[(1, b"\x7f"), (3, b"\x00\x00")])
+    without = rtp.build_header(96, 1, 2, 3, extensions=[(1, b"\x7f")])
+    seen: dict[str, list[Any]] = {}
+    for cls in target_classes():
+        target = make_target(cls, sender, keys, sink.getsockname())
+        rx = receiver(b"SRTP_AES128_CM_SHA1_80")
+        sizes, numbers = [], []
+        target.send_packet(bytes(with_twcc) + bytes(100))  # not numbered: feature off
+        sink.recv(2048)
+        target.set_twcc(3)
+        for index, packet in enumerate([with_twcc, with_twcc, without, with_twcc]):
+            if index == 3:
+                target.set_probe(9)
+            size = target.send_rtp(
+                bytes(packet) + bytes(100), len(packet) + 100, 96, 10 + index, 6, 7
+            )
+            plain = rx.unprotect(sink.recv(2048))
+            at = rtp.find_extension(plain, len(plain), 3, 2)
+            numbers.append(struct.unpack_from("!H", plain, at)[0] if at >= 0 else None)
+            sizes.append(size)
+        assert numbers == [0, 1, None, 2]
+        assert target.twcc_seq == 3
+        records = target.sent(0, 4)
+        assert [r[1:] if r else None for r in records] == [
+            (sizes[0], -1),
+            (sizes[1], -1),
+            (sizes[3], 9),
+            None,
+        ]
+        assert all(abs(r[0] / 1e6 - time.monotonic()) < 5 for r in records[:3] if r)
+        assert target.sent(65535, 2)[1] is not None, "sequence numbers wrap"
+        seen[cls.__name__] = [numbers, [r[1:] if r else None for r in records]]
+    assert len({repr(v) for v in seen.values()}) == 1, seen
+
+
 def test_a_native_target_keeps_its_srtp_session_alive(sink: socket.socket) -> None:
     built()
     assert native.native_send_target is not None
