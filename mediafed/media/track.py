@@ -31,6 +31,7 @@ from mediafed.wire.rtp import (
     HEADER,
     SEQ_TS_SSRC,
     U16,
+    U32,
     payload_end,
     payload_offset,
     remap_extension_ids,
@@ -390,6 +391,9 @@ class PublishedTrack:
             ceiling = min(downtrack.max_quality, downtrack.allocated_quality)
             fitting = [quality for quality in known if quality <= ceiling]
             wanted.add(fitting[-1] if fitting else known[0])
+            if downtrack.pending is not None and downtrack.layer is not None:
+                # still receiving this one until the new layer's keyframe: keep it on
+                wanted.add(downtrack.layer.quality)
         return tuple(sorted(wanted))
 
     def tick(self, now: float, *, housekeeping: bool = True) -> None:
@@ -434,6 +438,7 @@ class DownTrack(native.Forwarder):
         "mid",
         "negotiated",
         "peer",
+        "pending",
         "report",
         "retransmitted",
         "rtt_ms",
@@ -463,6 +468,9 @@ class DownTrack(native.Forwarder):
         self.clock_rate = track.clock_rate
         self.mid = ""
         self.layer: Layer | None = None
+        self.pending: Layer | None = None
+        """The layer this DownTrack moves to on its next keyframe (None: staying)."""
+        self.switching = False
         self.max_quality = 2
         self.allocated_quality = 2
         self.allocated_at = -1.0
@@ -500,6 +508,25 @@ class DownTrack(native.Forwarder):
             return
         target = self.track.best_layer(min(self.max_quality, self.allocated_quality), now)
         if target is None or target is self.layer:
+            self._cancel_switch()
+            return
+        if target is self.pending:
+            return
+        current = self.layer
+        if (
+            self.track.kind is TrackKind.VIDEO
+            and current is not None
+            and not self.needs_keyframe
+            and current.receiving(now)
+        ):
+            # Switch on the new layer's keyframe; until it comes the current layer
+            # goes on, so the subscriber never waits on a frozen picture.
+            self._cancel_switch()
+            self.pending = target
+            self.switching = True
+            target.downtracks.append(self)
+            target.keyframe_waiters += 1
+            self.track.request_keyframe(now)
             return
         self._leave_layer()
         self.layer = target
@@ -510,7 +537,31 @@ class DownTrack(native.Forwarder):
             target.keyframe_waiters += 1
             self.track.request_keyframe(now)
 
+    def _cancel_switch(self) -> None:
+        pending = self.pending
+        if pending is None:
+            return
+        if self in pending.downtracks:
+            pending.downtracks.remove(self)
+        pending.keyframe_waiters = max(0, pending.keyframe_waiters - 1)
+        self.pending = None
+        self.switching = False
+
+    def _complete_switch(self, seq: int, ts: int, now: float) -> None:
+        """The pending layer's keyframe is here: leave the current layer for it."""
+        pending = self.pending
+        assert pending is not None
+        current = self.layer
+        if current is not None and self in current.downtracks:
+            current.downtracks.remove(self)
+        pending.keyframe_waiters = max(0, pending.keyframe_waiters - 1)
+        self.layer = pending
+        self.pending = None
+        self.switching = False
+        self._continue_from(seq, ts, now)
+
     def _leave_layer(self) -> None:
+        self._cancel_switch()
         layer = self.layer
         if layer is None:
             return
@@ -532,7 +583,17 @@ class DownTrack(native.Forwarder):
     def forward(
         self, packet: bytes, length: int, b1: int, seq: int, ts: int, keyframe: bool, now: float
     ) -> None:
-        if self.needs_keyframe:
+        if self.switching:
+            # in two layers' lists until the new one's keyframe: which one is this?
+            pending = self.pending
+            ssrc = U32.unpack_from(packet, 8)[0]
+            if pending is not None and ssrc == pending.ssrc:
+                if not keyframe:
+                    return
+                self._complete_switch(seq, ts, now)
+            elif self.layer is None or ssrc != self.layer.ssrc:
+                return
+        elif self.needs_keyframe:
             if not keyframe:
                 return
             self.needs_keyframe = False

@@ -620,6 +620,7 @@ typedef struct {
     int payload_type;
     char needs_keyframe;
     char synced;
+    char switching; /* between two layers until a keyframe: Python decides */
     unsigned long long packets_sent;
     unsigned long long octets_sent;
     double time_out;
@@ -661,6 +662,7 @@ static PyMemberDef Forwarder_members[] = {
     {"payload_type", T_INT, offsetof(Forwarder, payload_type), 0, NULL},
     {"needs_keyframe", T_BOOL, offsetof(Forwarder, needs_keyframe), 0, NULL},
     {"synced", T_BOOL, offsetof(Forwarder, synced), 0, NULL},
+    {"switching", T_BOOL, offsetof(Forwarder, switching), 0, NULL},
     {"packets_sent", T_ULONGLONG, offsetof(Forwarder, packets_sent), 0, NULL},
     {"octets_sent", T_ULONGLONG, offsetof(Forwarder, octets_sent), 0, NULL},
     {"time_out", T_DOUBLE, offsetof(Forwarder, time_out), 0, NULL},
@@ -701,7 +703,7 @@ fanout_list(PyObject *list, PyObject *packet_obj, const unsigned char *packet, P
         if (PyObject_TypeCheck(item, &ForwarderType)) {
             Forwarder *f = (Forwarder *)item;
             const unsigned char *table = NULL;
-            if (!f->needs_keyframe && f->synced && f->target != NULL &&
+            if (!f->needs_keyframe && f->synced && !f->switching && f->target != NULL &&
                 PyObject_TypeCheck(f->target, &SendTargetType) &&
                 remap_table(f->ext_remap, &table) >= 0) {
                 /* No Python runs from here to the end of the send. */

@@ -62,6 +62,7 @@ class PyForwarder:
         "seq_off",
         "seq_out",
         "ssrc",
+        "switching",
         "synced",
         "target",
         "time_out",
@@ -77,6 +78,7 @@ class PyForwarder:
     seq_off: int
     seq_out: int
     ssrc: int
+    switching: bool
     synced: bool
     target: Any
     time_out: float

@@ -113,26 +113,32 @@ async def test_remb_moves_a_subscriber_between_simulcast_layers(rooms: RoomManag
         assert [layer for _, layer in first] == ["f", "f"]
 
         remb(300_000)  # a thin downlink: only the lowest layer fits
-        await wait_for(lambda: downtrack.layer is not None and downtrack.layer.rid == "q")
-        send_round()  # no keyframe of q yet: nothing may be sent
-        assert await forwarded_layers() == []
-        send_round(keyframe_on="q")
+        await wait_for(lambda: downtrack.pending is not None and downtrack.pending.rid == "q")
+        send_round()  # no keyframe of q yet: f goes on, the picture never freezes
+        held = await forwarded_layers()
+        assert [layer for _, layer in held] == ["f"]
+        send_round(keyframe_on="q")  # the switch happens on q's keyframe
         send_round()
         second = await forwarded_layers()
         assert [layer for _, layer in second] == ["q", "q"]
-        assert second[0][0] == (first[-1][0] + 1) & 0xFFFF, "one continuous sequence"
+        assert second[0][0] == (held[-1][0] + 1) & 0xFFFF, "one continuous sequence"
+        assert downtrack.layer is not None and downtrack.layer.rid == "q"
+        assert downtrack.pending is None
 
         remb(5_000_000)  # room again, but upgrades wait out the hold time
         await asyncio.sleep(0.6)
-        assert downtrack.layer is not None and downtrack.layer.rid == "q"
+        assert downtrack.pending is None and downtrack.layer.rid == "q"
         await asyncio.sleep(1.6)
         send_round()
         assert [layer for _, layer in await forwarded_layers()] == ["q"]
         remb(5_000_000)
-        await wait_for(lambda: downtrack.layer is not None and downtrack.layer.rid == "f")
-        send_round(keyframe_on="f")
+        await wait_for(lambda: downtrack.pending is not None and downtrack.pending.rid == "f")
+        send_round()
+        assert [layer for _, layer in await forwarded_layers()] == ["q"]
+        send_round(keyframe_on="f")  # q's packet of this round still goes, then f's keyframe
         third = await forwarded_layers()
-        assert [layer for _, layer in third] == ["f"]
+        assert [layer for _, layer in third] == ["q", "f"]
+        assert third[1][0] == (third[0][0] + 1) & 0xFFFF
     finally:
         sink.close()
 
