@@ -58,16 +58,23 @@ def verify(
         if sep:
             parts.setdefault(name, []).append(value)
     stamps = parts.get("t", [])
-    if len(stamps) != 1 or not stamps[0].isdigit() or not parts.get("v1"):
+    # ASCII digits only: str.isdigit() also takes '²', which int() refuses, and a
+    # Unix time in seconds has at most 20 digits (int() refuses 4300 and more).
+    stamp = stamps[0] if len(stamps) == 1 else ""
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 20) or not parts.get("v1"):
         raise AuthError(f"{SIGNATURE_HEADER} must look like 't=<unix>,v1=<hex>'")
-    timestamp = int(stamps[0])
+    timestamp = int(stamp)
     current = time.time() if now is None else now
     if abs(current - timestamp) > tolerance_s:
         raise AuthError(
             f"webhook timestamp {timestamp} is more than {tolerance_s}s from now; check clocks"
         )
     expected = sign(secret, body, timestamp).rpartition("v1=")[2]
-    if not any(hmac.compare_digest(expected, given) for given in parts["v1"]):
+    # compare_digest takes str only when both are ASCII: compare the bytes.
+    if not any(
+        hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogateescape"))
+        for given in parts["v1"]
+    ):
         raise AuthError("webhook signature does not match; check the API secret on both sides")
     return timestamp
 

@@ -99,7 +99,8 @@ def parse_server_name(name: str) -> ServerName:
 
 
 def _port(text: str, name: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    # ASCII digits only: str.isdigit() takes '²', which int() refuses
+    if not (text.isascii() and text.isdigit() and len(text) <= 5) or not 0 < int(text) < 65536:
         raise ServerNameError(f"server name {name!r} has an invalid port {text!r}")
     return int(text)
 

@@ -13,10 +13,9 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from mediafed.media import limits
+from mediafed.media import limits, native
 from mediafed.media.track import DownTrack, Layer, PublishedTrack
 from mediafed.media.types import PeerRole
-from mediafed.transport import native
 from mediafed.transport.endpoint import Endpoint, EndpointState
 from mediafed.transport.srtp import PacketBuffer, copy_into
 from mediafed.wire import rtcp
@@ -30,11 +29,14 @@ log = logging.getLogger(__name__)
 remap_and_scan = native.remap_and_scan
 SCAN_ONLY = bytes(range(16))
 """An extension id table that rewrites nothing: the scan alone (transport-cc)."""
-_receive_rtp = native.receive_rtp
 
 
-class MediaPeer:
-    """Transport + tracks of one peer connection of one session."""
+class MediaPeer(native.PeerBase):
+    """Transport + tracks of one peer connection of one session.
+
+    Its ``on_rtp`` (the endpoint handler's, from ``PeerBase``) takes packets of
+    streams it knows by SSRC to their layer, natively when built; the rest come
+    to :meth:`_on_other_rtp`."""
 
     def __init__(self, session: Session, role: PeerRole) -> None:
         self.session = session
@@ -55,42 +57,30 @@ class MediaPeer:
         self.remote_ufrag = ""
 
     # -- EndpointHandler ---------------------------------------------------------
-    def on_rtp(self, endpoint: Endpoint, buf: PacketBuffer, length: int, now: float) -> None:
+    def _on_other_rtp(self, endpoint: Endpoint, buf: PacketBuffer, length: int, now: float) -> None:
+        """A packet of no stream known by its SSRC: RTX, a simulcast encoding on
+        first sight (by its mid/rid), a probe, or a stray."""
         view = buf.view
         ssrc = U32.unpack_from(view, 8)[0]
-        layer = self.layers_by_ssrc.get(ssrc)
-        if layer is None:
-            rtx_layer = self.rtx_by_ssrc.get(ssrc)
-            if rtx_layer is not None:
-                self._on_rtx(rtx_layer, buf, length, now)
-                return
-            if _padding_only(view, length):
-                # A bandwidth probe (libwebrtc sends them before media, on SSRC 0 too):
-                # nothing to forward, but its arrival time feeds the sender's estimate.
-                self._record_twcc(view, length, SCAN_ONLY, now)
-                self._stray(ssrc)
-                return
-            layer = self._learn_ssrc(view, length, ssrc)
-            if layer is None:
-                self._record_twcc(view, length, SCAN_ONLY, now)
-                if ssrc not in self.rtx_by_ssrc:
-                    self._stray(ssrc)
-                return
-            self.stray_ssrcs.pop(ssrc, None)
-        track = layer.track
-        twcc_seq, level = remap_and_scan(
-            view, length, track.ext_table, self.twcc_id, track.level_id
-        )
-        if twcc_seq >= 0 and self.twcc is not None:
-            self.twcc.record(twcc_seq, int(now * 1_000_000))
-        if level >= 0:
-            layer.level = level
-        if track.muted:
+        rtx_layer = self.rtx_by_ssrc.get(ssrc)
+        if rtx_layer is not None:
+            self._on_rtx(rtx_layer, buf, length, now)
             return
-        if _receive_rtp is not None:
-            _receive_rtp(layer, buf, length, now)  # Layer.receive, natively
-        else:
-            layer.receive(buf, length, now)
+        if _padding_only(view, length):
+            # A bandwidth probe (libwebrtc sends them before media, on SSRC 0 too):
+            # nothing to forward, but its arrival time feeds the sender's estimate.
+            self._record_twcc(view, length, SCAN_ONLY, now)
+            self._stray(ssrc)
+            return
+        layer = self._learn_ssrc(view, length, ssrc)
+        if layer is None:
+            self._record_twcc(view, length, SCAN_ONLY, now)
+            if ssrc not in self.rtx_by_ssrc:
+                self._stray(ssrc)
+            return
+        self.stray_ssrcs.pop(ssrc, None)
+        # learned: now it is a known stream
+        self.on_rtp(endpoint, buf, length, now)
 
     def on_rtcp(self, endpoint: Endpoint, packet: bytes, now: float) -> None:
         try:

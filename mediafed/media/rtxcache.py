@@ -24,11 +24,17 @@ class RetransmissionCache:
         self._trim_at = 0
         self.max_age_s = max_age_s
 
-    def put(self, sequence: int, packet: bytes, now: float) -> None:
+    def put(self, sequence: int, packet: bytes, now: float) -> bool:
+        """Keep ``packet``; False when this sequence number is held already (a
+        duplicate: a publisher's retransmission, or libwebrtc resending old
+        packets as bandwidth probes), which is not kept again."""
         index = sequence & self._mask
+        if self._sequences[index] == sequence and self._packets[index] is not None:
+            return False
         self._packets[index] = packet
         self._sequences[index] = sequence
         self._times[index] = now
+        return True
 
     def get(self, sequence: int, now: float) -> bytes | None:
         index = sequence & self._mask

@@ -2,18 +2,20 @@
 
 This is the forwarding path. For each received RTP packet, :meth:`Layer.receive`
 keeps the plaintext once (retransmission cache) and hands it to every
-:class:`DownTrack` that currently forwards that layer; a DownTrack copies it
-into a scratch buffer, rewrites payload type, sequence number, timestamp and
-SSRC, protects it in place and sends it. No awaits, no per-subscriber objects,
-no logging unless enabled. The steady state of both runs natively when
-``transport/_hotpath.c`` is built (Layer and DownTrack keep their fields in its
-C base classes); the Python methods here are the reference and handle every
-case that needs a decision.
+:class:`DownTrack` that currently forwards that layer; a DownTrack builds the
+subscriber's packet (payload type, sequence number, timestamp, SSRC, extension
+ids, VP8 picture ids) and hands it to its send target, which numbers,
+protects and sends it. No awaits, no per-subscriber objects, no logging unless
+enabled. The steady state of both runs natively when ``media/_forward.c`` is
+built (Layer and DownTrack keep their fields in its C base classes); the
+Python methods here are the reference and handle every case that needs a
+decision.
 
-A DownTrack keeps its own sequence and timestamp spaces: when it starts, or
-switches to another simulcast layer, or its publisher restarts, offsets are
-chosen so its output continues without a jump (RFC 3550 §5.1 receivers
-see one stream).
+A DownTrack keeps its own sequence, timestamp and picture-id spaces: when it
+starts, or switches to another simulcast layer (on that layer's keyframe,
+forwarding the current one until then), or its publisher restarts, offsets are
+chosen so its output continues without a jump (RFC 3550 §5.1 receivers see
+one stream).
 """
 
 from __future__ import annotations
@@ -22,10 +24,9 @@ import logging
 import random
 from typing import TYPE_CHECKING, Any
 
-from mediafed.media import allocation
+from mediafed.media import allocation, native
 from mediafed.media.rtxcache import RetransmissionCache
 from mediafed.media.types import TrackInfo, TrackKind
-from mediafed.transport import native
 from mediafed.wire import payload as payload_codecs
 from mediafed.wire.rtp import (
     HEADER,
@@ -167,12 +168,13 @@ class Layer(native.InStream):
     def receive(self, buf: PacketBuffer, length: int, now: float) -> None:
         """The hot path: one plaintext RTP packet of this layer sits in ``buf``.
 
-        The reference for the native ``receive_rtp`` (transport/_hotpath.c)."""
+        The reference for the native ``receive_rtp`` (media/_forward.c)."""
         view = buf.view
         _b0, b1, seq, ts, _ssrc = HEADER.unpack_from(view, 0)
         packet = bytes(view[:length])
         self._account(seq, ts, length, now)
-        self.cache.put(seq, packet, now)
+        if not self.cache.put(seq, packet, now):
+            return  # a duplicate: subscribers had it (or asked for it and got it)
         keyframe = False
         if self.keyframe_waiters:
             keyframe = self._is_keyframe(packet, length)
@@ -429,6 +431,7 @@ class DownTrack(native.Forwarder):
     """
 
     __slots__ = (
+        "_left",
         "allocated_at",
         "allocated_quality",
         "clock_rate",
@@ -439,6 +442,7 @@ class DownTrack(native.Forwarder):
         "negotiated",
         "peer",
         "pending",
+        "previous",
         "report",
         "retransmitted",
         "rtt_ms",
@@ -471,6 +475,13 @@ class DownTrack(native.Forwarder):
         self.pending: Layer | None = None
         """The layer this DownTrack moves to on its next keyframe (None: staying)."""
         self.switching = False
+        self._left: Layer | None = None
+        self.previous: tuple[Layer, int, tuple[int, int], tuple[int, int, int]] | None = None
+        """(layer, first sequence number after it, (seq, ts offsets), VP8 offsets) of the
+        layer forwarded before the last switch: NACKs for its packets come from it."""
+        self.vp8 = track.mime_lower == "video/vp8"
+        self.pid_off = self.tl0_off = self.keyidx_off = 0
+        self.pid_out = self.tl0_out = self.keyidx_out = 0
         self.max_quality = 2
         self.allocated_quality = 2
         self.allocated_at = -1.0
@@ -547,7 +558,7 @@ class DownTrack(native.Forwarder):
         self.pending = None
         self.switching = False
 
-    def _complete_switch(self, seq: int, ts: int, now: float) -> None:
+    def _complete_switch(self, packet: bytes, length: int, seq: int, ts: int, now: float) -> None:
         """The pending layer's keyframe is here: leave the current layer for it."""
         pending = self.pending
         assert pending is not None
@@ -555,10 +566,11 @@ class DownTrack(native.Forwarder):
         if current is not None and self in current.downtracks:
             current.downtracks.remove(self)
         pending.keyframe_waiters = max(0, pending.keyframe_waiters - 1)
+        self._left = current
         self.layer = pending
         self.pending = None
         self.switching = False
-        self._continue_from(seq, ts, now)
+        self._continue_from(packet, length, seq, ts, now)
 
     def _leave_layer(self) -> None:
         self._cancel_switch()
@@ -569,6 +581,7 @@ class DownTrack(native.Forwarder):
             layer.downtracks.remove(self)
         if self.needs_keyframe and self.track.kind is TrackKind.VIDEO:
             layer.keyframe_waiters = max(0, layer.keyframe_waiters - 1)
+        self._left = layer
         self.layer = None
 
     def set_disabled(self, disabled: bool, now: float) -> None:
@@ -590,7 +603,7 @@ class DownTrack(native.Forwarder):
             if pending is not None and ssrc == pending.ssrc:
                 if not keyframe:
                     return
-                self._complete_switch(seq, ts, now)
+                self._complete_switch(packet, length, seq, ts, now)
             elif self.layer is None or ssrc != self.layer.ssrc:
                 return
         elif self.needs_keyframe:
@@ -600,38 +613,86 @@ class DownTrack(native.Forwarder):
             layer = self.layer
             if layer is not None:
                 layer.keyframe_waiters = max(0, layer.keyframe_waiters - 1)
-            self._continue_from(seq, ts, now)
+            self._continue_from(packet, length, seq, ts, now)
         elif not self.synced:
-            self._continue_from(seq, ts, now)
+            self._continue_from(packet, length, seq, ts, now)
         seq_out = (seq + self.seq_off) & 0xFFFF
         ts_out = (ts + self.ts_off) & 0xFFFFFFFF
-        sent = self.target.send_rtp(
-            packet,
-            length,
-            (b1 & 0x80) | self.payload_type,
-            seq_out,
-            ts_out,
-            self.ssrc,
-            self.ext_remap,
-        )
-        if sent < 0:
+        # The same packet the native fan-out builds (media/_forward.c): header, ids, VP8.
+        out = bytearray(packet[:length])
+        out[1] = (b1 & 0x80) | self.payload_type
+        SEQ_TS_SSRC.pack_into(out, 2, seq_out, ts_out, self.ssrc)
+        if self.ext_remap is not None:
+            remap_extension_ids(out, length, self.ext_remap)
+        written = self._continue_vp8(out, length) if self.vp8 else None
+        if self.target.send_packet(out) < 0:
             return  # not connected yet, or refused: counted by the target
-        self.seq_out = seq_out
-        self.ts_out = ts_out
-        self.time_out = now
+        if (seq_out - self.seq_out) & 0xFFFF < 0x8000:
+            # the newest so far (a late packet, repaired upstream, must not move the
+            # point the next switch continues from backwards)
+            self.seq_out = seq_out
+            self.ts_out = ts_out
+            self.time_out = now
+            if written is not None:
+                self.pid_out, self.tl0_out, self.keyidx_out = written
         self.packets_sent += 1
         self.octets_sent += length
 
-    def _continue_from(self, seq: int, ts: int, now: float) -> None:
-        """Choose offsets so this packet follows the last one sent without a jump."""
+    def _continue_vp8(
+        self, out: bytearray, length: int, offsets: tuple[int, int, int] | None = None
+    ) -> tuple[int, int, int]:
+        """Write the continued picture id, TL0PICIDX and KEYIDX into ``out`` (with the
+        current offsets, or those given); what was written (the last values where a
+        field is absent)."""
+        pid_off, tl0_off, keyidx_off = offsets or (self.pid_off, self.tl0_off, self.keyidx_off)
+        fields = payload_codecs.vp8_fields(out, length)
+        pid, tl0, keyidx = self.pid_out, self.tl0_out, self.keyidx_out
+        if fields.pid_at >= 0:
+            pid = (fields.pid + pid_off) & (0x7FFF if fields.pid_bits == 15 else 0x7F)
+            if fields.pid_bits == 15:
+                out[fields.pid_at] = 0x80 | (pid >> 8)
+                out[fields.pid_at + 1] = pid & 0xFF
+            else:
+                out[fields.pid_at] = pid
+        if fields.tl0_at >= 0:
+            tl0 = (fields.tl0 + tl0_off) & 0xFF
+            out[fields.tl0_at] = tl0
+        if fields.key_at >= 0:
+            keyidx = (fields.keyidx + keyidx_off) & 0x1F
+            out[fields.key_at] = (out[fields.key_at] & 0xE0) | keyidx
+        return pid, tl0, keyidx
+
+    def _continue_from(self, packet: bytes, length: int, seq: int, ts: int, now: float) -> None:
+        """Choose offsets so this packet follows the last one sent without a jump: in
+        sequence numbers and timestamps, and for VP8 in picture ids, TL0PICIDX and
+        KEYIDX (simulcast layers number their pictures apart; libwebrtc drops a
+        frame whose id looks older than one it decoded)."""
         if self.started:
             elapsed = max(now - self.time_out, 0.001)
             next_ts = (self.ts_out + max(1, int(elapsed * self.clock_rate))) & 0xFFFFFFFF
+            left = self._left
+            if left is not None:
+                # what the subscriber got before this point came from that layer
+                self.previous = (
+                    left,
+                    (self.seq_out + 1) & 0xFFFF,
+                    (self.seq_off, self.ts_off),
+                    (self.pid_off, self.tl0_off, self.keyidx_off),
+                )
         else:
             next_ts = self.ts_out
-            self.started = True
+        self._left = None
         self.seq_off = (self.seq_out + 1 - seq) & 0xFFFF
         self.ts_off = (next_ts - ts) & 0xFFFFFFFF
+        if self.vp8:
+            fields = payload_codecs.vp8_fields(packet, length)
+            if self.started:
+                self.pid_off = (self.pid_out + 1 - fields.pid) & 0x7FFF
+                self.tl0_off = (self.tl0_out + 1 - fields.tl0) & 0xFF
+                self.keyidx_off = (self.keyidx_out + 1 - fields.keyidx) & 0x1F
+            else:
+                self.pid_off = self.tl0_off = self.keyidx_off = 0
+        self.started = True
         self.synced = True
 
     def resync(self) -> None:
@@ -650,16 +711,24 @@ class DownTrack(native.Forwarder):
             return 0
         sent = 0
         for seq_out in sequences:
-            seq_in = (seq_out - self.seq_off) & 0xFFFF
-            packet = layer.cache.get(seq_in, now)
+            source, (seq_off, ts_off) = layer, (self.seq_off, self.ts_off)
+            vp8_offsets = None
+            previous = self.previous
+            if previous is not None and 0 < ((previous[1] - seq_out) & 0xFFFF) < 0x8000:
+                # sent before the last switch: it came from the layer left then
+                source, _first, (seq_off, ts_off), vp8_offsets = previous
+            packet = source.cache.get((seq_out - seq_off) & 0xFFFF, now)
             if packet is None:
                 continue
             _b0, b1, _seq, ts, _ssrc = HEADER.unpack_from(packet, 0)
-            ts_out = (ts + self.ts_off) & 0xFFFFFFFF
+            ts_out = (ts + ts_off) & 0xFFFFFFFF
+            original = bytearray(packet)
+            if self.vp8:
+                self._continue_vp8(original, len(original), vp8_offsets)
             if self.rtx_payload_type is not None:
-                out = self._rtx_packet(packet, b1, ts_out, seq_out)
+                out = self._rtx_packet(bytes(original), b1, ts_out, seq_out)
             else:
-                out = bytearray(packet)
+                out = original
                 out[1] = (b1 & 0x80) | self.payload_type
                 SEQ_TS_SSRC.pack_into(out, 2, seq_out, ts_out, self.ssrc)
             if self.ext_remap is not None:

@@ -15,9 +15,14 @@ from __future__ import annotations
 import logging
 import secrets
 import string
+import struct
 from dataclasses import dataclass
 
 from aioice import stun
+
+# What aioice.stun.parse_message raises on bad bytes: ValueError (UnicodeDecodeError
+# included) for bad values, struct.error for an attribute shorter than its type.
+_MALFORMED = (ValueError, KeyError, IndexError, struct.error)
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +65,7 @@ def parse_username(data: bytes) -> str | None:
     """The USERNAME of a STUN request, without checking anything else; None if absent."""
     try:
         message = stun.parse_message(data)
-    except (ValueError, KeyError, IndexError):
+    except _MALFORMED:
         return None
     username = message.attributes.get("USERNAME")
     return username if isinstance(username, str) else None
@@ -101,7 +106,7 @@ class IceLiteAgent:
     def handle(self, data: bytes, addr: tuple[str, int], now: float) -> StunResult:
         try:
             message = stun.parse_message(data)
-        except (ValueError, KeyError, IndexError) as exc:
+        except _MALFORMED as exc:
             return StunResult(None, False, False, f"malformed STUN: {exc}")
         if message.message_method != stun.Method.BINDING:
             return StunResult(None, False, False, "not a binding message")

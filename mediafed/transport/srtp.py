@@ -26,7 +26,7 @@ MAX_SRTP_EXPANSION = 148
 larger than the plaintext."""
 BUFFER_SIZE = MAX_DATAGRAM + MAX_SRTP_EXPANSION
 """Every packet buffer: the largest plaintext (never longer than the datagram it came
-in) protected with any profile fits. ``transport/_hotpath.c`` has the same numbers."""
+in) protected with any profile fits. ``transport/transport_api.h`` has the same numbers."""
 
 _PROFILES = {
     b"SRTP_AES128_CM_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,

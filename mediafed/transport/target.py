@@ -1,11 +1,11 @@
 """Where one endpoint's media goes: its socket, outbound SRTP session and address.
 
 The media code holds an endpoint's :class:`PySendTarget` (or the native
-``SendTarget`` of ``transport/_hotpath.c``, which it mirrors) and hands it
-plaintext RTP: the target copies the packet into a scratch buffer, rewrites
-the header as asked, protects it in place and sends it, and counts what
-happened. The endpoint keeps it current (address after ICE, keys after DTLS);
-media never touches sockets or SRTP sessions itself.
+``SendTarget`` of ``transport/_transport.c``, which it mirrors) and hands it
+plaintext RTP the room core built: the target copies it into a scratch buffer,
+numbers it for transport-wide feedback, protects it in place, sends it, and
+counts what happened. The endpoint keeps it current (address after ICE, keys
+after DTLS); media never touches sockets or SRTP sessions itself.
 
 Results: the protected length sent, or one of the negative codes below.
 """
@@ -20,7 +20,7 @@ from pylibsrtp._binding import ffi, lib
 
 from mediafed.transport.sockaddr import unpack_sockaddr
 from mediafed.transport.srtp import MAX_DATAGRAM, PacketBuffer
-from mediafed.wire.rtp import SEQ_TS_SSRC, U16, find_extension, remap_extension_ids
+from mediafed.wire.rtp import U16, find_extension
 
 if TYPE_CHECKING:
     from mediafed.transport.srtp import SrtpContext
@@ -33,7 +33,7 @@ SEND_OVERSIZE = -4
 """Shorter than an RTP header or longer than MAX_DATAGRAM: never sent."""
 
 SENT_HISTORY = 8192
-"""Packets remembered for transport-wide feedback (as ``_hotpath.c``)."""
+"""Packets remembered for transport-wide feedback (as ``_transport.c``)."""
 
 _memmove = ffi.memmove
 _protect = lib.srtp_protect
@@ -124,49 +124,21 @@ class PySendTarget:
             out.append(record[1:] if record is not None and record[0] == seq else None)
         return out
 
-    def send_rtp(
-        self,
-        packet: bytes | bytearray | memoryview,
-        length: int,
-        b1: int,
-        seq: int,
-        ts: int,
-        ssrc: int,
-        ext_remap: bytes | None = None,
-    ) -> int:
-        """Rewrite, protect and send the first ``length`` bytes of ``packet``."""
-        if not 0 <= length <= len(packet):
-            raise ValueError("send_rtp: length must fit the packet")
-        return self._send(packet, length, (b1, seq, ts, ssrc), ext_remap)
-
     def send_packet(self, packet: bytes | bytearray | memoryview) -> int:
-        """Protect and send a whole RTP packet as it is (retransmissions)."""
-        return self._send(packet, len(packet), None, None)
+        """Number, protect and send a whole plaintext RTP packet the room core built."""
+        data = memoryview(packet).cast("B")  # TypeError for what is not bytes-like
+        return self._send(data, len(data))
 
-    def _send(
-        self,
-        packet: bytes | bytearray | memoryview,
-        length: int,
-        rewrite: tuple[int, int, int, int] | None,
-        ext_remap: bytes | None,
-    ) -> int:
+    def _send(self, packet: memoryview, length: int) -> int:
         srtp, addr, sock = self._srtp, self._addr, self._sock
         if srtp is None or addr is None:
             return SEND_NOT_READY
         if not 12 <= length <= MAX_DATAGRAM:
             self.oversize += 1
             return SEND_OVERSIZE
-        if ext_remap is not None and len(ext_remap) < 16:
-            raise TypeError("ext_remap must be 16 bytes or None")
         tx = _scratch_buffer()
         view = tx.view
         _memmove(tx.cdata, packet, length)
-        if rewrite is not None:
-            b1, seq, ts, ssrc = rewrite
-            view[1] = b1 & 0xFF
-            SEQ_TS_SSRC.pack_into(view, 2, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc & 0xFFFFFFFF)
-        if ext_remap is not None:
-            remap_extension_ids(view, length, ext_remap)
         twcc_at = find_extension(view, length, self.twcc_id, 2) if self.twcc_id else -1
         seq = self.twcc_seq
         if twcc_at >= 0:

@@ -7,7 +7,7 @@ an endpoint only receives media from the peer its credentials admitted.
 
 The socket is read directly (non-blocking, ``add_reader``), draining many
 datagrams per wake-up into one reusable buffer — by the native read loop
-(``_hotpath.read_datagrams``, the reader itself) when it is built, else by
+(``_transport.read_datagrams``, the reader itself) when it is built, else by
 :meth:`MediaSocket._read_python` — and written with plain ``sendto``: a UDP
 send that would block is a lost packet, as on any SFU.
 """
@@ -256,7 +256,7 @@ class MediaSocket:
     def _read_python(self, sock: socket.socket, now: float) -> int:
         """Drain the socket: SRTP/SRTCP straight to its endpoint, the rest to ``_dispatch``.
 
-        The reference for the native read loop (``_hotpath.read_datagrams``).
+        The reference for the native read loop (``_transport.read_datagrams``).
         """
         rx = self.rx
         view = rx.view

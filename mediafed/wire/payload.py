@@ -252,3 +252,67 @@ def is_keyframe(mime_lower: str, buf: Buffer, offset: int, end: int) -> bool:
     if mime_lower == "video/vp9":
         return vp9_is_keyframe(buf, offset, end)
     return False
+
+
+@dataclass(frozen=True, slots=True)
+class Vp8Fields:
+    """Where a VP8 packet's picture id, TL0PICIDX and KEYIDX sit (-1: absent)."""
+
+    pid_at: int
+    pid_bits: int
+    pid: int
+    tl0_at: int
+    tl0: int
+    key_at: int
+    keyidx: int
+
+
+NO_VP8_FIELDS = Vp8Fields(-1, 0, 0, -1, 0, -1, 0)
+
+
+def vp8_fields(buf: Buffer, length: int) -> Vp8Fields:
+    """The VP8 descriptor fields a forwarder continues across simulcast layers
+    (RFC 7741 section 4.2), found in a whole RTP packet; ``media/_forward.c``'s
+    ``vp8_parse`` is its twin, byte for byte. Never raises."""
+    if length < 12 or length > len(buf):
+        return NO_VP8_FIELDS
+    pos = 12 + 4 * (buf[0] & 0x0F)
+    if buf[0] & 0x10:
+        if pos + 4 > length:
+            return NO_VP8_FIELDS
+        pos += 4 + 4 * ((buf[pos + 2] << 8) | buf[pos + 3])
+    end = length
+    if buf[0] & 0x20:
+        pad = buf[length - 1]
+        if pad == 0 or pad > length - 12:
+            return NO_VP8_FIELDS
+        end = length - pad
+    if pos >= end:
+        return NO_VP8_FIELDS
+    first = buf[pos]
+    pos += 1
+    if not first & 0x80 or pos >= end:
+        return NO_VP8_FIELDS
+    ext = buf[pos]
+    pos += 1
+    pid_at, pid_bits, pid = -1, 0, 0
+    tl0_at, tl0, key_at, keyidx = -1, 0, -1, 0
+    if ext & 0x80:
+        if pos >= end:
+            return NO_VP8_FIELDS
+        if buf[pos] & 0x80:
+            if pos + 1 >= end:
+                return NO_VP8_FIELDS
+            pid_at, pid_bits, pid = pos, 15, ((buf[pos] & 0x7F) << 8) | buf[pos + 1]
+            pos += 2
+        else:
+            pid_at, pid_bits, pid = pos, 7, buf[pos] & 0x7F
+            pos += 1
+    if ext & 0x40:
+        if pos >= end:
+            return Vp8Fields(pid_at, pid_bits, pid, -1, 0, -1, 0)
+        tl0_at, tl0 = pos, buf[pos]
+        pos += 1
+    if ext & 0x10 and pos < end:
+        key_at, keyidx = pos, buf[pos] & 0x1F
+    return Vp8Fields(pid_at, pid_bits, pid, tl0_at, tl0, key_at, keyidx)

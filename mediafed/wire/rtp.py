@@ -136,7 +136,7 @@ def find_extension(buf: bytes | bytearray | memoryview, length: int, ext_id: int
     """Where the ``size``-byte value of header extension ``ext_id`` starts, or -1.
 
     One-byte and two-byte forms (RFC 8285); nothing past ``length`` is read, and
-    a malformed block is -1. ``_hotpath.c``'s ``find_extension`` is its twin."""
+    a malformed block is -1. ``transport/_transport.c``'s ``find_extension`` is its twin."""
     if not buf[0] & 0x10:
         return -1
     start = HEADER_SIZE + 4 * (buf[0] & 0x0F)
@@ -180,7 +180,7 @@ def remap_extension_ids(buf: bytearray | memoryview, length: int, table: bytes) 
     ``table[old_id]`` is the new id; ids a receiver has not negotiated map to
     an id it does not know, which RFC 8285 §4.1.1 requires it to ignore. Ids
     below 16 of the two-byte form are rewritten the same way. Nothing past
-    ``length`` is read or written. ``_hotpath.c``'s ``remap_ids`` is its twin.
+    ``length`` is read or written. ``media/_forward.c``'s ``remap_ids`` is its twin.
     """
     first = buf[0]
     if not first & 0x10:

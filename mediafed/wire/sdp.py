@@ -67,9 +67,7 @@ class Codec:
     def rtx_apt(self) -> int | None:
         """The payload type this RTX format repairs (``apt`` in fmtp, RFC 4588), if any."""
         apt = self.fmtp.get("apt")
-        if apt is None or not apt.isdigit():
-            return None
-        return int(apt)
+        return None if apt is None else _payload_type(apt)
 
 
 @dataclass(slots=True)
@@ -206,9 +204,26 @@ class _Line:
         return SdpError(f"SDP line {self.number} {self.text!r} is malformed: {why}")
 
 
+_MAX_DIGITS = 20
+"""The longest number SDP has: a 64-bit session id (int() refuses 4300 digits and more)."""
+
+
+def _payload_type(text: str) -> int | None:
+    """An RTP payload type written as a format or ``apt`` (0-127), else None.
+
+    ASCII digits only: ``str.isdigit()`` also takes '²', which ``int()`` refuses.
+    """
+    if not (text.isascii() and text.isdigit() and len(text) <= _MAX_DIGITS):
+        return None
+    value = int(text)
+    return value if value <= 127 else None
+
+
 def _int(line: _Line, value: str, what: str, low: int = 0, high: int | None = None) -> int:
     if not value.isascii() or not value.isdigit():
         raise line.error(f"{what} must be a number")
+    if len(value) > _MAX_DIGITS:
+        raise line.error(f"{what} must be a number of at most {_MAX_DIGITS} digits")
     number = int(value)
     if number < low or (high is not None and number > high):
         upper = "" if high is None else f"..{high}"
@@ -260,7 +275,10 @@ class _MediaBuilder:
     def finish(self) -> MediaSection:
         media = self.media
         if media.protocol.split("/")[-1] in ("SAVPF", "SAVP", "AVPF", "AVP"):
-            order = [int(f) for f in media.formats if f.isdigit()]
+            # Each payload type once, in m= line order: a format listed twice is one codec.
+            order = list(
+                dict.fromkeys(pt for pt in map(_payload_type, media.formats) if pt is not None)
+            )
             order += [pt for pt in self.rtpmaps if pt not in order]
             for pt in order:
                 if pt in self.rtpmaps:

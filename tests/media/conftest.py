@@ -25,3 +25,26 @@ async def rooms() -> AsyncIterator[RoomManager]:
     await manager.start()
     yield manager
     await manager.stop()
+
+
+def use_python_paths(monkeypatch: pytest.MonkeyPatch, *, read_loop: bool = True) -> None:
+    """Run the Python reference of every native step in this test (the native
+    modules stay loaded): send target, peer, receive step, fan-out, read loop."""
+    from mediafed.media import native, peer, track
+    from mediafed.transport import native as transport_native, udp
+    from mediafed.transport.target import PySendTarget
+
+    monkeypatch.setattr(transport_native, "SendTarget", PySendTarget)
+    monkeypatch.setattr(peer.MediaPeer, "on_rtp", native.PyPeerBase.on_rtp)
+    monkeypatch.setattr(native, "receive_rtp", None)
+    monkeypatch.setattr(track, "_fanout", native.py_fanout)
+    if read_loop:
+        monkeypatch.setattr(udp, "_read_datagrams", None)
+
+
+def native_paths_built() -> None:
+    from mediafed.media import native
+    from mediafed.transport import native as transport_native
+
+    assert transport_native.native_send_target is not None, "the native transport is not built"
+    assert native.native_forwarder is not None, "the native fan-out is not built"

@@ -20,7 +20,7 @@ from mediafed.transport.ice import binding_request
 from mediafed.transport.srtp import SrtpContext
 
 from .aiortc_client import AiortcParticipant, PatternVideoTrack, wait_for
-from .conftest import media_config
+from .conftest import media_config, use_python_paths
 
 pytestmark = pytest.mark.slow
 
@@ -55,9 +55,9 @@ class Call:
 
 @pytest.fixture(params=["native", "python"])
 def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The media socket's read loop: native (transport/_hotpath.c) or the Python reference."""
+    """The media socket's read loop: native (transport/_transport.c) or the Python reference."""
     if request.param == "python":
-        monkeypatch.setattr(udp, "_read_datagrams", None)
+        use_python_paths(monkeypatch)
     else:
         assert udp._read_datagrams is not None, "the native read loop is not built"
     return str(request.param)

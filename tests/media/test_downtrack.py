@@ -15,15 +15,13 @@ import pylibsrtp
 import pytest
 from pylibsrtp._binding import lib
 
-from mediafed.media import RoomManager, peer as peer_module, track as track_module
+from mediafed.media import RoomManager
 from mediafed.media.session import Session
-from mediafed.transport import native
 from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.srtp import MAX_DATAGRAM, PacketBuffer, SrtpContext, copy_into
-from mediafed.transport.target import PySendTarget
 
 from .aiortc_client import AiortcParticipant
-from .conftest import media_config
+from .conftest import media_config, native_paths_built, use_python_paths
 
 KEY = bytes(range(30))
 PUB_SSRC = 0x11111111
@@ -48,15 +46,11 @@ def vp8_packet(ssrc: int, seq: int, ts: int, keyframe: bool) -> bytes:
 async def wired(
     rooms: RoomManager, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[Session, Session, socket.socket]]:
-    # Both forwarding paths: the native steps (transport/_hotpath.c) and the Python reference.
+    # Both forwarding paths: the native steps and their Python reference.
     if request.param == "python":
-        monkeypatch.setattr(native, "SendTarget", PySendTarget)
-        monkeypatch.setattr(track_module, "_fanout", native.py_fanout)
-        monkeypatch.setattr(peer_module, "_receive_rtp", None)
+        use_python_paths(monkeypatch, read_loop=False)
     else:
-        assert native.native_send_target is not None, "the native send step is not built"
-        assert track_module._fanout is not native.py_fanout
-        assert peer_module._receive_rtp is not None
+        native_paths_built()
     publisher, subscriber, sink = await publisher_and_subscriber(rooms, "continuity", OFFER)
     yield publisher, subscriber, sink
     sink.close()
@@ -157,14 +151,12 @@ async def test_native_receive_keeps_the_same_state_as_layer_receive(
 ) -> None:
     """Gaps (NACK bookkeeping), reordering, duplicates, a wrap, keyframe waiters:
     the native receive_rtp and Layer.receive end in the same state and send the same."""
-    assert peer_module._receive_rtp is not None, "the native receive step is not built"
-    native_receive = peer_module._receive_rtp
+    native_paths_built()
     seqs = [65530, 65531, 65533, 65532, 65532, 65534, 65535, 0, 4, 1, 2, 3, 300, 5, 301, 310]
     results = []
     for path in ("native", "python"):
-        monkeypatch.setattr(
-            peer_module, "_receive_rtp", native_receive if path == "native" else None
-        )
+        if path == "python":
+            use_python_paths(monkeypatch, read_loop=False)
         publisher, subscriber, sink = await publisher_and_subscriber(
             rooms, f"receive-{path}", OFFER
         )
@@ -196,7 +188,8 @@ async def test_native_receive_keeps_the_same_state_as_layer_receive(
         python_state["missing"] == sorted({*range(6, 300)} - {5})[:256] or python_state["missing"]
     )
     assert python_state["received"] == len(seqs)
-    assert python_state["downtrack"][0] == len(seqs) - 3
+    # not sent: the three before the keyframe, and the duplicate 65532 (subscribers had it)
+    assert python_state["downtrack"][0] == len(seqs) - 3 - 1
 
 
 async def test_publisher_alone_is_cached_not_forwarded(rooms: RoomManager) -> None:
@@ -277,12 +270,10 @@ async def _receive_through_the_socket(
     path: str, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, object]:
     """SRTP packets sent to a fresh server's UDP port; the state they leave behind."""
-    from mediafed.transport import udp
     from mediafed.wire import rtp
 
     if path == "python":
-        monkeypatch.setattr(udp, "_read_datagrams", None)
-        monkeypatch.setattr(peer_module, "_receive_rtp", None)
+        use_python_paths(monkeypatch)
     manager = RoomManager(media_config())  # type: ignore[arg-type]
     await manager.start()
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -332,7 +323,7 @@ async def test_native_read_path_leaves_the_state_the_python_path_leaves(
 ) -> None:
     """Decrypt, stream lookup, transport-cc, statistics, cache and fan-out done
     natively from the socket end where MediaPeer.on_rtp and Layer.receive end."""
-    assert peer_module._receive_rtp is not None, "the native receive step is not built"
+    native_paths_built()
     native_state = await _receive_through_the_socket("native", monkeypatch)
     python_state = await _receive_through_the_socket("python", monkeypatch)
     assert native_state == python_state
@@ -395,14 +386,10 @@ async def test_the_longest_packet_reaches_a_gcm_subscriber_and_is_repaired_by_rt
     """A publisher on AES_CM (10-byte tag) sends the longest datagram mediafed takes;
     its subscriber is on AES-GCM (16-byte tag), NACKs it, and gets it again as RTX
     (2 bytes longer). Every step protects into buffers that must hold the result."""
-    from mediafed.transport import udp
     from mediafed.wire import rtcp, rtp
 
     if path == "python":
-        monkeypatch.setattr(native, "SendTarget", PySendTarget)
-        monkeypatch.setattr(track_module, "_fanout", native.py_fanout)
-        monkeypatch.setattr(udp, "_read_datagrams", None)
-        monkeypatch.setattr(peer_module, "_receive_rtp", None)
+        use_python_paths(monkeypatch)
     manager = RoomManager(media_config())  # type: ignore[arg-type]
     await manager.start()
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -454,3 +441,33 @@ async def test_the_longest_packet_reaches_a_gcm_subscriber_and_is_repaired_by_rt
         client.close()
         sink.close()
         await manager.stop()
+
+
+async def test_a_late_packet_does_not_move_the_point_a_switch_continues_from(
+    wired: tuple[Session, Session, socket.socket],
+) -> None:
+    """A packet repaired upstream arrives late (after newer ones) and is forwarded; it
+    must not pull back the last sequence number the next re-sync continues from, or
+    the new stream would reuse numbers the subscriber has (a frozen picture)."""
+    publisher, subscriber, sink = wired
+    downtrack = next(iter(subscriber.downtracks.values()))
+    for index, seq in enumerate([100, 101, 103, 104]):  # 102 is lost on the way in
+        feed(publisher, vp8_packet(PUB_SSRC, seq, 3000 * index, index == 0), 10.0)
+    before_late = await received(sink)
+    newest = before_late[-1][0]
+    feed(publisher, vp8_packet(PUB_SSRC, 102, 3000, keyframe=False), 10.01)  # repaired, late
+    late = await received(sink)
+    assert [seq for seq, _, _ in late] == [(newest - 2) & 0xFFFF]
+    assert downtrack.seq_out == newest
+    # the publisher restarts: the next stream continues after the newest, not the late one
+    layer = next(iter(publisher.published.values())).layer("")
+    peer = publisher.publisher
+    peer.layers_by_ssrc.pop(PUB_SSRC)
+    layer.set_ssrc(0x33333333)
+    peer.layers_by_ssrc[0x33333333] = layer
+    feed(publisher, vp8_packet(0x33333333, 7, 50, keyframe=True), 10.5)
+    after = await received(sink)
+    assert [seq for seq, _, _ in after] == [(newest + 1) & 0xFFFF]
+    # and a duplicate of what was forwarded is not forwarded again
+    feed(publisher, vp8_packet(0x33333333, 7, 50, keyframe=True), 10.6)
+    assert await received(sink) == []

@@ -20,13 +20,12 @@ from aiortc import RTCSessionDescription
 
 from mediafed.errors import LocalProtocolError
 from mediafed.media import RoomManager
-from mediafed.transport import udp
 from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.ice import binding_request
 from mediafed.transport.srtp import SrtpContext
 
 from .aiortc_client import AiortcParticipant, PatternVideoTrack, wait_for
-from .conftest import media_config
+from .conftest import media_config, use_python_paths
 from .test_downtrack import KEY, OFFER, PUB_SSRC, vp8_packet
 
 pytestmark = pytest.mark.slow
@@ -145,7 +144,7 @@ async def test_a_subscription_to_another_rooms_track_is_refused(rooms: RoomManag
 @pytest.fixture(params=["native", "python"])
 def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     if request.param == "python":
-        monkeypatch.setattr(udp, "_read_datagrams", None)
+        use_python_paths(monkeypatch)
     yield str(request.param)
 
 

@@ -18,12 +18,13 @@ import pytest
 from mediafed.media import RoomManager, limits
 from mediafed.media.events import DataReceived, RoomEvent
 from mediafed.media.types import LayerInfo, Permission, TrackKind
-from mediafed.transport import endpoint as endpoint_module, udp
+from mediafed.transport import endpoint as endpoint_module
 from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.srtp import SrtpContext
 from mediafed.wire import rtcp, rtp
 
 from .aiortc_client import AiortcParticipant
+from .conftest import use_python_paths
 from .test_allocation import SIMULCAST_OFFER
 from .test_downtrack import KEY, OFFER, PUB_SSRC, vp8_packet
 
@@ -83,7 +84,7 @@ def _send_counted(sender: object, inbox: Inbox, payload: bytes) -> bool:
 @pytest.fixture(params=["native", "python"])
 def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     if request.param == "python":
-        monkeypatch.setattr(udp, "_read_datagrams", None)
+        use_python_paths(monkeypatch)
     yield str(request.param)
 
 

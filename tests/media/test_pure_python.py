@@ -31,10 +31,13 @@ MODULES = [
 RUN_PURE = """
 import sys
 import pytest
-from mediafed.transport import native, target
-assert native.native_send_target is None and native.SendTarget is target.PySendTarget
-assert native.read_datagrams is None and native.receive_rtp is None
+from mediafed.media import native
+from mediafed.transport import native as transport_native, target
+assert transport_native.native_send_target is None
+assert transport_native.SendTarget is target.PySendTarget
+assert transport_native.read_datagrams is None and native.receive_rtp is None
 assert native.fanout is native.py_fanout and native.Forwarder is native.PyForwarder
+assert native.PeerBase is native.PyPeerBase
 print("native hot path off", flush=True)
 sys.exit(pytest.main(sys.argv[1:]))
 """
