@@ -28,7 +28,6 @@ with _common.instrumented(__name__ == "__main__"):
     from fuzz.read_loop import OFFER, Listener
     from mediafed import media
     from mediafed.config import load_config
-    from mediafed.media import RoomManager
     from mediafed.signal.livekit import translate
     from mediafed.signal.livekit.ws import (
         CLOSE_INVALID,
@@ -40,6 +39,7 @@ with _common.instrumented(__name__ == "__main__"):
         _join_response,
     )
     from mediafed.tokens import Claims, VideoGrant
+    from mediafed.worker import Worker
 
 
 HOST = "127.0.0.2"
@@ -57,8 +57,9 @@ class Harness:
                 "MEDIAFED_KEYS": "k1: " + SECRET,
             }
         )
-        self.rooms = RoomManager(self.config)
-        _common.run_async(self.rooms.start())
+        self.worker = Worker.from_config(self.config)
+        self.rooms = self.worker.rooms
+        _common.run_async(self.worker.start())
         self.endpoint = RtcEndpoint(self.config, self.rooms, SignalOptions(), media)
         self.room = self.rooms.get_or_create("fuzz")
         host = _common.run_async(self.room.join("host", listener=Listener()))

@@ -27,7 +27,7 @@ with _common.instrumented(__name__ == "__main__"):
     from mediafed.matrix.calls import MatrixCallBridge
     from mediafed.matrix.membership import CallMembership
     from mediafed.matrix.registration import make_registration
-    from mediafed.media import RoomManager
+    from mediafed.worker import Worker
 
 HOST = "127.0.0.2"
 ROOM = "!room:hs.example"
@@ -63,7 +63,7 @@ class Intent:
 class Harness:
     def __init__(self) -> None:
         self.data_dir = _common.state_dir("matrix_appservice")
-        self.rooms = RoomManager(
+        self.worker = Worker.from_config(
             load_config(
                 environ={
                     "MEDIAFED_SERVER_BIND": HOST,
@@ -72,7 +72,8 @@ class Harness:
                 }
             )
         )
-        _common.run_async(self.rooms.start())
+        self.rooms = self.worker.rooms
+        _common.run_async(self.worker.start())
         self.membership = CallMembership()
 
         def extension(app: Any, config: Config) -> None:

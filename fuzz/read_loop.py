@@ -27,10 +27,11 @@ with _common.instrumented(__name__ == "__main__"):
     import pylibsrtp
 
     from mediafed.config import load_config
-    from mediafed.media import RoomManager, Session, events
+    from mediafed.media import Session, events
     from mediafed.transport.dtls import SrtpKeys
     from mediafed.transport.srtp import SrtpContext
     from mediafed.wire import rtcp
+    from mediafed.worker import Worker
 
 HOST = "127.0.0.2"
 KEY = bytes(range(30))
@@ -108,9 +109,10 @@ class Harness:
                 "MEDIAFED_RTC_NODE_IP": HOST,
             }
         )
-        self.rooms = RoomManager(config)
-        _common.run_async(self.rooms.start())
-        mux = self.rooms.mux
+        self.worker = Worker.from_config(config)
+        self.rooms = self.worker.rooms
+        _common.run_async(self.worker.start())
+        mux = self.worker.mux
         self.mux = mux
         room = self.rooms.get_or_create("fuzz")
         self.publisher: Session = _common.run_async(room.join("pub", listener=Listener()))

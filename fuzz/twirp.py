@@ -19,9 +19,9 @@ with _common.instrumented(__name__ == "__main__"):
     from fuzz.read_loop import OFFER, Listener
     from mediafed import media, server
     from mediafed.config import load_config
-    from mediafed.media import RoomManager
     from mediafed.signal.livekit.twirp import PREFIX, add_twirp_routes
     from mediafed.tokens import VideoGrant, mint_token
+    from mediafed.worker import Worker
 
 HOST = "127.0.0.2"
 SECRET = "s" * 32
@@ -48,8 +48,9 @@ class Harness:
                 "MEDIAFED_KEYS": "k1: " + SECRET,
             }
         )
-        self.rooms = RoomManager(config)
-        _common.run_async(self.rooms.start())
+        self.worker = Worker.from_config(config)
+        self.rooms = self.worker.rooms
+        _common.run_async(self.worker.start())
 
         def extension(app: object, cfg: object) -> None:
             add_twirp_routes(app, config, self.rooms, media)  # type: ignore[arg-type]

@@ -31,11 +31,12 @@ from typing import Any
 import pylibsrtp
 
 from mediafed.config import load_config
-from mediafed.media import RoomManager, events
+from mediafed.media import events
 from mediafed.media.session import Session
 from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.ice import binding_request
 from mediafed.transport.srtp import SrtpContext
+from mediafed.worker import Worker
 
 KEY = bytes(range(30))  # key + salt for AES_CM_128_HMAC_SHA1_80
 PROFILE = b"SRTP_AES128_CM_SHA1_80"
@@ -217,8 +218,9 @@ async def run_mediafed(subscribers: int, packets: list[bytes], rate: float) -> R
             "MEDIAFED_RTC_NODE_IP": HOST,
         }
     )
-    manager = RoomManager(config)
-    await manager.start()
+    worker = Worker.from_config(config)
+    manager = worker.rooms
+    await worker.start()
     sink = _Sink(subscribers)
     try:
         room = manager.get_or_create("bench")
@@ -242,12 +244,12 @@ async def run_mediafed(subscribers: int, packets: list[bytes], rate: float) -> R
         # the endpoint is found by the checked address, never by SSRC.
         ice = publisher.publisher.endpoint.ice
         check = binding_request(f"{ice.local_ufrag}:bench", ice.local_pwd)
-        count, cpu = await _measure(manager.udp_port, [check, *packets], rate, forwarded)
+        count, cpu = await _measure(worker.udp_port, [check, *packets], rate, forwarded)
         verified = _verify_sink(sink.socks[0], downtracks[0].ssrc)
         if not verified:
             raise RuntimeError("subscriber 0 received nothing it could decrypt")
     finally:
-        await manager.stop()
+        await worker.stop()
         sink.close()
     return Result("mediafed", subscribers, count, cpu)
 

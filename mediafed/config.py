@@ -109,6 +109,7 @@ NOT_SETTINGS = frozenset(
         "MEDIAFED_FUZZ_NATIVE",  # fuzz/: the sanitizer-built native module to load
         "MEDIAFED_FUZZ_CC",  # fuzz/: the compiler that builds it
         "MEDIAFED_FUZZ_TARGET",  # scripts/fuzz: the target a run is for
+        "MEDIAFED_GO_CACHE",  # loadtest/gopeers.py: where the Go peers are built
         "MEDIAFED_URL",  # rocketchat-app's end-to-end driver: where mediafed is
         "MEDIAFED_API_KEY",  # ... and the key pair it uses
         "MEDIAFED_API_SECRET",

@@ -1,8 +1,9 @@
 """Composition root: configuration -> objects -> one running node.
 
 The HTTP port carries signaling, the APIs, ``/healthz`` and the web-demo; the
-media worker (:class:`~mediafed.media.RoomManager`) owns the UDP port. This is
-the one module that knows every front-end and wires them to the room core.
+media worker (:class:`~mediafed.worker.Worker`) owns the UDP port and drives the
+rooms. This is the one module that knows every front-end and wires them to the
+room core.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from mediafed import __version__
 from mediafed.config import Config
 from mediafed.media import Room, RoomManager, events
 from mediafed.tokens import MIN_SECRET_LENGTH
+from mediafed.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -107,23 +109,23 @@ async def build_app(
     config: Config,
     extensions: list[Extension] | None = None,
     *,
-    rooms: RoomManager | None = None,
+    worker: Worker | None = None,
 ) -> web.Application:
-    """The HTTP application. With ``rooms``, the media worker starts and stops with it."""
+    """The HTTP application. With ``worker``, the media worker starts and stops with it."""
     app = web.Application(client_max_size=1 << 20)
     app[CONFIG_KEY] = config
-    if rooms is not None:
+    if worker is not None:
         from mediafed.api.metrics import setup_metrics
 
-        app[ROOMS_KEY] = rooms
-        manager = rooms
-        setup_metrics(app, rooms)
+        app[ROOMS_KEY] = worker.rooms
+        media = worker
+        setup_metrics(app, worker)
 
         async def start_media(app: web.Application) -> None:
-            await manager.start()
+            await media.start()
 
         async def stop_media(app: web.Application) -> None:
-            await manager.stop()
+            await media.stop()
 
         app.on_startup.append(start_media)
         app.on_cleanup.append(stop_media)
@@ -160,8 +162,8 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
                 len(secret),
                 MIN_SECRET_LENGTH,
             )
-    rooms = RoomManager(config)
-    app = await build_app(config, front_ends(rooms), rooms=rooms)
+    worker = Worker.from_config(config)
+    app = await build_app(config, front_ends(worker.rooms), worker=worker)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.server.bind, config.server.http_port)
@@ -171,7 +173,7 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
         __version__,
         config.server.bind,
         config.server.http_port,
-        rooms.udp_port,
+        worker.udp_port,
         config.advertised_ips(),
     )
     stop = asyncio.Event()

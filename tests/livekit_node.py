@@ -13,6 +13,7 @@ from mediafed.config import Config, load_config
 from mediafed.media import RoomManager
 from mediafed.signal.livekit import setup_livekit
 from mediafed.tokens import VideoGrant, mint_token
+from mediafed.worker import Worker
 
 API_KEY = "e2ekey"
 API_SECRET = "e2e-secret-" + "x" * 24
@@ -22,6 +23,7 @@ API_SECRET = "e2e-secret-" + "x" * 24
 class LiveNode:
     config: Config
     rooms: RoomManager
+    worker: Worker
     http_port: int
     host: str
 
@@ -57,8 +59,9 @@ async def live_node(node_ip: str, *, dev: bool = False) -> AsyncIterator[LiveNod
             "MEDIAFED_RTC_NODE_IP": node_ip,
         },
     )
-    rooms = RoomManager(config)
-    await rooms.start()
+    worker = Worker.from_config(config)
+    rooms = worker.rooms
+    await worker.start()
 
     def extension(app: web.Application, cfg: Config) -> None:
         setup_livekit(app, cfg, rooms)
@@ -70,7 +73,7 @@ async def live_node(node_ip: str, *, dev: bool = False) -> AsyncIterator[LiveNod
     await site.start()
     port = runner.addresses[0][1]
     try:
-        yield LiveNode(config, rooms, port, node_ip)
+        yield LiveNode(config, rooms, worker, port, node_ip)
     finally:
         await runner.cleanup()
-        await rooms.stop()
+        await worker.stop()

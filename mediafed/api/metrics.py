@@ -17,17 +17,17 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from mediafed.media import RoomManager
+from mediafed.worker import Worker
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class RoomCoreCollector(Collector):
-    def __init__(self, rooms: RoomManager) -> None:
-        self.rooms = rooms
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        manager = self.rooms
+        manager = self.worker.rooms
         rooms = manager.rooms()
         sessions = [session for room in rooms for session in room.sessions.values()]
         yield GaugeMetricFamily("mediafed_rooms", "Rooms on this node", value=len(rooms))
@@ -64,7 +64,7 @@ class RoomCoreCollector(Collector):
             "Packets resent after a subscriber's NACK",
             retired["retransmitted"] + sum(d.retransmitted for d in downtracks),
         )
-        mux = manager.mux
+        mux = self.worker.mux
         sent = mux.media_sent()
         counts = dict(mux.counters)
         # The socket's own sends (STUN, DTLS, RTCP) and the send targets' (media).
@@ -111,9 +111,9 @@ def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily
     return counter
 
 
-def setup_metrics(app: web.Application, rooms: RoomManager) -> None:
+def setup_metrics(app: web.Application, worker: Worker) -> None:
     registry = CollectorRegistry()
-    registry.register(RoomCoreCollector(rooms))
+    registry.register(RoomCoreCollector(worker))
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE})

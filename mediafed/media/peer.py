@@ -86,7 +86,7 @@ class MediaPeer(native.PeerBase):
         try:
             packets = rtcp.parse_rtcp(packet)
         except rtcp.RtcpError as exc:
-            endpoint.mux.report("rtcp", endpoint.addr, f"{self.label} {exc}")
+            endpoint.report("rtcp", str(exc))
             return
         for item in packets:
             if isinstance(item, rtcp.PictureLossIndication):
@@ -153,9 +153,7 @@ class MediaPeer(native.PeerBase):
             if len(candidates) == 1:
                 track = candidates[0]
         if track is None:
-            self.endpoint.mux.report(
-                "rtp", self.endpoint.addr, f"{self.label} RTP with unknown SSRC {ssrc}"
-            )
+            self.endpoint.report("rtp", f"RTP with unknown SSRC {ssrc}")
             return None
         rid = ""
         repaired = False
@@ -178,9 +176,7 @@ class MediaPeer(native.PeerBase):
         if rid not in track.layers and (track.layers or rid):
             # Only the encodings the offer declared (a=rid), or the one of a track
             # without simulcast: a made-up rid must not make the worker hold a layer.
-            self.endpoint.mux.report(
-                "rtp", self.endpoint.addr, f"{self.label} RTP with undeclared rid {rid!r}"
-            )
+            self.endpoint.report("rtp", f"RTP with undeclared rid {rid!r}")
             return None
         layer = track.layer(rid)
         if repaired:

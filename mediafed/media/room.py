@@ -1,41 +1,33 @@
-"""Rooms and the worker that runs them.
+"""Rooms and the directory of one worker's rooms.
 
-:class:`RoomManager` owns one worker's UDP port, DTLS certificate and loop
-timers; :class:`Room` holds sessions and published tracks and fans events out
-to every session's listener and to observers (webhooks, bridges).
-
-Timers are batched across endpoints (ARCHITECTURE.md): every 50 ms NACKs
-and transport-cc feedback go upstream; every second RTCP reports, ICE consent
-checks and room expiry; every 300 ms the active speakers are recomputed.
+:class:`Room` holds sessions and published tracks and fans events out to every
+session's listener and to observers (webhooks, bridges); :class:`RoomManager`
+creates, finds and deletes rooms. Neither owns a socket, a timer or the
+configuration: the worker (mediafed/worker.py) gives them a clock and an
+endpoint factory and calls :meth:`RoomManager.tick` (every 50 ms NACKs and
+transport-cc feedback; every second RTCP reports, allocation, connection
+quality and room expiry; every 300 ms the active speakers).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from mediafed.config import Config
 from mediafed.errors import LocalProtocolError
 from mediafed.media import events
 from mediafed.media.peer import MediaPeer
 from mediafed.media.session import Session, SessionListener
 from mediafed.media.track import DownTrack, PublishedTrack
 from mediafed.media.types import ParticipantInfo, Permission, TrackInfo, TrackKind, new_sid
-from mediafed.transport.dtls import Certificate
-from mediafed.transport.endpoint import Endpoint
-from mediafed.transport.udp import MediaSocket
+from mediafed.transport.endpoint import Endpoint, EndpointHandler
 from mediafed.wire.twcc import TransportCcRecorder
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.05
-REPORT_EVERY_S = 1.0
-SPEAKERS_EVERY_S = 0.3
 SPEAKER_THRESHOLD = 0.01  # about -40 dBov
 DROP_LOG_INTERVAL_S = 5.0
 RETIRED_COUNTS = ("packets_sent", "octets_sent", "retransmitted", "srtp_auth_failed")
@@ -293,47 +285,41 @@ class Room:
             session.close(reason)
 
 
-class RoomManager:
-    """One worker: its UDP port, certificate, rooms and timers."""
+EndpointFactory = Callable[[EndpointHandler, str], Endpoint]
+"""Makes the transport endpoint of one peer connection (the worker's socket and certificate)."""
 
-    def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.config = config
+
+class RoomManager:
+    """The rooms of one worker: create, find, delete, and their events to observers.
+
+    It owns no socket, timer or configuration: the worker (mediafed/worker.py) gives
+    it a clock and an endpoint factory, and drives it with :meth:`tick`.
+    """
+
+    def __init__(
+        self,
+        *,
+        new_endpoint: EndpointFactory,
+        clock: Callable[[], float] = time.monotonic,
+        rtx_cache_s: float = 1.0,
+    ) -> None:
         self.clock = clock
-        self.certificate = Certificate()
-        self.mux = MediaSocket(
-            config.server.bind if config.server.bind else "0.0.0.0",
-            config.rtc.udp_port,
-            config.advertised_ips(),
-            clock=clock,
-        )
+        self._new_endpoint = new_endpoint
+        self.rtx_cache_s = rtx_cache_s
+        """How long received packets stay available for retransmission."""
         self._rooms: dict[str, Room] = {}
         self._observers: list[RoomObserver] = []
-        self._task: asyncio.Task[None] | None = None
         self.dropped: dict[str, int] = {}
         """What participants sent beyond a limit, by kind (see :meth:`drop`)."""
         self._drop_logged: dict[str, float] = {}
         self.retired = dict.fromkeys(RETIRED_COUNTS, 0)
         """What DownTracks and endpoints now gone counted: /metrics totals never fall."""
 
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.mux.open(loop)
-        self._task = loop.create_task(self._run_timers(), name="mediafed-timers")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    def close(self, reason: str) -> None:
+        """The worker stops: every room ends."""
         for room in list(self._rooms.values()):
-            room.close("server shutting down")
+            room.close(reason)
         self._rooms.clear()
-        self.mux.close()
-
-    @property
-    def udp_port(self) -> int:
-        return self.mux.port
 
     # -- rooms ------------------------------------------------------------------
     def get_or_create(
@@ -366,6 +352,9 @@ class RoomManager:
         return list(self._rooms.values())
 
     async def delete(self, name: str, reason: str = "room deleted") -> bool:
+        return self._delete(name, reason)
+
+    def _delete(self, name: str, reason: str) -> bool:
         room = self._rooms.pop(name, None)
         if room is None:
             return False
@@ -387,7 +376,7 @@ class RoomManager:
 
     # -- factories for the layers below ---------------------------------------
     def new_endpoint(self, peer: MediaPeer, label: str) -> Endpoint:
-        return Endpoint(self.mux, self.certificate, peer, label=label, now=self.clock())
+        return self._new_endpoint(peer, label)
 
     def new_twcc_recorder(self, sender_ssrc: int) -> TransportCcRecorder:
         return TransportCcRecorder(sender_ssrc)
@@ -417,28 +406,15 @@ class RoomManager:
         return random.getrandbits(32) or 1
 
     # -- timers ------------------------------------------------------------------
-    async def _run_timers(self) -> None:
-        next_report = self.clock() + REPORT_EVERY_S
-        next_speakers = self.clock() + SPEAKERS_EVERY_S
-        while True:
-            await asyncio.sleep(TICK_S)
-            now = self.clock()
-            reports = now >= next_report
-            speakers = now >= next_speakers
-            if reports:
-                next_report = now + REPORT_EVERY_S
-            if speakers:
-                next_speakers = now + SPEAKERS_EVERY_S
-            try:
-                for room in list(self._rooms.values()):
-                    room.tick(now, reports=reports, speakers=speakers)
-                if reports:
-                    self.mux.tick(now, self.config.rtc.consent_timeout_s)
-                    await self._expire_rooms(now)
-            except Exception:
-                log.exception("x timer work failed")
-
-    async def _expire_rooms(self, now: float) -> None:
+    def tick(self, now: float, *, reports: bool, speakers: bool) -> None:
+        """The worker's timers: every room's periodic work (NACKs, feedback, reports,
+        allocation, speakers); once a second also the rooms left empty too long."""
         for room in list(self._rooms.values()):
-            if room.empty_since is not None and now - room.empty_since > room.empty_timeout_s:
-                await self.delete(room.name, "empty timeout")
+            try:
+                room.tick(now, reports=reports, speakers=speakers)
+            except Exception:
+                log.exception("x room=%s timer work failed", room.name)
+        if reports:
+            for room in list(self._rooms.values()):
+                if room.empty_since is not None and now - room.empty_since > room.empty_timeout_s:
+                    self._delete(room.name, "empty timeout")

@@ -337,7 +337,7 @@ class Session:
                 rid_id=ids.get(rtp.URI_RID, 0),
                 rrid_id=ids.get(rtp.URI_REPAIRED_RID, 0),
                 nack_enabled=media.nack,
-                cache_s=self.room.manager.config.rtc.rtx_cache_ms / 1000,
+                cache_s=self.room.manager.rtx_cache_s,
             )
             if ids.get(rtp.URI_TRANSPORT_CC) and peer.twcc is None:
                 peer.twcc_id = ids[rtp.URI_TRANSPORT_CC]

@@ -328,6 +328,10 @@ class Endpoint:
             log.info("x %s no ICE consent for %.0f s", self.label, now - since)
             self._set_state(EndpointState.FAILED)
 
+    def report(self, kind: str, message: str) -> None:
+        """Input of this endpoint was dropped: one rate-limited line (the socket's)."""
+        self.mux.report(kind, self.addr, f"{self.label} {message}")
+
     # -- outbound ---------------------------------------------------------
     def send_raw(self, datagram: bytes) -> None:
         if self.addr is not None:

@@ -27,6 +27,7 @@ from mediafed.media import RoomManager, events, limits
 from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.ice import binding_request
 from mediafed.transport.srtp import SrtpContext
+from mediafed.worker import Worker
 from tests.media.aiortc_client import AiortcParticipant, PatternVideoTrack, ToneAudioTrack, wait_for
 
 pytestmark = pytest.mark.slow
@@ -34,25 +35,32 @@ pytestmark = pytest.mark.slow
 UDP = 'mediafed_udp_datagrams_total{what="%s"}'
 
 
-@pytest.fixture
-async def rooms() -> AsyncIterator[RoomManager]:
-    config = load_config(
-        environ={
-            "MEDIAFED_SERVER_BIND": "127.0.0.2",
-            "MEDIAFED_RTC_UDP_PORT": "0",
-            "MEDIAFED_RTC_NODE_IP": "127.0.0.2",
-        }
-    )
-    manager = RoomManager(config)
-    await manager.start()
-    yield manager
-    await manager.stop()
+CONFIG = load_config(
+    environ={
+        "MEDIAFED_SERVER_BIND": "127.0.0.2",
+        "MEDIAFED_RTC_UDP_PORT": "0",
+        "MEDIAFED_RTC_NODE_IP": "127.0.0.2",
+    }
+)
 
 
 @pytest.fixture
-async def client(rooms: RoomManager) -> AsyncIterator[TestClient]:
-    app = await server.build_app(rooms.config)
-    setup_metrics(app, rooms)
+async def worker() -> AsyncIterator[Worker]:
+    running = Worker.from_config(CONFIG)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+def rooms(worker: Worker) -> RoomManager:
+    return worker.rooms
+
+
+@pytest.fixture
+async def client(worker: Worker) -> AsyncIterator[TestClient]:
+    app = await server.build_app(CONFIG)
+    setup_metrics(app, worker)
     test_client = TestClient(TestServer(app, host="127.0.0.2"))
     await test_client.start_server()
     yield test_client
@@ -142,7 +150,7 @@ async def test_counters_only_go_up_as_people_leave(rooms: RoomManager, client: T
 
 
 async def test_srtp_failures_and_limit_drops_stay_counted_after_the_sender_left(
-    rooms: RoomManager, client: TestClient
+    rooms: RoomManager, worker: Worker, client: TestClient
 ) -> None:
     room = rooms.get_or_create("mallory-room")
     session = await room.join("mallory", listener=AiortcParticipant(room, "x"))
@@ -152,7 +160,7 @@ async def test_srtp_failures_and_limit_drops_stay_counted_after_the_sender_left(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.2", 0))
         sock.setblocking(False)
-        server_addr = ("127.0.0.2", rooms.udp_port)
+        server_addr = ("127.0.0.2", worker.udp_port)
         # A real ICE check binds the address; SRTP keys we know stand in for DTLS.
         sock.sendto(
             binding_request(f"{endpoint.ice.local_ufrag}:m", endpoint.ice.local_pwd), server_addr

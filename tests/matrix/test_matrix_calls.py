@@ -36,6 +36,7 @@ from mediafed.matrix.calls import (
 )
 from mediafed.matrix.registration import Registration, make_registration
 from mediafed.media import RoomManager, TrackSource
+from mediafed.worker import Worker
 from tests.media.aiortc_client import (
     AiortcParticipant,
     PatternVideoTrack,
@@ -189,10 +190,11 @@ def _registration() -> Registration:
 
 @pytest.fixture
 async def rooms() -> AsyncIterator[RoomManager]:
-    manager = RoomManager(media_config())  # type: ignore[arg-type]
-    await manager.start()
+    worker = Worker.from_config(media_config())  # type: ignore[arg-type]
+    manager = worker.rooms
+    await worker.start()
     yield manager
-    await manager.stop()
+    await worker.stop()
 
 
 @dataclass
@@ -427,8 +429,9 @@ async def test_media_never_connecting_is_hung_up_with_ice_timeout(rooms: RoomMan
 
 async def test_media_failure_is_hung_up_with_ice_failed() -> None:
     # No ICE consent for 1 s fails the connection (RFC 7675); the call is hung up.
-    manager = RoomManager(media_config(consent_timeout_s=1))  # type: ignore[arg-type]
-    await manager.start()
+    worker = Worker.from_config(media_config(consent_timeout_s=1))  # type: ignore[arg-type]
+    manager = worker.rooms
+    await worker.start()
     sender = RecordingSender({ROOM: {CALLER: "Dave", BOT: ""}})
     bridge = MatrixCallBridge(manager, _registration(), sender, connect_timeout_s=30.0)
     h = Harness(manager, sender, bridge, [], [])
@@ -441,7 +444,7 @@ async def test_media_failure_is_hung_up_with_ice_failed() -> None:
         await bridge.close()
         for caller in h.callers:
             await caller.close()
-        await manager.stop()
+        await worker.stop()
 
 
 @pytest.mark.slow

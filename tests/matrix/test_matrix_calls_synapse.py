@@ -29,6 +29,7 @@ from mediafed.matrix.calls import CallState, MatrixCallBridge, mediafed_room_for
 from mediafed.matrix.config import MatrixConfig
 from mediafed.matrix.frontend import CALL_BRIDGE_KEY, setup_matrix
 from mediafed.media import RoomManager
+from mediafed.worker import Worker
 from tests.matrix.conftest import serve
 from tests.matrix.test_matrix_calls import MatrixCaller, close_to
 from tests.matrix.test_matrix_synapse import Waiter
@@ -151,10 +152,11 @@ async def _bridge(
 
 @pytest.fixture
 async def rooms() -> AsyncIterator[RoomManager]:
-    manager = RoomManager(media_config())  # type: ignore[arg-type]
-    await manager.start()
+    worker = Worker.from_config(media_config())  # type: ignore[arg-type]
+    manager = worker.rooms
+    await worker.start()
     yield manager
-    await manager.stop()
+    await worker.stop()
 
 
 async def _room_with_bot(

@@ -35,6 +35,7 @@ from mediafed.matrix.calls import CallState, mediafed_room_for
 from mediafed.matrix.frontend import CALL_BRIDGE_KEY
 from mediafed.media import RoomManager
 from mediafed.tokens import VideoGrant, mint_token
+from mediafed.worker import Worker
 from tests.browser import TIMEOUT_MS, chromium
 from tests.matrix.test_matrix_calls import MatrixCaller, close_to
 from tests.matrix.test_matrix_calls_synapse import MatrixClient, _invite, _room_with_bot
@@ -137,8 +138,9 @@ async def full_node(
             },
         }
     )
-    rooms = RoomManager(config)
-    app = await server.build_app(config, server.front_ends(rooms), rooms=rooms)
+    worker = Worker.from_config(config)
+    rooms = worker.rooms
+    app = await server.build_app(config, server.front_ends(rooms), worker=worker)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     # Synapse reaches the appservice at 127.0.0.1; the page loads from there too

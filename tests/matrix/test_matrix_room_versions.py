@@ -45,6 +45,7 @@ from mediafed.matrix.calls import CallState, mediafed_room_for
 from mediafed.matrix.frontend import CALL_BRIDGE_KEY, MEMBERSHIP_KEY
 from mediafed.media import RoomManager
 from mediafed.tokens import VideoGrant, mint_token, require_room_join, verify_token
+from mediafed.worker import Worker
 from tests.matrix.test_matrix_calls import MatrixCaller, close_to
 from tests.matrix.test_matrix_calls_synapse import MatrixClient, _invite, _room_with_bot
 from tests.matrix.test_matrix_synapse import Waiter
@@ -108,8 +109,9 @@ async def full_node(
             },
         }
     )
-    rooms = RoomManager(config)
-    app = await server.build_app(config, server.front_ends(rooms), rooms=rooms)
+    worker = Worker.from_config(config)
+    rooms = worker.rooms
+    app = await server.build_app(config, server.front_ends(rooms), worker=worker)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     # Synapse reaches the appservice at 127.0.0.1

@@ -6,6 +6,7 @@ import pytest
 
 from mediafed.config import load_config
 from mediafed.media import RoomManager
+from mediafed.worker import Worker
 
 
 def media_config(**rtc: object) -> object:
@@ -20,11 +21,18 @@ def media_config(**rtc: object) -> object:
 
 
 @pytest.fixture
-async def rooms() -> AsyncIterator[RoomManager]:
-    manager = RoomManager(media_config())  # type: ignore[arg-type]
-    await manager.start()
-    yield manager
-    await manager.stop()
+async def worker() -> AsyncIterator[Worker]:
+    """A running media worker on 127.0.0.2 (a free UDP port)."""
+    running = Worker.from_config(media_config())  # type: ignore[arg-type]
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+def rooms(worker: Worker) -> RoomManager:
+    """The rooms of the running ``worker``."""
+    return worker.rooms
 
 
 def use_python_paths(monkeypatch: pytest.MonkeyPatch, *, read_loop: bool = True) -> None:

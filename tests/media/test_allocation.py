@@ -13,6 +13,7 @@ from mediafed.media.allocation import Demand, allocate
 from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.srtp import SrtpContext
 from mediafed.wire import rtcp, rtp
+from mediafed.worker import Worker
 
 from .aiortc_client import AiortcParticipant, wait_for
 from .test_downtrack import KEY, feed
@@ -55,7 +56,9 @@ def layer_packet(rid: str, seq: int, keyframe: bool) -> bytes:
     return bytes(header) + vp8 + rid.encode() * 30
 
 
-async def test_remb_moves_a_subscriber_between_simulcast_layers(rooms: RoomManager) -> None:
+async def test_remb_moves_a_subscriber_between_simulcast_layers(
+    rooms: RoomManager, worker: Worker
+) -> None:
     room = rooms.get_or_create("simulcast")
     publisher = await room.join("pub", listener=AiortcParticipant(room, "x"))
     publisher.announce_track(
@@ -101,7 +104,7 @@ async def test_remb_moves_a_subscriber_between_simulcast_layers(rooms: RoomManag
 
     def remb(bitrate_bps: int) -> None:
         packet = rtcp.serialize_rtcp([rtcp.Remb(0xABC, bitrate_bps, [downtrack.ssrc])])
-        sink.sendto(tx.protect_rtcp(packet), ("127.0.0.2", rooms.udp_port))
+        sink.sendto(tx.protect_rtcp(packet), ("127.0.0.2", worker.udp_port))
 
     try:
         send_round()  # every layer starts arriving

@@ -18,6 +18,7 @@ from mediafed.transport import udp
 from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.ice import binding_request
 from mediafed.transport.srtp import SrtpContext
+from mediafed.worker import Worker
 
 from .aiortc_client import AiortcParticipant, PatternVideoTrack, wait_for
 from .conftest import media_config, use_python_paths
@@ -85,10 +86,10 @@ async def _receive(sock: socket.socket) -> bytes:
 
 
 async def test_random_datagrams_are_dropped_with_a_reason(
-    read_path: str, rooms: RoomManager, call: Call, caplog: pytest.LogCaptureFixture
+    read_path: str, rooms: RoomManager, worker: Worker, call: Call, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="mediafed.transport.udp")
-    target = ("127.0.0.2", rooms.udp_port)
+    target = ("127.0.0.2", worker.udp_port)
     with _socket() as sock:
         for first in (70, 0, 0x16, 0x80, 0xFF):
             for _ in range(50):
@@ -100,11 +101,11 @@ async def test_random_datagrams_are_dropped_with_a_reason(
     assert "STUN without USERNAME or malformed" in text
     assert "DTLS from an address that never completed ICE" in text
     assert "RTP/RTCP from an address that never completed ICE" in text
-    assert rooms.mux.counters["dropped_unbound"] >= 100
+    assert worker.mux.counters["dropped_unbound"] >= 100
 
 
 async def test_stun_with_a_wrong_password_gets_401(
-    rooms: RoomManager, call: Call, caplog: pytest.LogCaptureFixture
+    rooms: RoomManager, worker: Worker, call: Call, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="mediafed.transport.udp")
     endpoint = rooms.get_or_create("unharmed").sessions["dave"].subscriber.endpoint
@@ -112,7 +113,7 @@ async def test_stun_with_a_wrong_password_gets_401(
     with _socket() as sock:
         sock.sendto(
             binding_request(f"{endpoint.ice.local_ufrag}:evil", "not-the-password-at-all"),
-            ("127.0.0.2", rooms.udp_port),
+            ("127.0.0.2", worker.udp_port),
         )
         reply = stun.parse_message(await _receive(sock))
     assert reply.message_class == stun.Class.ERROR
@@ -123,7 +124,7 @@ async def test_stun_with_a_wrong_password_gets_401(
 
 
 async def test_srtp_failing_authentication_is_dropped(
-    read_path: str, rooms: RoomManager, call: Call, caplog: pytest.LogCaptureFixture
+    read_path: str, rooms: RoomManager, worker: Worker, call: Call, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="mediafed.transport.udp")
     room = rooms.get_or_create("mallory-room")
@@ -133,7 +134,7 @@ async def test_srtp_failing_authentication_is_dropped(
         # A real ICE check binds the address; SRTP keys we know stand in for DTLS.
         sock.sendto(
             binding_request(f"{endpoint.ice.local_ufrag}:m", endpoint.ice.local_pwd),
-            ("127.0.0.2", rooms.udp_port),
+            ("127.0.0.2", worker.udp_port),
         )
         assert stun.parse_message(await _receive(sock)).message_class == stun.Class.RESPONSE
         await wait_for(lambda: endpoint.addr is not None)
@@ -141,7 +142,7 @@ async def test_srtp_failing_authentication_is_dropped(
         endpoint.srtp = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", key, key))
         packet = struct.pack("!BBHII", 0x80, 96, 1, 0, 1234) + os.urandom(200)
         for _ in range(20):
-            sock.sendto(packet, ("127.0.0.2", rooms.udp_port))
+            sock.sendto(packet, ("127.0.0.2", worker.udp_port))
     await wait_for(lambda: endpoint.stats["srtp_auth_failed"] == 20)
     assert "SRTP failed authentication" in caplog.text
     await call.still_flowing()
@@ -177,8 +178,9 @@ async def test_malformed_sdp_is_refused_with_a_clear_error(rooms: RoomManager, c
 
 async def test_publisher_vanishing_mid_stream(call: Call) -> None:
     rooms_config = media_config(consent_timeout_s=8)
-    manager = RoomManager(rooms_config)  # type: ignore[arg-type]
-    await manager.start()
+    worker = Worker.from_config(rooms_config)  # type: ignore[arg-type]
+    manager = worker.rooms
+    await worker.start()
     try:
         room = manager.get_or_create("vanish")
         ghost = AiortcParticipant(room, "ghost")
@@ -197,12 +199,12 @@ async def test_publisher_vanishing_mid_stream(call: Call) -> None:
         await viewer.close()
         await asyncio.gather(ghost.close(), return_exceptions=True)
     finally:
-        await manager.stop()
+        await worker.stop()
     await call.still_flowing()
 
 
 async def test_a_late_dtls_close_is_named_after_the_session_it_ended(
-    rooms: RoomManager, call: Call, caplog: pytest.LogCaptureFixture
+    rooms: RoomManager, worker: Worker, call: Call, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The server removes a participant first; the client's DTLS close_notify arrives
     after its endpoint is gone and is reported as what it is, not as a stranger's."""
@@ -213,14 +215,14 @@ async def test_a_late_dtls_close_is_named_after_the_session_it_ended(
     with _socket() as sock:
         sock.sendto(
             binding_request(f"{endpoint.ice.local_ufrag}:e", endpoint.ice.local_pwd),
-            ("127.0.0.2", rooms.udp_port),
+            ("127.0.0.2", worker.udp_port),
         )
         assert stun.parse_message(await _receive(sock)).message_class == stun.Class.RESPONSE
         await wait_for(lambda: endpoint.addr is not None)
         await room.remove_participant("erin", "removed by an admin")
         # a DTLS 1.2 alert record (close_notify is encrypted; the header is what we see)
         alert = bytes([21, 0xFE, 0xFD]) + bytes(8) + b"\x00\x1a" + bytes(26)
-        sock.sendto(alert, ("127.0.0.2", rooms.udp_port))
+        sock.sendto(alert, ("127.0.0.2", worker.udp_port))
         await wait_for(lambda: "whose connection closed" in caplog.text)
     assert f"DTLS for {endpoint.label}, whose connection closed" in caplog.text
     assert "DTLS from an address that never completed ICE" not in caplog.text

@@ -19,6 +19,7 @@ from mediafed.media import RoomManager
 from mediafed.media.session import Session
 from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.srtp import MAX_DATAGRAM, PacketBuffer, SrtpContext, copy_into
+from mediafed.worker import Worker
 
 from .aiortc_client import AiortcParticipant
 from .conftest import media_config, native_paths_built, use_python_paths
@@ -69,7 +70,7 @@ async def publisher_and_subscriber(
     sink.setblocking(False)
     endpoint = subscriber.subscriber.endpoint
     endpoint.srtp = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY))
-    rooms.mux.bind_address(endpoint, sink.getsockname())
+    endpoint.mux.bind_address(endpoint, sink.getsockname())
     for downtrack in subscriber.downtracks.values():
         downtrack.attach(rooms.clock())
     return publisher, subscriber, sink
@@ -194,8 +195,9 @@ async def test_native_receive_keeps_the_same_state_as_layer_receive(
 
 async def test_publisher_alone_is_cached_not_forwarded(rooms: RoomManager) -> None:
     # A room with one publisher and nobody watching forwards nothing and fails nothing.
-    manager = RoomManager(media_config())  # type: ignore[arg-type]
-    await manager.start()
+    worker = Worker.from_config(media_config())  # type: ignore[arg-type]
+    manager = worker.rooms
+    await worker.start()
     try:
         room = manager.get_or_create("alone")
         publisher = await room.join("pub", listener=AiortcParticipant(room, "x"))
@@ -211,7 +213,7 @@ async def test_publisher_alone_is_cached_not_forwarded(rooms: RoomManager) -> No
         track.tick(2.5)
         assert layer.cache._packets[1] is None
     finally:
-        await manager.stop()
+        await worker.stop()
 
 
 TWCC_OFFER = OFFER.replace(
@@ -274,15 +276,16 @@ async def _receive_through_the_socket(
 
     if path == "python":
         use_python_paths(monkeypatch)
-    manager = RoomManager(media_config())  # type: ignore[arg-type]
-    await manager.start()
+    worker = Worker.from_config(media_config())  # type: ignore[arg-type]
+    manager = worker.rooms
+    await worker.start()
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     publisher, subscriber, sink = await publisher_and_subscriber(manager, "through", TWCC_OFFER)
     try:
         client.bind(("127.0.0.2", 0))
         endpoint = publisher.publisher.endpoint
         endpoint.srtp = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY))
-        manager.mux.bind_address(endpoint, client.getsockname())
+        worker.mux.bind_address(endpoint, client.getsockname())
         tx = pylibsrtp.Session(
             pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
         )
@@ -292,10 +295,10 @@ async def _receive_through_the_socket(
                 100, seq, 3000 * index, PUB_SSRC, extensions=[(5, struct.pack("!H", 7 + index))]
             )
             vp8 = b"\x10" + (b"\x00" if index == 2 else b"\x01") + bytes(60)
-            client.sendto(tx.protect(bytes(header) + vp8), ("127.0.0.2", manager.udp_port))
+            client.sendto(tx.protect(bytes(header) + vp8), ("127.0.0.2", worker.udp_port))
         client.sendto(
             tx.protect(RTP.pack(0x80, 100, 99, 0, 0xDEAD) + bytes(20)),
-            ("127.0.0.2", manager.udp_port),
+            ("127.0.0.2", worker.udp_port),
         )
         await asyncio.sleep(0.2)
         layer = next(iter(publisher.published.values())).layer("")
@@ -315,7 +318,7 @@ async def _receive_through_the_socket(
     finally:
         client.close()
         sink.close()
-        await manager.stop()
+        await worker.stop()
 
 
 async def test_native_read_path_leaves_the_state_the_python_path_leaves(
@@ -335,8 +338,9 @@ async def test_native_read_path_leaves_the_state_the_python_path_leaves(
 async def test_an_error_in_the_native_receive_path_is_logged_and_the_next_packet_handled(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    manager = RoomManager(media_config())  # type: ignore[arg-type]
-    await manager.start()
+    worker = Worker.from_config(media_config())  # type: ignore[arg-type]
+    manager = worker.rooms
+    await worker.start()
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         room = manager.get_or_create("broken")
@@ -345,7 +349,7 @@ async def test_an_error_in_the_native_receive_path_is_logged_and_the_next_packet
         client.bind(("127.0.0.2", 0))
         endpoint = publisher.publisher.endpoint
         endpoint.srtp = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY))
-        manager.mux.bind_address(endpoint, client.getsockname())
+        worker.mux.bind_address(endpoint, client.getsockname())
         layer = next(iter(publisher.published.values())).layer("")
         layer.cache = None  # a bug: the receive step fails after its statistics
         tx = pylibsrtp.Session(
@@ -353,17 +357,17 @@ async def test_an_error_in_the_native_receive_path_is_logged_and_the_next_packet
         )
         for seq in (1, 2):
             packet = tx.protect(vp8_packet(PUB_SSRC, seq, 3000 * seq, keyframe=True))
-            client.sendto(packet, ("127.0.0.2", manager.udp_port))
+            client.sendto(packet, ("127.0.0.2", worker.udp_port))
         await asyncio.sleep(0.2)
         assert layer.received == 2
         # both counted; one line with its traceback (a peer must not flood the log)
         assert endpoint.stats["media_errors"] == 2
-        assert manager.mux.counters["media_errors"] == 2
+        assert worker.mux.counters["media_errors"] == 2
         assert caplog.text.count("error handling media") == 1
         assert "TypeError: receive_rtp: layer.cache is unset" in caplog.text
     finally:
         client.close()
-        await manager.stop()
+        await worker.stop()
 
 
 GCM_KEY = bytes(range(100, 128))
@@ -390,8 +394,9 @@ async def test_the_longest_packet_reaches_a_gcm_subscriber_and_is_repaired_by_rt
 
     if path == "python":
         use_python_paths(monkeypatch)
-    manager = RoomManager(media_config())  # type: ignore[arg-type]
-    await manager.start()
+    worker = Worker.from_config(media_config())  # type: ignore[arg-type]
+    manager = worker.rooms
+    await worker.start()
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     publisher, subscriber, sink = await publisher_and_subscriber(manager, "longest", OFFER)
     try:
@@ -402,7 +407,7 @@ async def test_the_longest_packet_reaches_a_gcm_subscriber_and_is_repaired_by_rt
         client.bind(("127.0.0.2", 0))
         endpoint = publisher.publisher.endpoint
         endpoint.srtp = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY))
-        manager.mux.bind_address(endpoint, client.getsockname())
+        worker.mux.bind_address(endpoint, client.getsockname())
         tx = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY))
         longest = vp8_packet(PUB_SSRC, 700, 9000, keyframe=True)
         longest += bytes(range(256)) * 8
@@ -410,7 +415,7 @@ async def test_the_longest_packet_reaches_a_gcm_subscriber_and_is_repaired_by_rt
         buf = PacketBuffer()
         size = tx.protect_rtp(buf, copy_into(buf, longest))
         assert size == MAX_DATAGRAM
-        client.sendto(bytes(buf.view[:size]), ("127.0.0.2", manager.udp_port))
+        client.sendto(bytes(buf.view[:size]), ("127.0.0.2", worker.udp_port))
         sink.settimeout(2)
         loop = asyncio.get_running_loop()
         forwarded = await loop.run_in_executor(None, sink.recv, 4096)
@@ -423,7 +428,7 @@ async def test_the_longest_packet_reaches_a_gcm_subscriber_and_is_repaired_by_rt
         nack = rtcp.serialize_rtcp([rtcp.GenericNack(0x5EED, downtrack.ssrc, [seq_out])])
         protected = them.protect_rtcp_bytes(nack)
         assert protected is not None
-        sink.sendto(protected, ("127.0.0.2", manager.udp_port))
+        sink.sendto(protected, ("127.0.0.2", worker.udp_port))
         while True:
             datagram = await loop.run_in_executor(None, sink.recv, 4096)
             if not 192 <= datagram[1] <= 223:
@@ -440,7 +445,7 @@ async def test_the_longest_packet_reaches_a_gcm_subscriber_and_is_repaired_by_rt
     finally:
         client.close()
         sink.close()
-        await manager.stop()
+        await worker.stop()
 
 
 async def test_a_late_packet_does_not_move_the_point_a_switch_continues_from(

@@ -23,6 +23,7 @@ from mediafed.media import RoomManager
 from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.ice import binding_request
 from mediafed.transport.srtp import SrtpContext
+from mediafed.worker import Worker
 
 from .aiortc_client import AiortcParticipant, PatternVideoTrack, wait_for
 from .conftest import media_config, use_python_paths
@@ -75,10 +76,11 @@ async def publish_with_ssrc(
 
 @pytest.fixture
 async def rooms() -> AsyncIterator[RoomManager]:
-    manager = RoomManager(media_config())  # type: ignore[arg-type]
-    await manager.start()
+    worker = Worker.from_config(media_config())  # type: ignore[arg-type]
+    manager = worker.rooms
+    await worker.start()
     yield manager
-    await manager.stop()
+    await worker.stop()
 
 
 async def test_an_ssrc_of_room_b_published_in_room_a_stays_in_room_a(rooms: RoomManager) -> None:
@@ -167,15 +169,16 @@ async def test_media_moves_to_a_new_address_only_after_a_valid_check(
     """Even with the SRTP keys, packets from an address that passed no ICE check are
     dropped; an address that fails the check (a stranger with the username but not
     the password) never takes the path; a valid check moves it (NAT rebinding)."""
-    manager = RoomManager(media_config())  # type: ignore[arg-type]
-    await manager.start()
+    worker = Worker.from_config(media_config())  # type: ignore[arg-type]
+    manager = worker.rooms
+    await worker.start()
     first, second, stranger = _socket(), _socket(), _socket()
     try:
         room = manager.get_or_create("rebind")
         session = await room.join("pub", listener=AiortcParticipant(room, "x"))
         await session.answer_publisher_offer(OFFER)
         endpoint = session.publisher.endpoint
-        ufrag, pwd, port = endpoint.ice.local_ufrag, endpoint.ice.local_pwd, manager.udp_port
+        ufrag, pwd, port = endpoint.ice.local_ufrag, endpoint.ice.local_pwd, worker.udp_port
         ok = await _stun(first, binding_request(f"{ufrag}:c", pwd), port)
         assert ok.message_class == stun.Class.RESPONSE
         endpoint.srtp = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY))
@@ -191,7 +194,7 @@ async def test_media_moves_to_a_new_address_only_after_a_valid_check(
 
         send(first)
         await wait_for(lambda: layer.received == 1)
-        dropped = manager.mux.counters["dropped_unbound"]
+        dropped = worker.mux.counters["dropped_unbound"]
         for _ in range(5):
             send(second)  # valid SRTP, unchecked address
         refused = await _stun(
@@ -202,7 +205,7 @@ async def test_media_moves_to_a_new_address_only_after_a_valid_check(
             send(stranger)
         await asyncio.sleep(0.2)
         assert layer.received == 1, "nothing from an unchecked address reached the room"
-        assert manager.mux.counters["dropped_unbound"] == dropped + 10
+        assert worker.mux.counters["dropped_unbound"] == dropped + 10
         assert endpoint.addr == first.getsockname()
         # the client's NAT rebinds: a valid, nominating check from the new address
         moved = await _stun(second, binding_request(f"{ufrag}:c", pwd), port)
@@ -212,11 +215,11 @@ async def test_media_moves_to_a_new_address_only_after_a_valid_check(
         send(first)  # the old address is a stranger now
         await asyncio.sleep(0.2)
         assert layer.received == 2
-        assert manager.mux.counters["dropped_unbound"] == dropped + 11
+        assert worker.mux.counters["dropped_unbound"] == dropped + 11
     finally:
         for sock in (first, second, stranger):
             sock.close()
-        await manager.stop()
+        await worker.stop()
 
 
 async def test_a_token_for_one_room_reaches_no_other() -> None:

@@ -22,6 +22,7 @@ from mediafed.transport import endpoint as endpoint_module
 from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.srtp import SrtpContext
 from mediafed.wire import rtcp, rtp
+from mediafed.worker import Worker
 
 from .aiortc_client import AiortcParticipant
 from .conftest import use_python_paths
@@ -48,7 +49,8 @@ async def test_data_packets_beyond_size_and_rate_are_dropped_and_counted(
 
     caplog.set_level(logging.INFO, logger="mediafed.media.room")
     now = [100.0]
-    rooms = RoomManager(media_config(), clock=lambda: now[0])  # type: ignore[arg-type]
+    worker = Worker.from_config(media_config(), clock=lambda: now[0])  # type: ignore[arg-type]
+    rooms = worker.rooms
     room = rooms.get_or_create("chatty")
     sender = await room.join("sender", listener=AiortcParticipant(room, "x"))
     inbox = Inbox(room, "y")
@@ -95,8 +97,9 @@ async def test_an_endpoint_spraying_ssrcs_holds_a_bounded_number_of_srtp_streams
     SSRCs that belong to no track are kept up to a limit, the rest forgotten again."""
     from .conftest import media_config
 
-    manager = RoomManager(media_config())  # type: ignore[arg-type]
-    await manager.start()
+    worker = Worker.from_config(media_config())  # type: ignore[arg-type]
+    manager = worker.rooms
+    await worker.start()
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         room = manager.get_or_create("spray")
@@ -105,11 +108,11 @@ async def test_an_endpoint_spraying_ssrcs_holds_a_bounded_number_of_srtp_streams
         client.bind(("127.0.0.2", 0))
         endpoint = publisher.publisher.endpoint
         endpoint.srtp = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY))
-        manager.mux.bind_address(endpoint, client.getsockname())
+        worker.mux.bind_address(endpoint, client.getsockname())
         tx = pylibsrtp.Session(
             pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
         )
-        target = ("127.0.0.2", manager.udp_port)
+        target = ("127.0.0.2", worker.udp_port)
         sent = {}
         for index in range(100):
             ssrc = 0x50000000 + index
@@ -134,11 +137,12 @@ async def test_an_endpoint_spraying_ssrcs_holds_a_bounded_number_of_srtp_streams
         assert caplog.text.count("dropped: stray_ssrc") <= 1
     finally:
         client.close()
-        await manager.stop()
+        await worker.stop()
 
 
 async def test_a_publisher_restarting_its_stream_again_and_again_leaves_one_behind(
     rooms: RoomManager,
+    worker: Worker,
 ) -> None:
     """A new SSRC for a track's encoding replaces the old one, whose libsrtp state goes."""
     room = rooms.get_or_create("churn")
@@ -149,11 +153,11 @@ async def test_a_publisher_restarting_its_stream_again_and_again_leaves_one_behi
         client.bind(("127.0.0.2", 0))
         endpoint = publisher.publisher.endpoint
         endpoint.srtp = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY))
-        rooms.mux.bind_address(endpoint, client.getsockname())
+        worker.mux.bind_address(endpoint, client.getsockname())
         tx = pylibsrtp.Session(
             pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
         )
-        target = ("127.0.0.2", rooms.udp_port)
+        target = ("127.0.0.2", worker.udp_port)
         first = tx.protect(vp8_packet(0x60000000, 1, 0, keyframe=True))
         client.sendto(first, target)
         for index in range(1, 50):
@@ -171,7 +175,9 @@ async def test_a_publisher_restarting_its_stream_again_and_again_leaves_one_behi
         client.close()
 
 
-async def test_srtcp_from_too_many_senders_is_dropped_unread(rooms: RoomManager) -> None:
+async def test_srtcp_from_too_many_senders_is_dropped_unread(
+    rooms: RoomManager, worker: Worker
+) -> None:
     room = rooms.get_or_create("rtcp-spray")
     session = await room.join("pub", listener=AiortcParticipant(room, "x"))
     endpoint = session.publisher.endpoint
@@ -179,13 +185,13 @@ async def test_srtcp_from_too_many_senders_is_dropped_unread(rooms: RoomManager)
     try:
         client.bind(("127.0.0.2", 0))
         endpoint.srtp = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY))
-        rooms.mux.bind_address(endpoint, client.getsockname())
+        worker.mux.bind_address(endpoint, client.getsockname())
         tx = pylibsrtp.Session(
             pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
         )
         for index in range(100):
             report = rtcp.serialize_rtcp([rtcp.ReceiverReport(0x70000000 + index, [])])
-            client.sendto(tx.protect_rtcp(report), ("127.0.0.2", rooms.udp_port))
+            client.sendto(tx.protect_rtcp(report), ("127.0.0.2", worker.udp_port))
         await asyncio.sleep(0.3)
         limit = endpoint_module.MAX_RTCP_SENDERS
         assert endpoint.stats["rtcp_in"] == limit

@@ -17,8 +17,8 @@ from typing import cast
 import pytest
 
 from mediafed.config import load_config
-from mediafed.media import RoomManager
 from mediafed.media.quality import Level, Quality
+from mediafed.worker import Worker
 
 from .aiortc_client import AiortcParticipant, PatternVideoTrack, wait_for
 
@@ -107,8 +107,9 @@ async def _run_call(loss: float, seconds: float) -> CallResult:
             "MEDIAFED_RTC_NODE_IP": RELAY_IP,
         }
     )
-    manager = RoomManager(config)
-    await manager.start()
+    worker = Worker.from_config(config)
+    manager = worker.rooms
+    await worker.start()
     loop = asyncio.get_running_loop()
     relay = LossyRelay((SERVER_IP, port), loss)
     await loop.create_datagram_endpoint(lambda: relay, local_addr=(RELAY_IP, port))
@@ -139,7 +140,7 @@ async def _run_call(loss: float, seconds: float) -> CallResult:
         await alice.close()
         await bob.close()
         relay.close()
-        await manager.stop()
+        await worker.stop()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import pytest
 from mediafed.errors import NegotiationError
 from mediafed.media import RoomManager, events
 from mediafed.wire.sdp import parse_sdp
+from mediafed.worker import Worker
 
 
 class Recorder:
@@ -26,7 +27,9 @@ class Recorder:
         pass
 
 
-async def test_first_offer_is_ice_lite_with_a_data_channel(rooms: RoomManager) -> None:
+async def test_first_offer_is_ice_lite_with_a_data_channel(
+    rooms: RoomManager, worker: Worker
+) -> None:
     recorder = Recorder()
     await rooms.get_or_create("r").join("a", listener=recorder)
     await asyncio.sleep(0)
@@ -37,7 +40,7 @@ async def test_first_offer_is_ice_lite_with_a_data_channel(rooms: RoomManager) -
     assert [m.kind for m in offer.media] == ["application"]
     assert offer.media[0].setup == "actpass"
     assert offer.media[0].candidates[0].startswith("candidate:")
-    assert f" {rooms.udp_port} typ host" in offer.media[0].candidates[0]
+    assert f" {worker.udp_port} typ host" in offer.media[0].candidates[0]
 
 
 async def test_answers_must_match_the_outstanding_offer(rooms: RoomManager) -> None:

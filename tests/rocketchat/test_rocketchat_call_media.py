@@ -33,6 +33,7 @@ from mediafed.config import Config
 from mediafed.errors import AuthError
 from mediafed.media import RoomManager
 from mediafed.tokens import VideoGrant, mint_token
+from mediafed.worker import Worker
 from tests.browser import TIMEOUT_MS, chromium
 from tests.synapse_fixture import free_port
 from tests.web.test_web_demo import _wait_for_videos
@@ -68,8 +69,9 @@ async def full_node(tmp_path: Path) -> AsyncIterator[FullNode]:
             "rtc": {"udp_port": 0, "node_ip": ["127.0.0.2"]},
         }
     )
-    rooms = RoomManager(config)
-    app = await server.build_app(config, server.front_ends(rooms), rooms=rooms)
+    worker = Worker.from_config(config)
+    rooms = worker.rooms
+    app = await server.build_app(config, server.front_ends(rooms), worker=worker)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "0.0.0.0", port).start()

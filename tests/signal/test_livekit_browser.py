@@ -141,7 +141,7 @@ async def test_ice_restart_after_a_failed_subscriber_connection(
     after = _ufrags(session)
     assert all(new and new != old for new, old in zip(after, before, strict=True)), (before, after)
     # the old credentials are gone from the media port; the new ones lead to ada
-    by_ufrag = node.rooms.mux.by_ufrag
+    by_ufrag = node.worker.mux.by_ufrag
     assert before[0] not in by_ufrag and before[2] not in by_ufrag
     assert by_ufrag[after[0]] is session.publisher.endpoint
     assert by_ufrag[after[2]] is session.subscriber.endpoint

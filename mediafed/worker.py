@@ -1,0 +1,117 @@
+"""One media worker: its UDP socket, DTLS certificate, clock and timers; it drives the rooms.
+
+Everything below the front-ends that has to do with time or I/O lives here. The
+room core (media/) gets what it needs — a clock, a factory that makes a peer
+connection's transport endpoint on this worker's socket, how long to keep
+packets for retransmission — and nothing of the configuration; the transport
+(transport/) gets its socket and certificate. The timers are batched across
+every room and endpoint (ARCHITECTURE.md): every 50 ms NACKs and transport-cc
+feedback; every second RTCP reports, allocation, connection quality, room
+expiry, ICE consent and DTLS retransmission; every 300 ms the active speakers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mediafed.config import Config
+from mediafed.media import RoomManager
+from mediafed.transport.dtls import Certificate
+from mediafed.transport.endpoint import Endpoint, EndpointHandler
+from mediafed.transport.udp import MediaSocket
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.05
+REPORT_EVERY_S = 1.0
+SPEAKERS_EVERY_S = 0.3
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """What a worker needs to know (from ``[server]`` and ``[rtc]``)."""
+
+    bind: str = "0.0.0.0"
+    udp_port: int = 7882
+    advertised_ips: tuple[str, ...] = ("127.0.0.1",)
+    consent_timeout_s: float = 30.0
+    rtx_cache_s: float = 1.0
+
+    @classmethod
+    def from_config(cls, config: Config) -> WorkerSettings:
+        return cls(
+            bind=config.server.bind or "0.0.0.0",
+            udp_port=config.rtc.udp_port,
+            advertised_ips=tuple(config.advertised_ips()),
+            consent_timeout_s=config.rtc.consent_timeout_s,
+            rtx_cache_s=config.rtc.rtx_cache_ms / 1000,
+        )
+
+
+class Worker:
+    """A UDP port, a certificate and the rooms on them, run on one event loop."""
+
+    def __init__(
+        self, settings: WorkerSettings, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.certificate = Certificate()
+        self.mux = MediaSocket(
+            settings.bind, settings.udp_port, list(settings.advertised_ips), clock=clock
+        )
+        self.rooms = RoomManager(
+            new_endpoint=self._new_endpoint, clock=clock, rtx_cache_s=settings.rtx_cache_s
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_config(
+        cls, config: Config, *, clock: Callable[[], float] = time.monotonic
+    ) -> Worker:
+        return cls(WorkerSettings.from_config(config), clock=clock)
+
+    @property
+    def udp_port(self) -> int:
+        return self.mux.port
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.mux.open(loop)
+        self._task = loop.create_task(self._run_timers(), name="mediafed-timers")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.rooms.close("server shutting down")
+        self.mux.close()
+
+    def _new_endpoint(self, handler: EndpointHandler, label: str) -> Endpoint:
+        return Endpoint(self.mux, self.certificate, handler, label=label, now=self.clock())
+
+    async def _run_timers(self) -> None:
+        next_report = self.clock() + REPORT_EVERY_S
+        next_speakers = self.clock() + SPEAKERS_EVERY_S
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = self.clock()
+            reports = now >= next_report
+            speakers = now >= next_speakers
+            if reports:
+                next_report = now + REPORT_EVERY_S
+            if speakers:
+                next_speakers = now + SPEAKERS_EVERY_S
+            try:
+                self.rooms.tick(now, reports=reports, speakers=speakers)
+                if reports:
+                    self.mux.tick(now, self.settings.consent_timeout_s)
+            except Exception:
+                log.exception("x timer work failed")
