@@ -3,7 +3,7 @@
 Example (inside the loopback-only namespace)::
 
     scripts/in-netns .venv/bin/python -m loadtest --scenario livestream -n 20 \\
-        --duration 10 --target janus --target mediafed --json out.json
+        --duration 10 --target janus --target livekit --target mediafed --json out.json
 
 Each N is run on every target in turn (alternating), with the server pinned
 to the first allowed core and the clients to the others. See
@@ -25,13 +25,13 @@ from typing import Any
 from loadtest.client import Clips
 from loadtest.media import encode_opus, encode_vp8
 from loadtest.peer import PeerError
-from loadtest.report import PlotError, plot, ratio_summary, table, write_json
+from loadtest.report import PlotError, markdown, plot, ratio_summary, table, write_json
 from loadtest.runner import SCENARIOS, RunConfig, RunError, TargetResult, run_one, split_cpus
 from loadtest.target import Target, TargetError
 
 log = logging.getLogger("loadtest")
 
-TARGETS = ("janus", "mediafed")
+TARGETS = ("janus", "livekit", "mediafed")
 
 
 def make_target(name: str, server_cpus: set[int] | None) -> Target:
@@ -39,6 +39,10 @@ def make_target(name: str, server_cpus: set[int] | None) -> Target:
         from loadtest.janus import JanusTarget
 
         return JanusTarget(server_cpus=server_cpus)
+    if name == "livekit":
+        from loadtest.livekit_server import LiveKitServerTarget
+
+        return LiveKitServerTarget(server_cpus=server_cpus)
     if name == "mediafed":
         from loadtest.livekit_target import MediafedTarget
 
@@ -59,7 +63,8 @@ def _size(text: str) -> tuple[int, int]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="mediafed-loadtest",
-        description="Load-test SFUs (mediafed, Janus) with light simulated WebRTC clients.",
+        description="Load-test SFUs (mediafed, Janus, livekit-server) with light simulated "
+        "WebRTC clients.",
     )
     parser.add_argument("--scenario", choices=SCENARIOS, default="livestream")
     parser.add_argument(
@@ -95,7 +100,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument("--plot", type=Path, help="draw CPU and latency against N (PNG)")
+    parser.add_argument(
+        "--markdown", type=Path, help="write one Markdown table per scenario and N here"
+    )
     parser.add_argument("--clients-per-worker", type=int, default=20)
+    parser.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="report a failed run and go on with the others (exit status 1 at the end)",
+    )
     parser.add_argument(
         "--allow-host-network",
         action="store_true",
@@ -141,10 +154,24 @@ async def run(args: argparse.Namespace) -> list[TargetResult]:
             log_level=level,
         )
         target = make_target(name, server_cpus)
-        result = await run_one(target, config, clips, client_cpus)
+        try:
+            result = await run_one(target, config, clips, client_cpus)
+        except (RunError, TargetError, PeerError) as exc:
+            if not args.keep_going:
+                raise
+            failure = f"{name} {args.scenario} n={n} round {round_index}: {exc}"
+            print(f"\nrun failed (going on): {failure}", file=sys.stderr)
+            args.failures.append(failure)
+            continue
         result.round = round_index
+        result.video = video_label(args)
         results.append(result)
     return results
+
+
+def video_label(args: argparse.Namespace) -> str:
+    width, height = args.video_size
+    return f"{width}x{height} {args.fps} fps {args.video_bitrate / 1e6:g} Mbps"
 
 
 def _config_dict(args: argparse.Namespace) -> dict[str, Any]:
@@ -172,6 +199,7 @@ def only_loopback() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.failures = []
     if not args.allow_host_network and not only_loopback():
         print(
             "loadtest: this machine has network interfaces other than lo; run inside the "
@@ -200,13 +228,17 @@ def main(argv: list[str] | None = None) -> int:
         print(summary)
     if args.json:
         write_json(args.json, results, _config_dict(args))
+    if args.markdown:
+        args.markdown.write_text(markdown(results))
     if args.plot:
         try:
             plot(args.plot, results)
         except PlotError as exc:
             print(f"no plot: {exc}", file=sys.stderr)
             return 1
-    return 0
+    for failure in args.failures:
+        print(f"failed: {failure}", file=sys.stderr)
+    return 1 if args.failures else 0
 
 
 if __name__ == "__main__":

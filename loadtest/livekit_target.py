@@ -1,4 +1,4 @@
-"""The mediafed target: start ``mediafed serve --dev`` and join it as a LiveKit v0 client.
+"""The mediafed target (``mediafed serve --dev``) and the LiveKit v0 client that joins it.
 
 Signaling follows the LiveKit client protocol v0 (``/rtc``, two peer
 connections, binary protobuf ``SignalRequest``/``SignalResponse`` from
@@ -10,7 +10,8 @@ track id), waits for ``track_published``, then offers on the publisher
 connection; candidates may also arrive as ``trickle`` messages.
 
 This is the client side only; mediafed's server side lives in
-``mediafed.signal.livekit``.
+``mediafed.signal.livekit``. The same client joins livekit-server itself
+(``loadtest.livekit_server``): one protocol, one client code for both.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from websockets.asyncio.client import ClientConnection
 from loadtest.janus import free_tcp_port, kill_group_at_exit
 from loadtest.peer import parse_sdp
 from loadtest.target import PublishResult, RoomPlan, TargetError, stop_process_group
-from mediafed.tokens import VideoGrant, mint_token
+from mediafed.signal.livekit.tokens import VideoGrant, mint_token
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,11 @@ class MediafedTarget:
 
     name = "mediafed"
 
-    def __init__(self, server_cpus: set[int] | None = None) -> None:
+    def __init__(self, server_cpus: set[int] | None = None, host: str = "127.0.0.1") -> None:
         self.server_cpus = server_cpus
+        self.host = host
+        """Where signaling and media listen and what ICE advertises (a test host's
+        server address for clients that skip loopback, such as ``lk``)."""
         self.url = ""
         self.room = ""
         self._proc: asyncio.subprocess.Process | None = None
@@ -111,8 +115,11 @@ class MediafedTarget:
             os.environ,
             MEDIAFED_SERVER_HTTP_PORT=str(http_port),
             MEDIAFED_RTC_UDP_PORT=str(free_udp_port()),
+            MEDIAFED_RTC_TCP_PORT=str(free_tcp_port()),
             MEDIAFED_SERVER_DATA_DIR=self._dir.name,
         )
+        if self.host != "127.0.0.1":
+            env.update(MEDIAFED_SERVER_BIND=self.host, MEDIAFED_RTC_NODE_IP=self.host)
         cpus = self.server_cpus
 
         def pin() -> None:
@@ -131,7 +138,7 @@ class MediafedTarget:
                 preexec_fn=pin,
             )
         kill_group_at_exit(self._proc.pid)
-        self.url = f"ws://127.0.0.1:{http_port}"
+        self.url = f"ws://{self.host}:{http_port}"
         self.room = plan.name
         await self._wait_ready(http_port, log_path)
 
@@ -143,11 +150,11 @@ class MediafedTarget:
                 tail = log_path.read_text(errors="replace")[-3000:]
                 raise TargetError(f"mediafed exited at start-up:\n{tail}")
             try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                reader, writer = await asyncio.open_connection(self.host, port)
             except OSError:
                 await asyncio.sleep(0.1)
                 continue
-            writer.write(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            writer.write(f"GET /healthz HTTP/1.0\r\nHost: {self.host}\r\n\r\n".encode())
             status = await reader.readline()
             writer.close()
             if b" 200 " in status:
@@ -155,8 +162,8 @@ class MediafedTarget:
             await asyncio.sleep(0.1)
         raise TargetError(f"mediafed did not answer /healthz on port {port} in {timeout_s:.0f} s")
 
-    def endpoint(self) -> MediafedEndpoint:
-        return MediafedEndpoint(self.url, self.room)
+    def endpoint(self) -> LiveKitEndpoint:
+        return LiveKitEndpoint(self.url, self.room, API_KEY, API_SECRET, "mediafed")
 
     def server_pids(self) -> list[int]:
         if self._proc is None or self._proc.returncode is not None:
@@ -173,12 +180,20 @@ class MediafedTarget:
 
 
 @dataclass(frozen=True, slots=True)
-class MediafedEndpoint:
+class LiveKitEndpoint:
+    """Where a LiveKit-protocol server is and the key pair its tokens are signed with."""
+
     url: str
     room: str
+    api_key: str = API_KEY
+    api_secret: str = API_SECRET
+    server: str = "mediafed"
+    """The server's name in error messages."""
 
     async def open(self, identity: str) -> LiveKitSession:
-        return await LiveKitSession.connect(self.url, self.room, identity)
+        return await LiveKitSession.connect(
+            self.url, self.room, identity, self.api_key, self.api_secret, self.server
+        )
 
 
 CandidateSink = Callable[[str | None], Awaitable[None]]
@@ -188,10 +203,13 @@ OfferHandler = Callable[[str], str]
 class LiveKitSession:
     """One participant's LiveKit v0 signaling WebSocket."""
 
-    def __init__(self, ws: ClientConnection, identity: str, join: rtc.JoinResponse) -> None:
+    def __init__(
+        self, ws: ClientConnection, identity: str, join: rtc.JoinResponse, server: str = "mediafed"
+    ) -> None:
         self.ws = ws
         self.identity = identity
         self.join = join
+        self.server = server
         self._ids = itertools.count(1)
         self._published: dict[str, asyncio.Future[models.TrackInfo]] = {}
         self._answer: asyncio.Future[rtc.SessionDescription] | None = None
@@ -205,12 +223,20 @@ class LiveKitSession:
         self._pinger = asyncio.create_task(self._ping_loop())
 
     @classmethod
-    async def connect(cls, url: str, room: str, identity: str) -> LiveKitSession:
+    async def connect(
+        cls,
+        url: str,
+        room: str,
+        identity: str,
+        api_key: str = API_KEY,
+        api_secret: str = API_SECRET,
+        server: str = "mediafed",
+    ) -> LiveKitSession:
         with warnings.catch_warnings():
             # The dev secret is short on purpose; PyJWT warns about it on every token.
             warnings.simplefilter("ignore", InsecureKeyLengthWarning)
             token = mint_token(
-                API_KEY, API_SECRET, identity=identity, video=VideoGrant(room_join=True, room=room)
+                api_key, api_secret, identity=identity, video=VideoGrant(room_join=True, room=room)
             )
         query = f"access_token={token}&auto_subscribe=1&protocol={PROTOCOL_VERSION}&sdk=python"
         try:
@@ -220,14 +246,14 @@ class LiveKitSession:
             )
         except websockets.InvalidStatus as exc:
             raise TargetError(
-                f"mediafed refused the join at {url}/rtc ({exc}); a 404 means this build does "
-                "not serve LiveKit signaling yet, a 401 that the devkey/secret pair is not set"
+                f"{server} refused the join at {url}/rtc ({exc}); a 404 means this build does "
+                f"not serve LiveKit signaling, a 401 that the key pair {api_key!r} is not set"
             ) from exc
         except (OSError, TimeoutError) as exc:
-            raise TargetError(f"cannot join mediafed at {url}/rtc: {exc}") from exc
+            raise TargetError(f"cannot join {server} at {url}/rtc: {exc}") from exc
         if first.WhichOneof("message") != "join":
-            raise TargetError(f"mediafed answered the join with {first.WhichOneof('message')}")
-        return cls(ws, identity, first.join)
+            raise TargetError(f"{server} answered the join with {first.WhichOneof('message')}")
+        return cls(ws, identity, first.join, server)
 
     async def _send(self, **fields: Any) -> None:
         await self.ws.send(rtc.SignalRequest(**fields).SerializeToString())
@@ -251,7 +277,7 @@ class LiveKitSession:
                 elif kind == "trickle":
                     await self._on_trickle(message.trickle)
                 elif kind == "leave":
-                    log.warning("x mediafed asked %s to leave", self.identity)
+                    log.warning("x %s asked %s to leave", self.server, self.identity)
         except websockets.ConnectionClosed:
             pass
 
@@ -264,13 +290,15 @@ class LiveKitSession:
 
     async def _on_trickle(self, trickle: rtc.TrickleRequest) -> None:
         init = json.loads(trickle.candidateInit) if trickle.candidateInit else {}
-        line: str | None = init.get("candidate") or None
+        # livekit-server sends its last candidate and ``final`` in one message.
+        lines: list[str | None] = [init["candidate"]] if init.get("candidate") else []
         if trickle.final:
-            line = None
+            lines.append(None)
         sink = self._sinks.get(trickle.target)
         if sink is None:
-            self._early.setdefault(trickle.target, []).append(line)
-        elif line is not None or trickle.final:
+            self._early.setdefault(trickle.target, []).extend(lines)
+            return
+        for line in lines:
             await sink(line)
 
     async def _ping_loop(self) -> None:
@@ -321,7 +349,9 @@ class LiveKitSession:
             )
             answer = await asyncio.wait_for(self._answer, REQUEST_TIMEOUT_S)
         except TimeoutError as exc:
-            raise TargetError(f"mediafed did not accept the tracks of {self.identity}") from exc
+            raise TargetError(
+                f"{self.server} did not accept the tracks of {self.identity}"
+            ) from exc
         return PublishResult(answer_sdp=answer.sdp, feed=self.identity)
 
     async def subscribe(self, feeds: tuple[str, ...]) -> str:
@@ -329,7 +359,7 @@ class LiveKitSession:
         try:
             offer = await asyncio.wait_for(self._offers.get(), REQUEST_TIMEOUT_S)
         except TimeoutError as exc:
-            raise TargetError(f"mediafed sent {self.identity} no subscriber offer") from exc
+            raise TargetError(f"{self.server} sent {self.identity} no subscriber offer") from exc
         self._subscriber_offer_id = offer.id
         return offer.sdp
 

@@ -34,7 +34,9 @@ from loadtest.worker import ClientPlan, worker_main
 
 log = logging.getLogger(__name__)
 
-SCENARIOS = ("meeting", "livestream", "audio", "screenshare")
+SCENARIOS = ("meeting", "livestream", "audio", "listeners", "screenshare")
+SPEAKERS = 3
+"""Speakers of the ``listeners`` scenario (a panel heard by an audience)."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -46,7 +48,8 @@ class RunError(Exception):
 
 
 def plan_clients(scenario: str, n: int) -> list[ClientPlan]:
-    """The participants of a scenario with ``n`` participants (livestream: n subscribers)."""
+    """The participants of a scenario with ``n`` participants (livestream, listeners: n
+    subscribe-only participants besides the publishers)."""
     if n < 1:
         raise RunError("N must be at least 1")
     av_sources = ("microphone", "camera")
@@ -58,6 +61,10 @@ def plan_clients(scenario: str, n: int) -> list[ClientPlan]:
         ]
     if scenario == "audio":
         return [ClientPlan(f"a{i}", ("microphone",), True) for i in range(n)]
+    if scenario == "listeners":
+        return [ClientPlan(f"s{i}", ("microphone",), True) for i in range(SPEAKERS)] + [
+            ClientPlan(f"l{i}", (), True) for i in range(n)
+        ]
     if scenario == "screenshare":
         return [ClientPlan("p0", (*av_sources, "screen_share"), True)] + [
             ClientPlan(f"p{i}", av_sources, True) for i in range(1, n)
@@ -169,6 +176,9 @@ class TargetResult:
     """CPU of all client workers over the window (they share the other core(s))."""
     srtp_profiles: list[str] = field(default_factory=list)
     """The SRTP profiles the server chose (clients offer what Chrome offers)."""
+    video: str = ""
+    """The camera clip, e.g. "640x360 30 fps 0.5 Mbps": runs of one scenario and N with
+    other clips are other cases."""
 
 
 FIELDS = tuple(TargetResult.__dataclass_fields__)

@@ -134,9 +134,9 @@ def window_loss(before: ReceiverSnapshot, after: ReceiverSnapshot) -> float:
 
 
 def percentiles_ms(samples_ns: list[int] | np.ndarray[Any, Any]) -> dict[str, float | None]:
-    """p50/p95/p99 of latency samples in milliseconds (None without samples)."""
+    """p50/p95/p99 and the maximum of latency samples in milliseconds (None without samples)."""
     data = np.asarray(samples_ns, dtype=np.float64)
     if data.size == 0:
-        return {"p50": None, "p95": None, "p99": None}
+        return {"p50": None, "p95": None, "p99": None, "max": None}
     p50, p95, p99 = np.percentile(data, [50, 95, 99]) / 1e6
-    return {"p50": float(p50), "p95": float(p95), "p99": float(p99)}
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "max": float(data.max() / 1e6)}

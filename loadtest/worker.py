@@ -135,7 +135,9 @@ def _collect(state: WorkerState) -> dict[str, Any]:
 
 
 async def _close(state: WorkerState) -> None:
-    for participant in state.participants.values():
+    """Close every participant at once: one slow close handshake must not hold up the rest."""
+
+    async def close_one(participant: _Participant) -> None:
         for part in (participant.subscriber, participant.publisher):
             if part is not None:
                 try:
@@ -146,6 +148,8 @@ async def _close(state: WorkerState) -> None:
             await participant.session.close()
         except Exception:
             log.exception("x closing the signaling of %s", participant.plan.name)
+
+    await asyncio.gather(*(close_one(p) for p in state.participants.values()))
     state.participants.clear()
 
 

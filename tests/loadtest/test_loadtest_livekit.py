@@ -21,7 +21,7 @@ from websockets.asyncio.server import ServerConnection
 from loadtest.client import build_offer
 from loadtest.livekit_target import API_KEY, API_SECRET, LiveKitSession
 from loadtest.peer import LightPeer, generate_certificate
-from mediafed.tokens import verify_token
+from mediafed.signal.livekit.tokens import verify_token
 
 SUBSCRIBER_OFFER = "v=0\r\ns=subscriber offer\r\n"
 PUBLISHER_ANSWER = "v=0\r\ns=publisher answer\r\n"

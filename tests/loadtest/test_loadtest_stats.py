@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from loadtest.report import ratio_summary, ratios, table, to_json
+from loadtest.report import markdown, ratio_summary, ratios, table, to_json
 from loadtest.rtp import RtpSender
 from loadtest.runner import FIELDS, RunError, plan_clients
 from loadtest.stats import (
@@ -81,7 +82,8 @@ def test_percentiles_in_milliseconds() -> None:
     result = percentiles_ms(samples)
     assert result["p50"] == pytest.approx(50.5)
     assert result["p99"] == pytest.approx(np.percentile(np.arange(1, 101), 99))
-    assert percentiles_ms([]) == {"p50": None, "p95": None, "p99": None}
+    assert result["max"] == pytest.approx(100.0)
+    assert percentiles_ms([]) == {"p50": None, "p95": None, "p99": None, "max": None}
 
 
 def test_scenario_plans() -> None:
@@ -93,6 +95,10 @@ def test_scenario_plans() -> None:
     screen = plan_clients("screenshare", 2)
     assert screen[0].publish == ("microphone", "camera", "screen_share")
     assert all(p.publish == ("microphone",) for p in plan_clients("audio", 2))
+    panel = plan_clients("listeners", 50)
+    assert [p.publish for p in panel[:3]] == [("microphone",)] * 3  # speakers hear each other
+    assert len(panel) == 53 and all(p.subscribe for p in panel)
+    assert not any(p.publish for p in panel[3:])
     with pytest.raises(RunError, match="unknown scenario"):
         plan_clients("party", 2)
 
@@ -135,10 +141,12 @@ def test_report_lists_every_field() -> None:
     assert report["ratios"] == [
         {
             "target": "mediafed",
+            "baseline": "janus",
             "scenario": "livestream",
+            "video": "",
             "n": 2,
             "round": 0,
-            "cpu_per_packet_vs_janus": 0.4,
+            "cpu_per_packet_ratio": 0.4,
         }
     ]
     lines = table([result, mediafed]).splitlines()
@@ -148,7 +156,50 @@ def test_report_lists_every_field() -> None:
     mediafed2 = TargetResult(**{**asdict(mediafed), "round": 1, "cpu_us_per_packet": 15.0})
     mediafed3 = TargetResult(**{**asdict(mediafed), "round": 2, "cpu_us_per_packet": 15.0})
     rows = [result, mediafed, janus2, mediafed2, mediafed3]  # round 2 has no Janus: no ratio
-    assert [r["cpu_per_packet_vs_janus"] for r in ratios(rows)] == [0.4, 0.6]
+    assert [r["cpu_per_packet_ratio"] for r in ratios(rows)] == [0.4, 0.6]
     assert ratio_summary(rows) == (
         "CPU per packet mediafed/janus, livestream N=2: 0.40 0.60 (median 0.50)"
     )
+    # LiveKit is a second baseline: mediafed against both, LiveKit against Janus once.
+    livekit = TargetResult(**{**asdict(result), "target": "livekit", "cpu_us_per_packet": 40.0})
+    rows = [result, livekit, mediafed]
+    assert [(r["target"], r["baseline"], r["cpu_per_packet_ratio"]) for r in ratios(rows)] == [
+        ("livekit", "janus", 0.8),
+        ("mediafed", "janus", 0.4),
+        ("mediafed", "livekit", 0.5),
+    ]
+    tables = markdown(rows)
+    assert tables.startswith("livestream\n")
+    assert (
+        "| 2 | mediafed | 200 | 20.0 | vs janus: 0.40 (0.40); vs livekit: 0.50 (0.50) |" in tables
+    )
+
+
+def test_saved_reports_render_again(tmp_path: Path) -> None:
+    from loadtest.report import from_json, main, write_json
+    from loadtest.runner import TargetResult
+
+    base = TargetResult(
+        target="janus", scenario="meeting", n=6, publishers=6, subscribers=6, window_s=10.0,
+        sent_packets=1000, forwarded_packets=5000, forwarded_pps=500.0, forwarded_bps=4e6,
+        server_cpu_s=0.2, server_cpu_percent=2.0, cpu_us_per_packet=40.0,
+        cpu_us_per_packet_schedstat=40.0, loss_mean=0.0, loss_max=0.0, loss_total=0.0,
+        latency_ms={"p50": 0.2, "p95": 0.4, "p99": 0.5, "max": 3.0}, latency_samples=5000,
+        rss_baseline_kb=30_000, rss_joined_kb=36_000, rss_end_kb=36_000,
+        rss_per_subscriber_kb=1000.0, time_to_first_media_ms={"p50": 80.0, "max": 90.0},
+        subscribers_without_media=0,
+    )  # fmt: skip
+    runs = [
+        base,
+        TargetResult(**{**asdict(base), "target": "livekit", "cpu_us_per_packet": 30.0}),
+        TargetResult(**{**asdict(base), "target": "mediafed", "cpu_us_per_packet": 10.0}),
+    ]
+    saved = tmp_path / "meeting.json"
+    write_json(saved, runs, {"scenario": "meeting"})
+    assert [asdict(r) for r in from_json([saved])] == [asdict(r) for r in runs]
+    out = tmp_path / "tables.md"
+    assert main([str(saved), "--markdown", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("meeting\n")
+    assert "| 6 | mediafed | 500 | 10.0 | vs janus: 0.25 (0.25); vs livekit: 0.33 (0.33) |" in text
+    assert "| 0.20 / 0.50 / 3.0 | 1000 KB | 29 MB | 80 ms |" in text
