@@ -33,6 +33,6 @@ and m.native_peer, 'native steps not in use'" \
 
 USER mediafed
 WORKDIR /var/lib/mediafed
-EXPOSE 7880/tcp 7882/udp
+EXPOSE 7880/tcp 7881/tcp 7882/udp
 ENTRYPOINT ["mediafed"]
 CMD ["serve"]

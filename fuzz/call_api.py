@@ -1,4 +1,4 @@
-"""The call API (``api/calls.py``): every route, with request bodies, paths and queries.
+"""The call API (``rocketchat/handlers.py``): every route, with request bodies, paths and queries.
 
 The real routes of an app with its SQLite store in build/fuzz/state/; webhooks are
 recorded, never sent. Input: ``[control u8][path parameter: u16 length + bytes]
@@ -19,9 +19,9 @@ from fuzz import _common
 with _common.instrumented(__name__ == "__main__"):
     _common.load_native()
     from mediafed import server
-    from mediafed.api.calls import CALL_SERVICE_KEY, make_calls_extension
     from mediafed.config import Config
-    from mediafed.tokens import VideoGrant, mint_token
+    from mediafed.rocketchat.handlers import CALL_SERVICE_KEY
+    from mediafed.signal.livekit.tokens import VideoGrant, mint_token
 
 KEY, SECRET = "apikey", "a-long-enough-api-secret-for-tests-0123456789"
 ROUTES = (
@@ -55,7 +55,9 @@ class Harness:
         config = Config.model_validate(
             {"keys": {KEY: SECRET}, "server": {"data_dir": str(data_dir)}}
         )
-        self.app = _common.run_async(server.build_app(config, extensions=[make_calls_extension()]))
+        self.app = _common.run_async(
+            server.build_app(config, extensions=[server.call_api_extension()])
+        )
         self.runner = _common.run_async(_common.start_app(self.app))
         service = self.app[CALL_SERVICE_KEY]
         service.webhooks = Webhooks()  # type: ignore[assignment]

@@ -29,16 +29,15 @@ with _common.instrumented(__name__ == "__main__"):
     from mediafed import media
     from mediafed.config import load_config
     from mediafed.signal.livekit import translate
-    from mediafed.signal.livekit.ws import (
+    from mediafed.signal.livekit.peer import (
         CLOSE_INVALID,
         CLOSE_POLICY,
         CLOSE_UNSUPPORTED,
-        RtcEndpoint,
         SignalOptions,
         SignalPeer,
-        _join_response,
     )
-    from mediafed.tokens import Claims, VideoGrant
+    from mediafed.signal.livekit.rtc import RtcEndpoint, _join_response
+    from mediafed.signal.livekit.tokens import Claims, VideoGrant
     from mediafed.worker import Worker
 
 
@@ -53,6 +52,7 @@ class Harness:
             environ={
                 "MEDIAFED_SERVER_BIND": HOST,
                 "MEDIAFED_RTC_UDP_PORT": "0",
+                "MEDIAFED_RTC_ICE_TCP": "false",
                 "MEDIAFED_RTC_NODE_IP": HOST,
                 "MEDIAFED_KEYS": "k1: " + SECRET,
             }
@@ -60,7 +60,7 @@ class Harness:
         self.worker = Worker.from_config(self.config)
         self.rooms = self.worker.rooms
         _common.run_async(self.worker.start())
-        self.endpoint = RtcEndpoint(self.config, self.rooms, SignalOptions(), media)
+        self.endpoint = RtcEndpoint(self.config.keys, self.rooms, SignalOptions())
         self.room = self.rooms.get_or_create("fuzz")
         host = _common.run_async(self.room.join("host", listener=Listener()))
         _common.run_async(host.answer_publisher_offer(OFFER))
@@ -133,15 +133,14 @@ async def _session(h: Harness, cursor: _common.Cursor) -> None:
     h.count += 1
     claims = _claims(f"p{h.count}", cursor.u8())
     peer = SignalPeer(
-        config=h.config,
+        keys=h.config.keys,
         options=h.endpoint.options,
         claims=claims,
         room=h.room,
-        peers=h.endpoint.peers,
-        media=media,
+        on_finished=h.endpoint.peers.discard,
     )
     outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
-    peer._outbox = outbox  # what _attach does, without a WebSocket
+    peer._outbox = outbox  # what attach does, without a WebSocket
     session = await h.room.join(
         claims.identity,
         name=claims.name,
@@ -151,7 +150,7 @@ async def _session(h: Harness, cursor: _common.Cursor) -> None:
     )
     peer.session = session
     h.endpoint.peers.add(peer)
-    peer._go_live(_join_response(peer, session))
+    peer.go_live(_join_response(peer, session, h.endpoint.turn_servers))
     try:
         for _ in range(MAX_FRAMES):
             if not cursor or peer.finished:

@@ -472,7 +472,7 @@ def call_api_inputs() -> list[bytes]:
 
 def webhook_inputs() -> list[bytes]:
     from fuzz.webhooks import NOW, SECRET
-    from mediafed.api import webhooks
+    from mediafed.rocketchat import webhooks
 
     body = _json({"id": "1", "event": "participant_joined", "call_id": "c", "identity": "ä"})
     signed = webhooks.sign(SECRET, body, NOW).encode()

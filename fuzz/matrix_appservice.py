@@ -68,6 +68,7 @@ class Harness:
                 environ={
                     "MEDIAFED_SERVER_BIND": HOST,
                     "MEDIAFED_RTC_UDP_PORT": "0",
+                    "MEDIAFED_RTC_ICE_TCP": "false",
                     "MEDIAFED_RTC_NODE_IP": HOST,
                 }
             )

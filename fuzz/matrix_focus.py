@@ -40,7 +40,7 @@ class Harness:
         matrix = MatrixConfig(server_name="hs.example", allowed_homeservers=["*"])
 
         def extension(app: Any, cfg: Config) -> None:
-            setup_focus(app, config, matrix)
+            setup_focus(app, matrix, keys=config.keys)
 
         self.app = _common.run_async(server.build_app(config, extensions=[extension]))
         self.runner = _common.run_async(_common.start_app(self.app))

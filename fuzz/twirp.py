@@ -1,4 +1,4 @@
-"""LiveKit's RoomService over Twirp (``signal/livekit/twirp.py``): request bodies.
+"""LiveKit's RoomService over Twirp (``operator/twirp.py``): request bodies.
 
 A real room core (UDP on 127.0.0.2: run inside ``scripts/in-netns``) with room ``fuzz``
 and a participant ``host`` publishing video and audio (put back whenever an input
@@ -17,10 +17,10 @@ from fuzz import _common
 with _common.instrumented(__name__ == "__main__"):
     _common.load_native()
     from fuzz.read_loop import OFFER, Listener
-    from mediafed import media, server
+    from mediafed import server
     from mediafed.config import load_config
-    from mediafed.signal.livekit.twirp import PREFIX, add_twirp_routes
-    from mediafed.tokens import VideoGrant, mint_token
+    from mediafed.operator.twirp import PREFIX, add_twirp_routes
+    from mediafed.signal.livekit.tokens import VideoGrant, mint_token
     from mediafed.worker import Worker
 
 HOST = "127.0.0.2"
@@ -44,6 +44,7 @@ class Harness:
             environ={
                 "MEDIAFED_SERVER_BIND": HOST,
                 "MEDIAFED_RTC_UDP_PORT": "0",
+                "MEDIAFED_RTC_ICE_TCP": "false",
                 "MEDIAFED_RTC_NODE_IP": HOST,
                 "MEDIAFED_KEYS": "k1: " + SECRET,
             }
@@ -53,7 +54,7 @@ class Harness:
         _common.run_async(self.worker.start())
 
         def extension(app: object, cfg: object) -> None:
-            add_twirp_routes(app, config, self.rooms, media)  # type: ignore[arg-type]
+            add_twirp_routes(app, config.keys, self.rooms)  # type: ignore[arg-type]
 
         self.app = _common.run_async(server.build_app(config, extensions=[extension]))
         self.runner = _common.run_async(_common.start_app(self.app))

@@ -1,4 +1,4 @@
-"""Webhook signatures (``api/webhooks.py``): what a receiver checks on each delivery.
+"""Webhook signatures (``rocketchat/webhooks.py``): what a receiver checks on each delivery.
 
 Input: the ``X-Mediafed-Signature`` header text, a NUL byte, then the body. ``verify``
 must return the timestamp or raise :class:`AuthError`; a header that ``sign`` wrote
@@ -11,8 +11,8 @@ from fuzz import _common
 
 with _common.instrumented(__name__ == "__main__"):
     _common.load_native()
-    from mediafed.api import webhooks
     from mediafed.errors import AuthError
+    from mediafed.rocketchat import webhooks
 
 SECRET = "a-long-enough-api-secret-for-tests-0123456789"
 NOW = 1_700_000_000

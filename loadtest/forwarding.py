@@ -215,6 +215,7 @@ async def run_mediafed(subscribers: int, packets: list[bytes], rate: float) -> R
         environ={
             "MEDIAFED_SERVER_BIND": HOST,
             "MEDIAFED_RTC_UDP_PORT": "0",
+            "MEDIAFED_RTC_TCP_PORT": "0",
             "MEDIAFED_RTC_NODE_IP": HOST,
         }
     )

@@ -1,4 +1,9 @@
-"""The ``mediafed`` command line: ``serve``, ``token`` and operator tools."""
+"""The ``mediafed`` command line: ``serve``, ``token`` and operator tools.
+
+Like :mod:`mediafed.server`, a composition root: the subcommands of the
+front-ends (``token``, ``matrix``, ``bridge``) are handed what they need of the
+configuration, read here.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mediafed import __version__
@@ -22,6 +27,14 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="development mode: bind 127.0.0.1, API key 'devkey' / secret 'secret'",
     )
+
+
+def _keys_of(path: Path | None, dev: bool) -> Mapping[str, str]:
+    return load_config(path, dev=dev).keys
+
+
+def _data_dir_of(path: Path | None) -> Path:
+    return load_config(path).server.data_dir
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -46,12 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run a mediafed node")
     _add_config_args(serve)
     serve.set_defaults(func=_cmd_serve)
-    from mediafed import bridge_cli, token_cli
     from mediafed.matrix import cli as matrix_cli
+    from mediafed.rocketchat import bridge_cli
+    from mediafed.signal.livekit import token_cli
 
-    token_cli.register(commands)
+    token_cli.register(commands, _keys_of)
     matrix_cli.register(commands)
-    bridge_cli.register(commands)
+    bridge_cli.register(commands, _data_dir_of)
     return parser
 
 

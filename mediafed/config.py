@@ -5,22 +5,38 @@ Environment variables name a section and a field: ``MEDIAFED_RTC_UDP_PORT=7900``
 sets ``[rtc] udp_port``; ``MEDIAFED_KEYS="key1: secret1, key2: secret2"`` sets
 the API key pairs (the LiveKit convention). A key or variable that names no
 setting is an error that names the closest one: a typo never passes silently.
+
+The node's own sections (``[server]``, ``[rtc]``, ``[log]``, ``[keys]``) are
+defined here; each front-end defines its own (``[matrix]`` in
+:mod:`mediafed.matrix.config`, ``[rocketchat]`` in :mod:`mediafed.rocketchat.config`)
+and this module composes them. Configuration flows downward: the composition
+roots (:mod:`mediafed.server`, :mod:`mediafed.cli`) hand each front-end its
+section and what else it needs; no front-end imports this module.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mediafed.errors import ConfigError
 from mediafed.matrix.config import MatrixConfig
-from mediafed.rocketchat.client import RocketChatConfig
+from mediafed.rocketchat.config import RocketChatConfig
+from mediafed.transport.turn import SCHEMES, TurnServer
 
 DEV_API_KEY = "devkey"
 DEV_API_SECRET = "secret"
@@ -38,9 +54,58 @@ class ServerConfig(_Section):
     """Base URL clients reach the HTTP port at (join links, focus answers)."""
     dev: bool = False
 
+    def local_url(self) -> str:
+        """The HTTP port's URL on this host: links' base when no ``public_url`` is set
+        and no request tells where clients came from."""
+        host = self.bind
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.http_port}"
+
+
+class TurnServerConfig(_Section):
+    """One ``[[rtc.turn_servers]]`` entry: a TURN (or STUN) server clients get in
+    their ``iceServers``, with a REST ``secret`` (coturn ``static-auth-secret``:
+    each client gets its own credentials for ``ttl_s``) or static credentials."""
+
+    urls: list[str] = Field(min_length=1)
+    """``turn:host:3478?transport=udp``, ``turns:host:5349?transport=tcp``, ``stun:…``"""
+    secret: str = ""
+    username: str = ""
+    credential: str = ""
+    ttl_s: int = Field(86_400, gt=0, le=7 * 86_400)
+
+    @field_validator("urls")
+    @classmethod
+    def _known_schemes(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(SCHEMES):
+                raise ValueError(f"{url!r} is not a stun:, turn: or turns: URI (RFC 7064, 7065)")
+        return urls
+
+    @model_validator(mode="after")
+    def _one_kind_of_credentials(self) -> TurnServerConfig:
+        if self.secret and (self.username or self.credential):
+            raise ValueError("give a REST secret or a username and credential, not both")
+        relays = any(url.startswith(("turn:", "turns:")) for url in self.urls)
+        if relays and not self.secret and not (self.username and self.credential):
+            raise ValueError("a TURN server needs a secret (TURN REST) or username and credential")
+        return self
+
+    def server(self) -> TurnServer:
+        return TurnServer(tuple(self.urls), self.secret, self.username, self.credential, self.ttl_s)
+
 
 class RtcConfig(_Section):
     udp_port: int = Field(7882, ge=0, le=65535)
+    tcp_port: int = Field(7881, ge=0, le=65535)
+    """ICE-TCP (RFC 6544 passive candidates) for clients whose UDP is blocked; 0: any
+    free port, as for ``udp_port``."""
+    ice_tcp: bool = True
+    """Listen on ``tcp_port`` and offer TCP candidates (below every UDP one)."""
+    turn_servers: list[TurnServerConfig] = Field(default_factory=list)
+    """Relays handed to clients for networks that reach neither port (a JSON list in
+    ``MEDIAFED_RTC_TURN_SERVERS``)."""
     node_ip: list[str] = Field(default_factory=list)
     """Addresses advertised as ICE host candidates. Empty: the bind address if
     it is specific, else 127.0.0.1; nothing is discovered."""
@@ -120,7 +185,6 @@ NOT_SETTINGS = frozenset(
 REMOVED = {
     "rtc.use_external_ip": "mediafed does not discover its public address; "
     "list the addresses to advertise in [rtc] node_ip",
-    "rtc.tcp_port": "ICE over TCP is not implemented yet; media uses [rtc] udp_port only",
 }
 """Settings that existed once, and what to do instead."""
 
@@ -239,6 +303,12 @@ def _env_overrides(environ: Mapping[str, str], problems: list[str]) -> dict[str,
         parsed: Any = value
         if field.annotation == list[str]:
             parsed = [part.strip() for part in value.split(",") if part.strip()]
+        elif value.lstrip().startswith(("[", "{")):
+            try:
+                parsed = json.loads(value)  # tables and lists of tables: JSON
+            except json.JSONDecodeError as exc:
+                problems.append(f"{variable} is not valid JSON: {exc}")
+                continue
         overrides.setdefault(section, {})[key] = parsed
     return overrides
 

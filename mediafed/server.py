@@ -1,9 +1,11 @@
 """Composition root: configuration -> objects -> one running node.
 
-The HTTP port carries signaling, the APIs, ``/healthz`` and the web-demo; the
-media worker (:class:`~mediafed.worker.Worker`) owns the UDP port and drives the
-rooms. This is the one module that knows every front-end and wires them to the
-room core.
+The HTTP port carries signaling, the APIs, the operator endpoints and the
+web-demo; the media worker (:class:`~mediafed.worker.Worker`) owns the UDP port
+and drives the rooms. This is the one module that knows every front-end and
+wires them to the room core; each front-end is handed its own configuration
+section and what else it needs of the node (API keys, public URL, data
+directory), never the whole configuration.
 """
 
 from __future__ import annotations
@@ -13,17 +15,23 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from mediafed import __version__
 from mediafed.config import Config
 from mediafed.media import Room, RoomManager, events
-from mediafed.tokens import MIN_SECRET_LENGTH
+from mediafed.operator.health import add_health_route
+from mediafed.rocketchat.config import RocketChatConfig
+from mediafed.signal.livekit.tokens import MIN_SECRET_LENGTH
 from mediafed.worker import Worker
+
+if TYPE_CHECKING:
+    from mediafed.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +48,6 @@ def static_dir() -> Path | None:
     return path if (path / "index.html").is_file() else None
 
 
-async def _healthz(request: web.Request) -> web.Response:
-    body: dict[str, object] = {"status": "ok", "version": __version__}
-    rooms = request.app.get(ROOMS_KEY)
-    if rooms is not None:
-        body["rooms"] = len(rooms.rooms())
-        body["participants"] = sum(room.num_participants for room in rooms.rooms())
-    return web.json_response(body)
-
-
 async def _index(request: web.Request) -> web.StreamResponse:
     root = static_dir()
     if root is None:
@@ -60,17 +59,69 @@ async def _index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(root / "index.html")
 
 
-def front_ends(rooms: RoomManager) -> list[Extension]:
-    """Every front-end of a full node, wired to ``rooms``."""
-    from mediafed.api.calls import CALL_SERVICE_KEY, setup_calls_api
-    from mediafed.matrix.frontend import setup_matrix
-    from mediafed.signal.livekit import setup_livekit
+def livekit_extension(rooms: RoomManager) -> Extension:
+    """The LiveKit front-end (``/rtc``, ``/rtc/validate``, dev tokens) on ``rooms``."""
+    from mediafed.signal.livekit.frontend import setup_livekit
 
     def livekit(app: web.Application, config: Config) -> None:
-        setup_livekit(app, config, rooms)
+        setup_livekit(
+            app,
+            rooms,
+            keys=config.keys,
+            dev=config.server.dev,
+            turn_servers=[turn.server() for turn in config.rtc.turn_servers],
+        )
+
+    return livekit
+
+
+def room_service_extension(rooms: RoomManager) -> Extension:
+    """LiveKit's RoomService (Twirp), the operators' API, on ``rooms``."""
+    from mediafed.operator.twirp import add_twirp_routes
+
+    def room_service(app: web.Application, config: Config) -> None:
+        add_twirp_routes(app, config.keys, rooms)
+
+    return room_service
+
+
+def call_api_extension(
+    *,
+    store: Store | None = None,
+    rocketchat: RocketChatConfig | None = None,
+    webhook_options: Mapping[str, Any] | None = None,
+) -> Extension:
+    """The Rocket.Chat front-end's call API, with explicit parts where given.
+
+    ``rocketchat`` defaults to the ``[rocketchat]`` section; ``store`` to SQLite
+    under ``server.data_dir``.
+    """
+    from mediafed.rocketchat.frontend import setup_call_api
 
     def calls(app: web.Application, config: Config) -> None:
-        setup_calls_api(app, config)
+        setup_call_api(
+            app,
+            rocketchat or config.rocketchat,
+            keys=config.keys,
+            data_dir=config.server.data_dir,
+            public_url=config.server.public_url,
+            local_url=config.server.local_url(),
+            store=store,
+            webhook_options=webhook_options,
+        )
+
+    return calls
+
+
+def front_ends(rooms: RoomManager) -> list[Extension]:
+    """Every front-end of a full node, wired to ``rooms``."""
+    from mediafed.matrix.frontend import setup_matrix
+    from mediafed.rocketchat.handlers import CALL_SERVICE_KEY
+
+    call_api = call_api_extension()
+
+    def calls(app: web.Application, config: Config) -> None:
+        call_api(app, config)
         service = app[CALL_SERVICE_KEY]
 
         async def close_room(room: str) -> bool:
@@ -79,16 +130,13 @@ def front_ends(rooms: RoomManager) -> list[Extension]:
         service.on_call_ended = close_room
 
         def observe(room: Room, event: events.RoomEvent) -> None:
-            if isinstance(event, events.ParticipantJoined):
-                service.participant_joined(
-                    room.name, event.participant.identity, event.participant.name
-                )
-            elif isinstance(event, events.ParticipantLeft):
-                service.participant_left(
-                    room.name, event.participant.identity, event.participant.name
-                )
-            elif isinstance(event, events.RoomClosed):
-                service.room_finished(room.name)
+            match event:
+                case events.ParticipantJoined(participant=participant):
+                    service.participant_joined(room.name, participant.identity, participant.name)
+                case events.ParticipantLeft(participant=participant):
+                    service.participant_left(room.name, participant.identity, participant.name)
+                case events.RoomClosed():
+                    service.room_finished(room.name)
 
         rooms.add_observer(observe)
 
@@ -96,13 +144,15 @@ def front_ends(rooms: RoomManager) -> list[Extension]:
         service = app.get(CALL_SERVICE_KEY)  # set by `calls`, which runs first
         setup_matrix(
             app,
-            config,
             config.matrix,
+            keys=config.keys,
+            data_dir=config.server.data_dir,
+            public_url=config.server.public_url,
             rooms=rooms,
             on_call_started=service.call_started_elsewhere if service is not None else None,
         )
 
-    return [livekit, calls, matrix]
+    return [livekit_extension(rooms), room_service_extension(rooms), calls, matrix]
 
 
 async def build_app(
@@ -115,7 +165,7 @@ async def build_app(
     app = web.Application(client_max_size=1 << 20)
     app[CONFIG_KEY] = config
     if worker is not None:
-        from mediafed.api.metrics import setup_metrics
+        from mediafed.operator.metrics import setup_metrics
 
         app[ROOMS_KEY] = worker.rooms
         media = worker
@@ -129,7 +179,7 @@ async def build_app(
 
         app.on_startup.append(start_media)
         app.on_cleanup.append(stop_media)
-    app.router.add_get("/healthz", _healthz)
+    add_health_route(app, worker.rooms if worker is not None else None)
     for extension in extensions or []:
         result = extension(app, config)
         if result is not None:
@@ -169,11 +219,12 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
     site = web.TCPSite(runner, config.server.bind, config.server.http_port)
     await site.start()
     log.info(
-        "- mediafed %s listening on http://%s:%d (media UDP %d, advertised %s)",
+        "- mediafed %s listening on http://%s:%d (media UDP %d, ICE-TCP %s, advertised %s)",
         __version__,
         config.server.bind,
         config.server.http_port,
         worker.udp_port,
+        worker.tcp_port or "off",
         config.advertised_ips(),
     )
     stop = asyncio.Event()

@@ -1,4 +1,5 @@
-"""One media worker: its UDP socket, DTLS certificate, clock and timers; it drives the rooms.
+"""One media worker: its UDP socket (and ICE-TCP listener), DTLS certificate, clock and
+timers; it drives the rooms.
 
 Everything below the front-ends that has to do with time or I/O lives here. The
 room core (media/) gets what it needs — a clock, a factory that makes a peer
@@ -23,6 +24,7 @@ from mediafed.config import Config
 from mediafed.media import RoomManager
 from mediafed.transport.dtls import Certificate
 from mediafed.transport.endpoint import Endpoint, EndpointHandler
+from mediafed.transport.tcp import TcpListener
 from mediafed.transport.udp import MediaSocket
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,8 @@ class WorkerSettings:
 
     bind: str = "0.0.0.0"
     udp_port: int = 7882
+    tcp_port: int | None = None
+    """The ICE-TCP port (0: any free one); None: no ICE-TCP."""
     advertised_ips: tuple[str, ...] = ("127.0.0.1",)
     consent_timeout_s: float = 30.0
     rtx_cache_s: float = 1.0
@@ -47,6 +51,7 @@ class WorkerSettings:
         return cls(
             bind=config.server.bind or "0.0.0.0",
             udp_port=config.rtc.udp_port,
+            tcp_port=config.rtc.tcp_port if config.rtc.ice_tcp else None,
             advertised_ips=tuple(config.advertised_ips()),
             consent_timeout_s=config.rtc.consent_timeout_s,
             rtx_cache_s=config.rtc.rtx_cache_ms / 1000,
@@ -65,24 +70,39 @@ class Worker:
         self.mux = MediaSocket(
             settings.bind, settings.udp_port, list(settings.advertised_ips), clock=clock
         )
+        self.tcp = (
+            TcpListener(self.mux, settings.tcp_port) if settings.tcp_port is not None else None
+        )
         self.rooms = RoomManager(
             new_endpoint=self._new_endpoint, clock=clock, rtx_cache_s=settings.rtx_cache_s
         )
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_config(
-        cls, config: Config, *, clock: Callable[[], float] = time.monotonic
-    ) -> Worker:
+    def from_config(cls, config: Config, *, clock: Callable[[], float] = time.monotonic) -> Worker:
         return cls(WorkerSettings.from_config(config), clock=clock)
 
     @property
     def udp_port(self) -> int:
         return self.mux.port
 
+    @property
+    def tcp_port(self) -> int:
+        """The ICE-TCP port, 0 when off."""
+        return self.mux.tcp_port
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.mux.open(loop)
+        if self.tcp is not None:
+            try:
+                await self.tcp.open()
+            except OSError as exc:
+                self.mux.close()
+                raise OSError(
+                    f"ICE-TCP port {self.tcp.port} on {self.mux.bind_ip}: {exc.strerror}; "
+                    "set [rtc] tcp_port, or ice_tcp = false"
+                ) from exc
         self._task = loop.create_task(self._run_timers(), name="mediafed-timers")
 
     async def stop(self) -> None:
@@ -92,6 +112,8 @@ class Worker:
                 await self._task
             self._task = None
         self.rooms.close("server shutting down")
+        if self.tcp is not None:
+            await self.tcp.close()
         self.mux.close()
 
     def _new_endpoint(self, handler: EndpointHandler, label: str) -> Endpoint:

@@ -11,8 +11,7 @@ from aiohttp import web
 from mediafed import server
 from mediafed.config import Config, load_config
 from mediafed.media import RoomManager
-from mediafed.signal.livekit import setup_livekit
-from mediafed.tokens import VideoGrant, mint_token
+from mediafed.signal.livekit.tokens import VideoGrant, mint_token
 from mediafed.worker import Worker
 
 API_KEY = "e2ekey"
@@ -46,8 +45,11 @@ class LiveNode:
 
 
 @asynccontextmanager
-async def live_node(node_ip: str, *, dev: bool = False) -> AsyncIterator[LiveNode]:
-    """HTTP on every address of the test namespace; media UDP and candidates on ``node_ip``."""
+async def live_node(
+    node_ip: str, *, dev: bool = False, settings: dict[str, str] | None = None
+) -> AsyncIterator[LiveNode]:
+    """HTTP on every address of the test namespace; media UDP and candidates on
+    ``node_ip``; ``settings`` are more ``MEDIAFED_*`` variables."""
     config = load_config(
         dev=dev,
         environ={
@@ -56,17 +58,15 @@ async def live_node(node_ip: str, *, dev: bool = False) -> AsyncIterator[LiveNod
             # answer 127.0.0.2 traffic from 127.0.0.1 and ICE would never pair
             "MEDIAFED_SERVER_BIND": node_ip,
             "MEDIAFED_RTC_UDP_PORT": "0",
+            "MEDIAFED_RTC_TCP_PORT": "0",
             "MEDIAFED_RTC_NODE_IP": node_ip,
-        },
+        }
+        | (settings or {}),
     )
     worker = Worker.from_config(config)
     rooms = worker.rooms
     await worker.start()
-
-    def extension(app: web.Application, cfg: Config) -> None:
-        setup_livekit(app, cfg, rooms)
-
-    app = await server.build_app(config, extensions=[extension])
+    app = await server.build_app(config, extensions=[server.livekit_extension(rooms)])
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "0.0.0.0", 0)

@@ -55,6 +55,7 @@ def _toml(tmp_path: Path, text: str) -> Path:
         (
             "MEDIAFED_RTC_COLOUR",
             "unknown setting MEDIAFED_RTC_COLOUR; [rtc] is set by MEDIAFED_RTC_UDP_PORT, "
+            "MEDIAFED_RTC_TCP_PORT, MEDIAFED_RTC_ICE_TCP, MEDIAFED_RTC_TURN_SERVERS, "
             "MEDIAFED_RTC_NODE_IP, MEDIAFED_RTC_CONSENT_TIMEOUT_S, MEDIAFED_RTC_RTX_CACHE_MS",
         ),
         (
@@ -105,12 +106,10 @@ def test_removed_settings_say_what_to_do_instead(tmp_path: Path) -> None:
     assert _error(path).splitlines() == [
         f"rtc.use_external_ip in {path} is no longer a setting: mediafed does not discover "
         "its public address; list the addresses to advertise in [rtc] node_ip",
-        f"rtc.tcp_port in {path} is no longer a setting: ICE over TCP is not implemented yet; "
-        "media uses [rtc] udp_port only",
     ]
-    assert _error(MEDIAFED_RTC_TCP_PORT="7881") == (
-        "MEDIAFED_RTC_TCP_PORT is no longer a setting: ICE over TCP is not implemented yet; "
-        "media uses [rtc] udp_port only"
+    assert _error(MEDIAFED_RTC_USE_EXTERNAL_IP="true") == (
+        "MEDIAFED_RTC_USE_EXTERNAL_IP is no longer a setting: mediafed does not discover "
+        "its public address; list the addresses to advertise in [rtc] node_ip"
     )
 
 

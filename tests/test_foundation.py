@@ -91,7 +91,12 @@ def _free_port() -> int:
 async def test_serve_answers_healthz() -> None:
     port = _free_port()
     config = load_config(
-        dev=True, environ={"MEDIAFED_SERVER_HTTP_PORT": str(port), "MEDIAFED_RTC_UDP_PORT": "0"}
+        dev=True,
+        environ={
+            "MEDIAFED_SERVER_HTTP_PORT": str(port),
+            "MEDIAFED_RTC_UDP_PORT": "0",
+            "MEDIAFED_RTC_TCP_PORT": "0",
+        },
     )
     ready = asyncio.Event()
     task = asyncio.create_task(server.serve(config, ready=ready))

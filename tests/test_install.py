@@ -204,6 +204,7 @@ async def _mediafed_serve(venv: Path, ip: str, workdir: Path) -> AsyncIterator[s
         MEDIAFED_SERVER_HTTP_PORT=str(http_port),
         MEDIAFED_SERVER_DATA_DIR=str(workdir / "data"),
         MEDIAFED_RTC_UDP_PORT=str(_free_port(ip, socket.SOCK_DGRAM)),
+        MEDIAFED_RTC_TCP_PORT=str(_free_port(ip, socket.SOCK_STREAM)),
         MEDIAFED_RTC_NODE_IP=ip,
     )
     log_path = workdir / "mediafed.log"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import sqlite3
 import time
@@ -134,6 +135,15 @@ class _StateStore(ASStateStore, MemoryStateStore):
     def __init__(self) -> None:
         MemoryStateStore.__init__(self)
         ASStateStore.__init__(self)
+
+
+def _utf8(value: Any) -> bool:
+    """Every string in ``value`` (a parsed JSON value) is valid Unicode."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _matrix_error(status: int, errcode: str, message: str) -> web.Response:
@@ -294,6 +304,11 @@ class MatrixAppService(AppServiceServerMixin):
         for raw in events:
             if not isinstance(raw, dict):
                 log.info("x transaction %s: dropped an event that is not an object", txn_id)
+                continue
+            if not _utf8(raw):
+                # JSON may escape a lone surrogate ("\ud800"): no Matrix id or text
+                # holds one, and nothing downstream could encode it
+                log.info("x transaction %s: dropped an event with invalid Unicode", txn_id)
                 continue
             try:
                 await self.route_event(raw)

@@ -1,7 +1,7 @@
 """The ``[matrix]`` configuration section: homeserver, focus and appservice settings.
 
-The lead composes it into :class:`mediafed.config.Config` as ``matrix``; until
-then :func:`mediafed.matrix.focus.setup_focus` takes it as an argument.
+:mod:`mediafed.config` composes it into the node's configuration as ``matrix``;
+the composition root hands it to :func:`mediafed.matrix.frontend.setup_matrix`.
 """
 
 from __future__ import annotations

@@ -30,7 +30,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
-from mediafed.config import Config
 from mediafed.errors import ConfigError, MediafedError, RemoteProtocolError
 from mediafed.matrix.config import MatrixConfig
 from mediafed.matrix.openid import (
@@ -39,7 +38,7 @@ from mediafed.matrix.openid import (
     OpenIDVerifier,
     parse_server_name,
 )
-from mediafed.tokens import VideoGrant, mint_token
+from mediafed.signal.livekit.tokens import VideoGrant, mint_token
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +146,7 @@ def mint_focus_token(
     ttl_s: int = 3600,
     now: float | None = None,
 ) -> str:
-    """A join token for one room. :func:`mediafed.tokens.mint_token` escapes the
+    """A join token for one room. :func:`mediafed.signal.livekit.tokens.mint_token` escapes the
     few characters whose base64url form holds ``-``/``_``, so Element Call's
     ``atob()`` can read every payload."""
     video = VideoGrant(
@@ -170,12 +169,12 @@ def mint_focus_token(
     )
 
 
-def livekit_ws_url(config: Config, matrix: MatrixConfig, request: web.Request) -> str:
+def livekit_ws_url(matrix: MatrixConfig, public_url: str, request: web.Request) -> str:
     """Where Element Call should open the LiveKit WebSocket."""
     if matrix.livekit_url:
         return matrix.livekit_url
-    if config.server.public_url:
-        parts = urlsplit(config.server.public_url)
+    if public_url:
+        parts = urlsplit(public_url)
         scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
         return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
     forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip()
@@ -227,21 +226,29 @@ async def _json_body(request: web.Request) -> Mapping[str, Any]:
 class FocusService:
     """Turns a verified Matrix identity into a LiveKit join token for one room."""
 
-    def __init__(self, config: Config, matrix: MatrixConfig, verifier: OpenIDVerifier) -> None:
-        if not config.keys:
+    def __init__(
+        self,
+        matrix: MatrixConfig,
+        verifier: OpenIDVerifier,
+        *,
+        keys: Mapping[str, str],
+        public_url: str = "",
+    ) -> None:
+        if not keys:
             raise ConfigError(
                 "the Matrix focus needs an API key to sign tokens; add one under [keys]"
             )
-        api_key = matrix.focus_api_key or next(iter(config.keys))
-        if api_key not in config.keys:
+        api_key = matrix.focus_api_key or next(iter(keys))
+        if api_key not in keys:
             raise ConfigError(
                 f"[matrix] focus_api_key {api_key!r} is not one of the [keys]; name an existing key"
             )
-        self.config = config
         self.matrix = matrix
+        self.public_url = public_url
+        """``[server] public_url``: the base of the LiveKit URL handed out, if set."""
         self.verifier = verifier
         self._api_key = api_key
-        self._api_secret = config.keys[api_key]
+        self._api_secret = keys[api_key]
 
     async def verify(self, token: OpenIDToken) -> str:
         """The Matrix user id behind ``token``, if its homeserver may use this relay."""
@@ -303,7 +310,6 @@ def _error(status: int, errcode: str, message: str) -> web.Response:
 
 
 def _token_endpoint(
-    config: Config,
     kind: str,
     handler: Callable[[FocusService, Mapping[str, Any]], Awaitable[FocusGrant]],
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -317,7 +323,7 @@ def _token_endpoint(
             log.info("x %s refused (%s %s): %s", kind, status, errcode, exc)
             return _error(status, errcode, str(exc))
         token = service.mint(grant)
-        url = livekit_ws_url(config, service.matrix, request)
+        url = livekit_ws_url(service.matrix, service.public_url, request)
         log.info(
             "> %s token user=%s identity=%s room=%s url=%s",
             kind,
@@ -344,22 +350,29 @@ async def _delegate_delayed_leave(request: web.Request) -> web.Response:
     )
 
 
-def setup_focus(app: web.Application, config: Config, matrix: MatrixConfig) -> None:
-    """Add the focus endpoints to ``app`` (an :data:`mediafed.server.Extension`)."""
+def setup_focus(
+    app: web.Application,
+    matrix: MatrixConfig,
+    *,
+    keys: Mapping[str, str],
+    public_url: str = "",
+) -> None:
+    """Add the focus endpoints to ``app``; tokens are signed with one of ``keys``
+    (``[matrix] focus_api_key``, else the first)."""
     verifier = OpenIDVerifier(
         verify_tls=matrix.verify_tls,
         overrides=matrix.federation_url_overrides,
         timeout_s=matrix.openid_timeout_s,
     )
-    app[FOCUS_KEY] = FocusService(config, matrix, verifier)
+    app[FOCUS_KEY] = FocusService(matrix, verifier, keys=keys, public_url=public_url)
 
     async def close_verifier(app: web.Application) -> None:
         await verifier.close()
 
     app.on_cleanup.append(close_verifier)
     routes = (
-        ("/sfu/get", _token_endpoint(config, "sfu/get", FocusService.legacy_sfu_get)),
-        ("/get_token", _token_endpoint(config, "get_token", FocusService.get_token)),
+        ("/sfu/get", _token_endpoint("sfu/get", FocusService.legacy_sfu_get)),
+        ("/get_token", _token_endpoint("get_token", FocusService.get_token)),
         ("/delegate_delayed_leave", _delegate_delayed_leave),
     )
     for path, handler in routes:

@@ -3,18 +3,19 @@ registration file is configured (``[matrix] registration``), and with a media
 server (``rooms``) the bridge that answers classic ``m.call.*`` calls
 (:mod:`mediafed.matrix.calls`).
 
-The lead wires :func:`setup_matrix` into :func:`mediafed.server.build_app` as an
-extension once ``Config`` has its ``matrix`` section.
+The composition root (:mod:`mediafed.server`) hands it the ``[matrix]`` section
+and what it needs of the node: the API keys, the public URL, the data directory.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from mediafed.config import Config
 from mediafed.errors import ConfigError
 from mediafed.matrix.appservice import CallEventSink, setup_appservice
 from mediafed.matrix.calls import AppServiceSender, MatrixCallBridge, OnCallStarted
@@ -34,9 +35,11 @@ CALL_BRIDGE_KEY = web.AppKey("matrix_call_bridge", MatrixCallBridge)
 
 def setup_matrix(
     app: web.Application,
-    config: Config,
     matrix: MatrixConfig,
     *,
+    keys: Mapping[str, str],
+    data_dir: Path,
+    public_url: str = "",
     call_sink: CallEventSink | None = None,
     rooms: RoomManager | None = None,
     on_call_started: OnCallStarted | None = None,
@@ -49,7 +52,7 @@ def setup_matrix(
     if not matrix.server_name:
         log.info("- Matrix front-end off: set [matrix] server_name to enable it")
         return
-    setup_focus(app, config, matrix)
+    setup_focus(app, matrix, keys=keys, public_url=public_url)
     if matrix.registration is None:
         return
     if not matrix.homeserver_url:
@@ -69,7 +72,7 @@ def setup_matrix(
         app,
         registration,
         homeserver_url=matrix.homeserver_url,
-        data_dir=config.server.data_dir,
+        data_dir=data_dir,
         membership=membership,
         call_sink=call_sink,
     )

@@ -1,6 +1,6 @@
 /* The room core's native steps: what the forwarding path does to a packet in
- * steady state, on the same state as the Python code (media/track.py,
- * media/peer.py), which decides everything else.
+ * steady state, on the same state as the Python code (media/layer.py,
+ * media/downtrack.py, media/peer.py), which decides everything else.
  *
  * - PeerBase: the base of MediaPeer. Its ``on_rtp`` is the EndpointHandler
  *   method the transport's read loop calls: a packet of a stream the peer
@@ -160,7 +160,7 @@ payload_bounds(const unsigned char *p, Py_ssize_t length, Py_ssize_t *start, Py_
     return 0;
 }
 
-/* media/track.py vp8_fields, byte for byte. */
+/* wire/payload.py vp8_fields, byte for byte. */
 static void
 vp8_parse(const unsigned char *p, Py_ssize_t length, Vp8Info *info)
 {
@@ -243,7 +243,7 @@ build(const unsigned char *packet, Py_ssize_t length, unsigned long b1, unsigned
 
 /* -- Forwarder: the per-subscriber state the fan-out reads and writes ------
  *
- * DownTrack (media/track.py) derives from this type. Its forwarding fields
+ * DownTrack (media/downtrack.py) derives from this type. Its forwarding fields
  * live here as C members, so the fan-out below forwards a packet to a
  * subscriber in steady state (synced, not waiting for a keyframe) through its
  * SendTarget without running Python; every other case calls the DownTrack's
@@ -272,6 +272,8 @@ typedef struct {
     unsigned long long packets_sent;
     unsigned long long octets_sent;
     double time_out;
+    int pad_floor; /* -1, or the input seq from which seq_off applies (padding dropped):
+                    * older packets and padding-only ones go to Python */
 } Forwarder;
 
 static int
@@ -321,6 +323,7 @@ static PyMemberDef Forwarder_members[] = {
     {"packets_sent", T_ULONGLONG, offsetof(Forwarder, packets_sent), 0, NULL},
     {"octets_sent", T_ULONGLONG, offsetof(Forwarder, octets_sent), 0, NULL},
     {"time_out", T_DOUBLE, offsetof(Forwarder, time_out), 0, NULL},
+    {"pad_floor", T_INT, offsetof(Forwarder, pad_floor), 0, NULL},
     {NULL},
 };
 
@@ -351,6 +354,10 @@ fanout_list(PyObject *list, PyObject *packet_obj, const unsigned char *packet, P
     PyObject *made[8] = {NULL};
     int failed = 0;
     Vp8Info vp8 = {0};
+    /* Padding-only packets are dropped (and numbered around) by the Python forward(). */
+    Py_ssize_t pay_start, pay_end;
+    int padding = (packet[0] & 0x20) && payload_bounds(packet, length, &pay_start, &pay_end) == 0 &&
+                  pay_start == pay_end;
     /* The list may change under a Python forward(): index it afresh each turn. */
     for (Py_ssize_t i = 0; !failed && i < PyList_GET_SIZE(list); i++) {
         PyObject *item = PyList_GET_ITEM(list, i);
@@ -359,10 +366,13 @@ fanout_list(PyObject *list, PyObject *packet_obj, const unsigned char *packet, P
         if (PyObject_TypeCheck(item, &ForwarderType)) {
             Forwarder *f = (Forwarder *)item;
             const unsigned char *table = NULL;
-            if (!f->needs_keyframe && f->synced && !f->switching && f->target != NULL &&
+            if (!padding && !f->needs_keyframe && f->synced && !f->switching &&
+                (f->pad_floor < 0 || ((seq - (unsigned long)f->pad_floor) & 0xFFFFUL) < 0x8000UL) &&
+                f->target != NULL &&
                 PyObject_TypeCheck(f->target, transport->send_target_type) &&
                 remap_table(f->ext_remap, &table) >= 0) {
-                /* No Python runs from here to the end of the send. */
+                /* No Python runs from here to the end of the send (but an ICE-TCP
+                 * connection's writer, which touches no forwarding state). */
                 unsigned long seq_out = (seq + f->seq_off) & 0xFFFFUL;
                 unsigned long ts_out = (ts + f->ts_off) & 0xFFFFFFFFUL;
                 unsigned int pid_out = f->pid_out, tl0_out = f->tl0_out, key_out = f->keyidx_out;
@@ -484,7 +494,7 @@ fanout(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 /* -- InStream: a received stream's state (base of Layer) --------------------
  *
- * Layer (media/track.py) derives from this type: the statistics its receive
+ * Layer (media/layer.py) derives from this type: the statistics its receive
  * path keeps (RFC 3550 A.3 and A.8), its retransmission cache and the list of
  * DownTracks forwarding it live here, so receive_rtp() below does what
  * Layer.receive does (the reference) without running Python for a packet
@@ -583,9 +593,11 @@ static int
 account(InStream *self, long seq, unsigned long ts, Py_ssize_t length, double now)
 {
     self->received += 1;
-    self->octets += length;
     self->last_packet_at = now;
+    /* octets (the layer's bitrate) count new packets and repairs of missing ones,
+     * not duplicates: libwebrtc pads with copies of recent packets over RTX */
     if (self->base_seq < 0) {
+        self->octets += length;
         self->base_seq = seq;
         self->highest_seq = seq;
         self->last_seq = seq;
@@ -595,6 +607,7 @@ account(InStream *self, long seq, unsigned long ts, Py_ssize_t length, double no
     }
     long delta = (seq - self->highest_seq) & 0xFFFF;
     if (0 < delta && delta < 0x8000) {
+        self->octets += length;
         if (delta > 1 && self->track != NULL) {
             PyObject *track = self->track; /* held: the lookup may run Python */
             Py_INCREF(track);
@@ -636,6 +649,8 @@ account(InStream *self, long seq, unsigned long ts, Py_ssize_t length, double no
                 return -1;
             }
             PyErr_Clear();
+        } else {
+            self->octets += length;
         }
         Py_DECREF(key);
     }
@@ -671,7 +686,11 @@ ingest(InStream *self, const unsigned char *p, Py_ssize_t length, double now)
     int failed = 1;
     PyObject *seq_obj = NULL, *now_obj = NULL, *cache = NULL, *list = NULL;
     Py_INCREF(self);
-    if (account(self, seq, ts, length, now) < 0)
+    /* the layer's bitrate counts media, not padding */
+    Py_ssize_t pay_start, pay_end;
+    int padding =
+        (p[0] & 0x20) && payload_bounds(p, length, &pay_start, &pay_end) == 0 && pay_start == pay_end;
+    if (account(self, seq, ts, padding ? 0 : length, now) < 0)
         goto done;
     seq_obj = PyLong_FromLong(seq);
     now_obj = PyFloat_FromDouble(now);
@@ -731,7 +750,7 @@ done:
 
 /* receive_rtp(layer, buf, length, now) -> None
  *
- * Layer.receive (media/track.py) for one plaintext RTP packet in the
+ * Layer.receive (media/layer.py) for one plaintext RTP packet in the
  * PacketBuffer ``buf``: statistics, the retransmission cache, keyframe
  * detection while subscribers wait for one, and the fan-out. */
 static PyObject *

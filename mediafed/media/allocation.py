@@ -1,10 +1,12 @@
 """Share a subscriber's estimated bandwidth among the video it watches.
 
-The subscriber's browser reports what its downlink carries (REMB,
-draft-alvestrand-rmcat-remb). Every watched video starts at its lowest
+The estimate is the send-side one (media/bwe.py) or the browser's REMB
+(draft-alvestrand-rmcat-remb). Every watched video starts at its lowest
 simulcast layer; the budget left is then spent one step at a time, screen
-shares first, up to what each subscriber's settings allow. Pure function,
-no I/O, no clock.
+shares first, up to what each subscriber's settings allow. When even the
+lowest layers do not all fit, the videos that do not are paused (screen
+shares last), so audio and the rest keep flowing. Pure functions, no I/O, no
+clock.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass
 
 DEFAULT_LAYER_BPS = {0: 150_000, 1: 500_000, 2: 1_500_000}
 """What a layer is assumed to need before it has been measured or announced."""
+PAUSED = -1
+"""The quality of a video that does not fit at all: nothing is forwarded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,8 +31,12 @@ class Demand:
     """Higher is served first (screen shares)."""
 
 
-def allocate(budget_bps: int, demands: Sequence[Demand]) -> dict[Hashable, int]:
-    """The quality each demand gets within ``budget_bps``."""
+def allocate(
+    budget_bps: int, demands: Sequence[Demand], *, may_pause: bool = False
+) -> dict[Hashable, int]:
+    """The quality each demand gets within ``budget_bps``; with ``may_pause``,
+    :data:`PAUSED` for those whose lowest layer no longer fits. Demands without
+    layers (nothing known yet) are left out."""
     order = sorted(demands, key=lambda demand: -demand.priority)
     choice: dict[Hashable, int] = {}
     spent = 0
@@ -36,15 +44,18 @@ def allocate(budget_bps: int, demands: Sequence[Demand]) -> dict[Hashable, int]:
         if not demand.layers:
             continue
         lowest = min(demand.layers)
+        if may_pause and spent + demand.layers[lowest] > budget_bps:
+            choice[demand.key] = PAUSED
+            continue
         choice[demand.key] = lowest
         spent += demand.layers[lowest]
     improved = True
     while improved:
         improved = False
         for demand in order:
-            if demand.key not in choice:
+            current = choice.get(demand.key, PAUSED)
+            if current == PAUSED:
                 continue
-            current = choice[demand.key]
             better = sorted(q for q in demand.layers if current < q <= demand.max_quality)
             if not better:
                 continue
@@ -65,8 +76,12 @@ def shortfall(demands: Sequence[Demand], choice: dict[Hashable, int]) -> int | N
         current = choice.get(demand.key)
         if current is None:
             continue
-        better = sorted(q for q in demand.layers if current < q <= demand.max_quality)
-        if better:
+        if current == PAUSED:
+            cost = demand.layers[min(demand.layers)]  # resuming at the lowest layer
+        else:
+            better = sorted(q for q in demand.layers if current < q <= demand.max_quality)
+            if not better:
+                continue
             cost = demand.layers[better[0]] - demand.layers[current]
-            cheapest = cost if cheapest is None else min(cheapest, cost)
+        cheapest = cost if cheapest is None else min(cheapest, cost)
     return cheapest

@@ -12,8 +12,9 @@ what the path carries, the way Google Congestion Control does
   to 85% of what was acknowledged. Otherwise the rate grows, by 8% a second
   while far from the last known capacity and by about one packet per round trip
   near it (AIMD);
-- loss-based: more than 10% lost in a window cuts the rate by half the loss;
-  under 2% lets it grow;
+- loss-based: more than 10% lost in a window cuts the rate by half the loss,
+  though not below 85% of what arrived (losses of packets sent before a cut do
+  not count again); under 2% lets it grow;
 - probes: a short cluster of packets sent faster than the estimate (padding)
   is measured on arrival; if the path took it, the estimate jumps to what was
   delivered, so a subscriber can be moved up a layer in a second or two rather
@@ -197,6 +198,10 @@ class BandwidthEstimator:
         self._rtt_s = 0.1
         self.loss_fraction = 0.0
         self._loss_decreased_at = -1.0
+        self._newest_send_us = 0
+        self._loss_cutoff_us = -1
+        """Packets sent before the last loss-based decrease no longer count: their
+        loss is what that decrease answered."""
         self.has_feedback = False
 
     @property
@@ -222,13 +227,16 @@ class BandwidthEstimator:
             assert result.arrival_us is not None
             self.trend.add(result.send_us, result.arrival_us, result.size)
             self._acked.append((result.arrival_us, result.size))
-        lost = sum(1 for r in results if r.arrival_us is None)
+        if results:
+            self._newest_send_us = max(self._newest_send_us, max(r.send_us for r in results))
+        counted = [r for r in results if r.send_us > self._loss_cutoff_us]
+        lost = sum(1 for r in counted if r.arrival_us is None)
         if received:
             self.has_feedback = True
             newest = received[-1].arrival_us or 0
             while self._acked and self._acked[0][0] < newest - ACKED_WINDOW_S * 1_000_000:
                 self._acked.popleft()
-        self._losses.append((now, lost, len(results)))
+        self._losses.append((now, lost, len(counted)))
         while self._losses and self._losses[0][0] < now - LOSS_WINDOW_S:
             self._losses.popleft()
         elapsed = 0.0 if self._updated_at is None else min(now - self._updated_at, 1.0)
@@ -271,13 +279,19 @@ class BandwidthEstimator:
         if total >= 20 or lost == 0:
             self.loss_fraction = lost / total
         if self.loss_fraction > LOSS_HIGH:
+            if total < 20:
+                return  # too few packets since the last decrease to judge it
             # at most once per round trip (and a bit): the next reports still show
             # the loss this decrease answers
             if now - self._loss_decreased_at > self._rtt_s + 0.3:
                 self._loss_decreased_at = now
-                self.loss_bps = min(self.loss_bps, self.estimate_bps) * (
-                    1 - 0.5 * self.loss_fraction
-                )
+                self._loss_cutoff_us = self._newest_send_us
+                self._losses.clear()
+                cut = min(self.loss_bps, self.estimate_bps) * (1 - 0.5 * self.loss_fraction)
+                # what arrived is what the path carries: a full queue's drops say
+                # "no more than this", not "much less"
+                acked = self.acked_bps()
+                self.loss_bps = max(cut, BETA * acked) if acked is not None else cut
         elif self.loss_fraction < LOSS_LOW:
             grown = self.loss_bps * math.pow(INCREASE_PER_S, elapsed) + 1000 * elapsed
             self.loss_bps = min(max(grown, MIN_BPS), max(self.delay_bps, self.loss_bps))

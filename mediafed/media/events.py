@@ -69,6 +69,15 @@ class SubscribedQualitiesChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamStateChanged:
+    """To a subscriber only: a video it receives is paused because its downlink does
+    not carry even the lowest layer, or flows again (LiveKit's StreamStateUpdate)."""
+
+    track: TrackInfo
+    paused: bool
+
+
+@dataclass(frozen=True, slots=True)
 class RoomClosed:
     """The room was deleted or expired empty (observers only)."""
 
@@ -86,5 +95,6 @@ RoomEvent = (
     | DataReceived
     | SessionClosed
     | SubscribedQualitiesChanged
+    | StreamStateChanged
     | RoomClosed
 )

@@ -78,6 +78,7 @@ class PyForwarder:
         "needs_keyframe",
         "octets_sent",
         "packets_sent",
+        "pad_floor",
         "payload_type",
         "pid_off",
         "pid_out",
@@ -101,6 +102,7 @@ class PyForwarder:
     needs_keyframe: bool
     octets_sent: int
     packets_sent: int
+    pad_floor: int
     payload_type: int
     pid_off: int
     pid_out: int

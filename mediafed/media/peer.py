@@ -14,12 +14,21 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from mediafed.media import limits, native
-from mediafed.media.track import DownTrack, Layer, PublishedTrack
+from mediafed.media.downtrack import DownTrack
+from mediafed.media.layer import Layer
+from mediafed.media.track import PublishedTrack
 from mediafed.media.types import PeerRole
 from mediafed.transport.endpoint import Endpoint, EndpointState
 from mediafed.transport.srtp import PacketBuffer, copy_into
 from mediafed.wire import rtcp
-from mediafed.wire.rtp import U16, U32, extension_value, payload_end, payload_offset
+from mediafed.wire.rtp import (
+    U16,
+    U32,
+    extension_value,
+    padding_only,
+    payload_end,
+    payload_offset,
+)
 from mediafed.wire.twcc import TransportCcRecorder
 
 if TYPE_CHECKING:
@@ -66,7 +75,7 @@ class MediaPeer(native.PeerBase):
         if rtx_layer is not None:
             self._on_rtx(rtx_layer, buf, length, now)
             return
-        if _padding_only(view, length):
+        if padding_only(view, length):
             # A bandwidth probe (libwebrtc sends them before media, on SSRC 0 too):
             # nothing to forward, but its arrival time feeds the sender's estimate.
             self._record_twcc(view, length, SCAN_ONLY, now)
@@ -109,10 +118,10 @@ class MediaPeer(native.PeerBase):
                 self._reception_reports(item.reports, now)
             elif isinstance(item, rtcp.Remb):
                 if self.downtracks_by_ssrc:
-                    self.session.on_estimate(item.bitrate_bps, now)
+                    self.session.downlink.on_estimate(item.bitrate_bps, now)
             elif isinstance(item, rtcp.TransportCcFeedback):
                 # feedback on what we sent this peer (ours to publishers goes out)
-                self.session.on_transport_feedback(item, now)
+                self.session.downlink.on_transport_feedback(item, now)
             elif isinstance(item, rtcp.Bye):
                 for ssrc in item.ssrcs:
                     if ssrc in self.layers_by_ssrc:
@@ -335,13 +344,3 @@ def _compounds(packets: list[rtcp.RtcpPacket]) -> Iterator[bytes]:
         size += len(data)
     if chunk:
         yield b"".join(chunk)
-
-
-def _padding_only(view: memoryview, length: int) -> bool:
-    """An RTP packet whose payload is all padding (RFC 3550 §5.1, P bit)."""
-    if not view[0] & 0x20:
-        return False
-    try:
-        return payload_end(view, length) <= payload_offset(view, length)
-    except Exception:
-        return False

@@ -22,6 +22,8 @@ DURATION_S = 0.1
 MIN_PACKETS = 8
 PROBE_INTERVAL_S = 3.0
 """At most one probe this often per subscriber (each costs a burst of padding)."""
+PROBE_BACKOFF_MAX_S = 8.0
+"""The longest wait between probes on a link that refused the last ones."""
 
 _HEADER = struct.Struct("!BBHII")
 _EXTENSION = struct.Struct("!HHBHx")  # 0xBEDE, one word, (id << 4 | 1), twcc value, pad

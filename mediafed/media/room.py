@@ -19,9 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 from mediafed.errors import LocalProtocolError
 from mediafed.media import events
+from mediafed.media.downtrack import DownTrack
 from mediafed.media.peer import MediaPeer
 from mediafed.media.session import Session, SessionListener
-from mediafed.media.track import DownTrack, PublishedTrack
+from mediafed.media.track import PublishedTrack
 from mediafed.media.types import ParticipantInfo, Permission, TrackInfo, TrackKind, new_sid
 from mediafed.transport.endpoint import Endpoint, EndpointHandler
 from mediafed.wire.twcc import TransportCcRecorder
@@ -85,7 +86,13 @@ class Room:
         single_connection: bool = False,
     ) -> Session:
         """Join; ``single_connection`` for clients with one peer connection both ways
-        (classic Matrix calls): see :meth:`Session.answer_offer`."""
+        (classic Matrix calls): see :meth:`Session.answer_offer`.
+
+        Nothing reaches the new session's listener before this returns (room
+        events do from then on). The front-end answers the join first (who is in
+        the room: :meth:`participants`), then calls :meth:`Session.start_subscriber`
+        for the first subscriber offer.
+        """
         if self.closed:
             raise LocalProtocolError(f"room {self.name} was deleted; create it again")
         if not identity:
@@ -117,7 +124,6 @@ class Room:
             for track in self.tracks.values():
                 if track.sid not in session.unsubscribed:
                     session.subscribe(track)
-        session.start_subscriber()
         return session
 
     async def remove(self, session: Session, reason: str) -> None:
@@ -228,7 +234,7 @@ class Room:
             if reports and session.subscriber is not session.publisher:
                 session.subscriber.periodic(now, reports=True)
             if reports:
-                session.allocate(now)
+                session.downlink.allocate(now)
                 session.update_quality()
         if reports:
             self._report_wanted_qualities()

@@ -13,7 +13,7 @@ and grants follow livekit/protocol ``livekit_room.proto`` and livekit-api's
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,13 +22,11 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from livekit.protocol import models, room as room_pb
 
-from mediafed import media as room_core
-from mediafed.config import Config
 from mediafed.errors import AuthError, MediafedError
+from mediafed.media import ParticipantInfo, Permission, Room, RoomManager
 from mediafed.signal.livekit import translate
 from mediafed.signal.livekit.auth import CORS_HEADERS, token_from_request
-from mediafed.signal.livekit.ports import RoomDirectory, RoomPort
-from mediafed.tokens import Claims, verify_token
+from mediafed.signal.livekit.tokens import Claims, verify_token
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +88,9 @@ def _require_admin(claims: Claims, room: str) -> None:
 class RoomService:
     """The RoomService methods on top of the node's rooms."""
 
-    def __init__(self, config: Config, rooms: RoomDirectory, media: Any = None) -> None:
-        self.config = config
+    def __init__(self, keys: Mapping[str, str], rooms: RoomManager) -> None:
+        self.keys = keys
         self.rooms = rooms
-        self._media = media
         self.methods: dict[str, _Method] = {
             "CreateRoom": _Method(room_pb.CreateRoomRequest, self.create_room),
             "ListRooms": _Method(room_pb.ListRoomsRequest, self.list_rooms),
@@ -106,13 +103,7 @@ class RoomService:
             "SendData": _Method(room_pb.SendDataRequest, self.send_data),
         }
 
-    @property
-    def media(self) -> Any:
-        if self._media is None:
-            self._media = room_core
-        return self._media
-
-    def _room(self, name: str) -> RoomPort:
+    def _room(self, name: str) -> Room:
         if not name:
             raise TwirpError("invalid_argument", "name the room in the request's 'room' field")
         room = self.rooms.get(name)
@@ -167,7 +158,7 @@ class RoomService:
             participants=[translate.participant_to_pb(p) for p in room.participants()]
         )
 
-    def _participant(self, room: RoomPort, identity: str) -> Any:
+    def _participant(self, room: Room, identity: str) -> ParticipantInfo:
         participant = room.participant(identity)
         if participant is None:
             raise TwirpError("not_found", f"no participant {identity!r} in room {room.name!r}")
@@ -220,9 +211,7 @@ class RoomService:
                     attributes.pop(key, None)
         permission = None
         if request.HasField("permission"):
-            permission = self.media.Permission(
-                **translate.permission_kwargs_from_pb(request.permission)
-            )
+            permission = Permission(**translate.permission_kwargs_from_pb(request.permission))
         info = room.update_participant(
             request.identity,
             metadata=request.metadata or None,
@@ -267,7 +256,7 @@ class RoomService:
                     "send application/protobuf or application/json",
                 )
             try:
-                claims = verify_token(token_from_request(request), self.config.keys)
+                claims = verify_token(token_from_request(request), self.keys)
             except AuthError as exc:
                 raise TwirpError("unauthenticated", str(exc)) from None
             body = await request.read()
@@ -302,8 +291,9 @@ class RoomService:
 
 
 def add_twirp_routes(
-    app: web.Application, config: Config, rooms: RoomDirectory, media: Any = None
+    app: web.Application, keys: Mapping[str, str], rooms: RoomManager
 ) -> RoomService:
-    service = RoomService(config, rooms, media)
+    """Serve RoomService on ``app`` for ``rooms``; tokens are checked against ``keys``."""
+    service = RoomService(keys, rooms)
     app.router.add_post(PREFIX + "{method}", service.handle)
     return service

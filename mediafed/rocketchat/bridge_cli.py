@@ -17,16 +17,23 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from mediafed.api.calls import DB_FILE, RC_ROOM, ROOM_NAME, default_bridge_name
-from mediafed.config import load_config
 from mediafed.matrix.ids import RoomIdError, check_room_id
+from mediafed.rocketchat.rooms import RC_ROOM, ROOM_NAME, default_bridge_name
+from mediafed.rocketchat.service import DB_FILE
 from mediafed.store import Store, StoreError
 
+DataDirOf = Callable[[Path | None], Path]
+"""``server.data_dir`` of the configuration file given with ``--config`` (or of none)."""
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``bridge link|unlink|list`` to the ``mediafed`` command line."""
+
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], data_dir_of: DataDirOf
+) -> None:
+    """Add ``bridge link|unlink|list`` to the ``mediafed`` command line; ``data_dir_of``
+    reads the data directory from the configuration when ``--data-dir`` is not given."""
     bridge = subparsers.add_parser(
         "bridge", help="link Rocket.Chat and Matrix rooms to mediafed rooms"
     )
@@ -37,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser.add_argument(
             "--data-dir", type=Path, help="data directory (default: server.data_dir from config)"
         )
+        parser.set_defaults(data_dir_of=data_dir_of)
 
     link = actions.add_parser("link", help="map a Rocket.Chat room and/or a Matrix room")
     link.add_argument("--rocketchat-room", metavar="RID", help="Rocket.Chat room id")
@@ -66,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _store(args: argparse.Namespace) -> Store:
     data_dir = args.data_dir
     if data_dir is None:
-        data_dir = load_config(args.config).server.data_dir
+        data_dir = args.data_dir_of(args.config)
     return Store(Path(data_dir) / DB_FILE)
 
 

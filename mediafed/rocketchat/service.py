@@ -1,9 +1,5 @@
-"""The call API: calls for external rooms (Rocket.Chat, Matrix), join links, bridges.
-
-HTTP + JSON, documented in OpenAPI 3 (``mediafed/api/openapi.yaml``, served at
-``GET /api/v1/openapi.yaml``). Callers authenticate like LiveKit's server APIs:
-``Authorization: Bearer <HS256 JWT>`` signed with an API key pair from
-``config.keys`` and carrying ``roomCreate``/``roomList``/``roomAdmin`` grants.
+"""The call service: calls of external rooms (Rocket.Chat, Matrix), their
+participants, join links, and the events that leave mediafed about them.
 
 A call belongs to one mediafed room; an external room (``rocketchat:<rid>`` or a
 Matrix room id of any room version, ``!opaque:server`` or ``!hash``) resolves to
@@ -11,125 +7,41 @@ its room through the bridge table, so a Rocket.Chat room and the Matrix room
 linked to it share one call. The call of a Matrix room, or of a Rocket.Chat room
 linked to one, runs in that Matrix room's MatrixRTC room
 (:func:`mediafed.matrix.focus.room_call_alias`), where its Element Call users
-and classic callers are. Events of the
-room core (participant joined/left, room finished) reach the caller as signed
-webhooks (:mod:`mediafed.api.webhooks`); a call started on the Matrix side is
-announced in the linked Rocket.Chat room through :mod:`mediafed.rocketchat.client`.
+and classic callers are. Events of the room core (participant joined/left, room
+finished) reach the caller as signed webhooks (:mod:`.webhooks`); a call started
+on the Matrix side is announced in the linked Rocket.Chat room through
+:mod:`.client`. The HTTP routes over it are :mod:`.handlers`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
-import re
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
-from importlib import resources
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mediafed.api.webhooks import WebhookSender
-from mediafed.config import Config
-from mediafed.errors import AuthError, MediafedError
+from mediafed.errors import MediafedError
 from mediafed.matrix.focus import room_call_alias
-from mediafed.matrix.ids import FORMS, RoomIdError, check_room_id
-from mediafed.rocketchat.client import RocketChatClient, RocketChatConfig
-from mediafed.store import Bridge, CallRecord, Store, StoreError
-from mediafed.tokens import Claims, VideoGrant, mint_token, verify_token
+from mediafed.rocketchat.client import RocketChatClient
+from mediafed.rocketchat.config import RocketChatConfig
+from mediafed.rocketchat.models import JOIN_TTL_DEFAULT_S, CallError, CreateCall
+from mediafed.rocketchat.rooms import external_kind, room_for_external
+from mediafed.rocketchat.webhooks import WebhookSender
+from mediafed.signal.livekit.tokens import VideoGrant, mint_token
+from mediafed.store import Bridge, CallRecord, Store
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-RC_ROOM = re.compile(r"^rocketchat:([A-Za-z0-9_.-]{1,64})$")
-ROOM_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-JOIN_TTL_DEFAULT_S = 600
-"""Join tokens only need to be valid when the client connects; the signaling
-front-end hands connected clients fresh tokens (``refresh_token``) after that."""
-JOIN_TTL_MAX_S = 24 * 3600
 DB_FILE = "mediafed.sqlite3"
-
-
-class CallError(MediafedError):
-    """A call API request that cannot be done (unknown call, bad room id, ...)."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _external_kind(external_room: str) -> str:
-    """``"rocketchat"`` or ``"matrix"``; CallError saying what was expected otherwise."""
-    if RC_ROOM.match(external_room):
-        return "rocketchat"
-    if external_room.startswith(("!", "#")):
-        try:
-            check_room_id(external_room)
-        except RoomIdError as exc:
-            raise CallError(f"external_room: {exc}") from None
-        return "matrix"
-    raise CallError(
-        f"external_room {external_room!r} is neither 'rocketchat:<room id>' nor a Matrix "
-        f"room id ({FORMS})"
-    )
-
-
-def room_for_external(external_room: str) -> str:
-    """The mediafed room of an unbridged external room's calls: ``rc-<rid>`` for a
-    Rocket.Chat room, the MatrixRTC room of a Matrix room (where its Matrix users are)."""
-    if _external_kind(external_room) == "matrix":
-        return room_call_alias(external_room)
-    return f"rc-{external_room.partition(':')[2]}"
-
-
-def default_bridge_name(external_room: str) -> str:
-    """The name ``mediafed bridge link`` gives a link when none is given: ``rc-<rid>``,
-    or ``mx-`` and the Matrix room id with what room names cannot hold replaced."""
-    if _external_kind(external_room) == "matrix":
-        return "mx-" + re.sub(r"[^A-Za-z0-9_.-]", "_", external_room[1:])[:120]
-    return f"rc-{external_room.partition(':')[2]}"
-
-
-def check_matrix_room(matrix_room: str) -> str:
-    """A Matrix room id to link (any room version), or CallError saying what to give."""
-    try:
-        return check_room_id(matrix_room)
-    except RoomIdError as exc:
-        raise CallError(f"matrix_room: {exc}") from None
-
-
-class GrantError(AuthError):
-    """A valid token without the grant an endpoint needs (HTTP 403)."""
-
-
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CreateCall(_Request):
-    external_room: str
-    external_call_id: str = Field("", max_length=128)
-    title: str = Field("", max_length=256)
-    webhook_url: str = Field("", max_length=2048)
-
-
-class JoinCall(_Request):
-    identity: str = Field(min_length=1, max_length=128)
-    name: str = Field("", max_length=128)
-    mic: bool = True
-    cam: bool = False
-    ttl_s: int = Field(JOIN_TTL_DEFAULT_S, ge=60, le=JOIN_TTL_MAX_S)
-
-
-class PutBridge(_Request):
-    rocketchat_room: str | None = Field(None, min_length=1, max_length=64)
-    matrix_room: str | None = Field(None, min_length=3, max_length=512)
+"""The node's database (calls, bridges, webhook deliveries) under its data directory."""
 
 
 class CallService:
@@ -144,14 +56,19 @@ class CallService:
 
     def __init__(
         self,
-        config: Config,
         store: Store,
         webhooks: WebhookSender,
         *,
+        keys: Mapping[str, str],
+        public_url: str = "",
+        local_url: str = "http://127.0.0.1:7880",
         rocketchat: RocketChatClient | None = None,
         rocketchat_config: RocketChatConfig | None = None,
     ) -> None:
-        self.config = config
+        self.keys = keys
+        """API key -> secret: join tokens are signed with the key that made the call."""
+        self._public_url = public_url
+        self._local_url = local_url
         self.store = store
         self.webhooks = webhooks
         self.rocketchat = rocketchat
@@ -182,22 +99,21 @@ class CallService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def public_url(self, request: web.Request | None = None) -> str:
-        if self.config.server.public_url:
-            return self.config.server.public_url.rstrip("/")
+        """The node's base URL in links: the configured public URL, else where
+        ``request`` came in, else the local address of the HTTP port."""
+        if self._public_url:
+            return self._public_url.rstrip("/")
         if request is not None:
             return str(request.url.origin())
-        host = self.config.server.bind
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        return f"http://{host}:{self.config.server.http_port}"
+        return self._local_url
 
     def _signing_key(self, call: CallRecord) -> tuple[str, str]:
-        if call.api_key in self.config.keys:
-            return call.api_key, self.config.keys[call.api_key]
-        if not self.config.keys:
+        if call.api_key in self.keys:
+            return call.api_key, self.keys[call.api_key]
+        if not self.keys:
             raise CallError("no API keys are configured; add a [keys] entry", status=503)
-        key = next(iter(self.config.keys))
-        return key, self.config.keys[key]
+        key = next(iter(self.keys))
+        return key, self.keys[key]
 
     async def resolve_room(self, external_room: str) -> str:
         """The mediafed room whose call belongs to ``external_room``.
@@ -205,7 +121,7 @@ class CallService:
         A bridge with a Matrix room runs its calls in that Matrix room's MatrixRTC
         room, so Rocket.Chat users meet its Element Call users and classic callers;
         a bridge of a Rocket.Chat room alone, in the bridge's own room."""
-        if _external_kind(external_room) == "rocketchat":
+        if external_kind(external_room) == "rocketchat":
             rid = external_room.partition(":")[2]
             bridge = await self.store.find_bridge(rocketchat_room=rid)
         else:
@@ -390,12 +306,12 @@ class CallService:
             return False
         call = await self.store.active_call(room)
         if call is None:
-            if not self.config.keys:
+            if not self.keys:
                 log.error("x room=%s: no API keys configured; cannot open a call", room)
                 return False
             external = bridge.matrix_room or f"rocketchat:{bridge.rocketchat_room}"
             call, _ = await self.create_call(
-                CreateCall(external_room=external), next(iter(self.config.keys))
+                CreateCall(external_room=external), next(iter(self.keys))
             )
         if self.rocketchat is None:
             log.warning("x room=%s: Rocket.Chat is not configured; notice not posted", room)
@@ -427,243 +343,3 @@ class CallService:
                 )
                 return True
         return False
-
-
-CALL_SERVICE_KEY = web.AppKey("mediafed_call_service", CallService)
-CLAIMS_KEY = web.RequestKey("mediafed_claims", Claims)
-
-
-# -- HTTP layer ------------------------------------------------------------------
-
-
-def _json_error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
-def _authorize(request: web.Request, grant: str) -> Claims:
-    service = request.app[CALL_SERVICE_KEY]
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError(
-            "send 'Authorization: Bearer <JWT>' signed with an API key pair of this server "
-            "(grants roomCreate, roomList, roomAdmin)"
-        )
-    if not service.config.keys:
-        raise AuthError("this server has no API keys configured; add a [keys] entry")
-    claims = verify_token(token.strip(), service.config.keys)
-    if not getattr(claims.video, grant):
-        camel = {"room_create": "roomCreate", "room_list": "roomList", "room_admin": "roomAdmin"}
-        raise GrantError(
-            f"the token lacks the {camel[grant]} grant; mint it with "
-            "VideoGrant(room_create=True, room_list=True, room_admin=True)"
-        )
-    return claims
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _endpoint(grant: str | None) -> Callable[[Handler], Handler]:
-    def wrap(handler: Handler) -> Handler:
-        async def run(request: web.Request) -> web.StreamResponse:
-            try:
-                if grant is not None:
-                    request[CLAIMS_KEY] = _authorize(request, grant)
-                return await handler(request)
-            except GrantError as exc:
-                return _json_error(403, str(exc))
-            except AuthError as exc:
-                return _json_error(401, str(exc))
-            except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
-                    for err in exc.errors()
-                )
-                return _json_error(400, f"invalid request body: {problems}")
-            except CallError as exc:
-                return _json_error(exc.status, str(exc))
-            except StoreError as exc:
-                return _json_error(409, str(exc))
-
-        return run
-
-    return wrap
-
-
-async def _body(request: web.Request) -> Any:
-    try:
-        return await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise CallError("the request body must be JSON (Content-Type: application/json)") from None
-
-
-@_endpoint("room_create")
-async def _create(request: web.Request) -> web.StreamResponse:
-    service = request.app[CALL_SERVICE_KEY]
-    body = CreateCall.model_validate(await _body(request))
-    if body.webhook_url and not body.webhook_url.startswith(("http://", "https://")):
-        raise CallError("webhook_url must be an http:// or https:// URL")
-    call, created = await service.create_call(body, request[CLAIMS_KEY].api_key)
-    payload = {**service.call_json(call, request), "created": created}
-    return web.json_response(payload, status=201 if created else 200)
-
-
-@_endpoint("room_list")
-async def _list(request: web.Request) -> web.StreamResponse:
-    service = request.app[CALL_SERVICE_KEY]
-    status = request.query.get("status")
-    if status not in (None, "active", "ended"):
-        raise CallError("status must be 'active' or 'ended'")
-    calls = await service.store.list_calls(status=status)
-    return web.json_response({"calls": [service.call_json(call, request) for call in calls]})
-
-
-@_endpoint("room_list")
-async def _get(request: web.Request) -> web.StreamResponse:
-    service = request.app[CALL_SERVICE_KEY]
-    call = await service.get_call(request.match_info["call_id"])
-    return web.json_response(service.call_json(call, request))
-
-
-@_endpoint("room_admin")
-async def _delete(request: web.Request) -> web.StreamResponse:
-    service = request.app[CALL_SERVICE_KEY]
-    call = await service.end_call(request.match_info["call_id"], reason="ended through the API")
-    return web.json_response(service.call_json(call, request))
-
-
-@_endpoint("room_admin")
-async def _join(request: web.Request) -> web.StreamResponse:
-    service = request.app[CALL_SERVICE_KEY]
-    call = await service.get_call(request.match_info["call_id"])
-    body = JoinCall.model_validate(await _body(request))
-    if call.status != "active":
-        raise CallError(f"call {call.call_id} has ended; create a new one", 410)
-    token = service.join_token(call, body.identity, body.name, ttl_s=body.ttl_s)
-    return web.json_response(
-        {
-            "token": token,
-            "join_url": service.join_url(token, mic=body.mic, cam=body.cam, request=request),
-            "room": call.room,
-            "identity": body.identity,
-            "expires_in_s": body.ttl_s,
-        }
-    )
-
-
-@_endpoint(None)
-async def _invite(request: web.Request) -> web.StreamResponse:
-    service = request.app[CALL_SERVICE_KEY]
-    call = await service.get_call(request.match_info["call_id"])
-    code = request.query.get("code", "")
-    if not hmac.compare_digest(code.encode(), call.invite_code.encode()):
-        raise AuthError("this invite link is not valid; ask for a new link")
-    if call.status != "active":
-        raise CallError("this call has ended", 410)
-    name = request.query.get("name", "")[:128] or "Guest"
-    token = service.join_token(call, f"guest-{secrets.token_hex(4)}", name)
-    raise web.HTTPFound(service.join_url(token, mic=True, cam=False, request=request))
-
-
-@_endpoint("room_list")
-async def _bridges(request: web.Request) -> web.StreamResponse:
-    service = request.app[CALL_SERVICE_KEY]
-    bridges = await service.store.list_bridges()
-    return web.json_response({"bridges": [bridge.to_json() for bridge in bridges]})
-
-
-@_endpoint("room_admin")
-async def _put_bridge(request: web.Request) -> web.StreamResponse:
-    service = request.app[CALL_SERVICE_KEY]
-    room = request.match_info["room"]
-    if not ROOM_NAME.match(room):
-        raise CallError("room names use letters, digits and . _ : - (at most 128)")
-    body = PutBridge.model_validate(await _body(request))
-    if body.rocketchat_room is None and body.matrix_room is None:
-        raise CallError("give rocketchat_room, matrix_room or both")
-    if body.rocketchat_room is not None and not RC_ROOM.match(f"rocketchat:{body.rocketchat_room}"):
-        raise CallError("rocketchat_room must be a Rocket.Chat room id (letters, digits)")
-    if body.matrix_room is not None:
-        check_matrix_room(body.matrix_room)
-    bridge = await service.store.put_bridge(
-        room, rocketchat_room=body.rocketchat_room, matrix_room=body.matrix_room
-    )
-    return web.json_response(bridge.to_json())
-
-
-@_endpoint("room_admin")
-async def _delete_bridge(request: web.Request) -> web.StreamResponse:
-    service = request.app[CALL_SERVICE_KEY]
-    room = request.match_info["room"]
-    if not await service.store.delete_bridge(room):
-        raise CallError(f"room {room!r} has no bridge; list them with GET /api/v1/bridges", 404)
-    return web.json_response({"room": room, "deleted": True})
-
-
-def openapi_text() -> str:
-    return (resources.files("mediafed.api") / "openapi.yaml").read_text(encoding="utf-8")
-
-
-async def _openapi(request: web.Request) -> web.StreamResponse:
-    return web.Response(text=openapi_text(), content_type="application/yaml")
-
-
-def make_calls_extension(
-    *,
-    store: Store | None = None,
-    rocketchat_config: RocketChatConfig | None = None,
-    webhook_options: dict[str, Any] | None = None,
-) -> Callable[[web.Application, Config], None]:
-    """An extension for :func:`mediafed.server.build_app` with explicit parts.
-
-    ``rocketchat_config`` defaults to ``config.rocketchat`` when the Config has
-    that table; ``store`` defaults to SQLite under ``server.data_dir``.
-    """
-
-    def setup(app: web.Application, config: Config) -> None:
-        db = store or Store(config.server.data_dir / DB_FILE)
-        sender = WebhookSender(config.keys, store=db, **(webhook_options or {}))
-        rc_config = rocketchat_config
-        if rc_config is None:
-            configured = getattr(config, "rocketchat", None)
-            rc_config = (
-                RocketChatConfig.model_validate(configured.model_dump())
-                if isinstance(configured, BaseModel)
-                else RocketChatConfig()
-            )
-        client = RocketChatClient(rc_config) if rc_config.enabled else None
-        service = CallService(config, db, sender, rocketchat=client, rocketchat_config=rc_config)
-        app[CALL_SERVICE_KEY] = service
-
-        async def startup(app: web.Application) -> None:
-            await db.open()
-            await sender.start()
-
-        async def cleanup(app: web.Application) -> None:
-            await service.close()
-            await sender.close()
-            if client is not None:
-                await client.close()
-            await db.close()
-
-        app.on_startup.append(startup)
-        app.on_cleanup.append(cleanup)
-        router = app.router
-        router.add_post("/api/v1/calls", _create)
-        router.add_get("/api/v1/calls", _list)
-        router.add_get("/api/v1/calls/{call_id}", _get)
-        router.add_delete("/api/v1/calls/{call_id}", _delete)
-        router.add_post("/api/v1/calls/{call_id}/join", _join)
-        router.add_get("/api/v1/calls/{call_id}/invite", _invite)
-        router.add_get("/api/v1/bridges", _bridges)
-        router.add_put("/api/v1/bridges/{room}", _put_bridge)
-        router.add_delete("/api/v1/bridges/{room}", _delete_bridge)
-        router.add_get("/api/v1/openapi.yaml", _openapi)
-
-    return setup
-
-
-def setup_calls_api(app: web.Application, config: Config) -> None:
-    """Add the call API (routes, database, webhook sender) to ``app``."""
-    make_calls_extension()(app, config)

@@ -89,6 +89,7 @@ typedef struct {
     PyObject *srtp;  /* the SrtpContext whose session ``tx`` is (kept alive), or NULL */
     void *tx;        /* its outbound srtp_t */
     int fd;
+    PyObject *stream; /* ICE-TCP: write(frame) -> bool of the connection; NULL: UDP */
     socklen_t addrlen; /* 0: no address yet */
     struct sockaddr_storage addr;
     unsigned long long datagrams_out;
@@ -202,13 +203,42 @@ report_media_error(PyObject *endpoint)
     return result;
 }
 
+/* Hand ``len`` protected bytes to the ICE-TCP connection's writer, which
+ * frames and queues them (transport/tcp.py): ``len``, or -1 when it dropped
+ * them (its queue is full, or it closed). The writer is mediafed's own and does
+ * not raise; should it, the error is reported as unraisable and the packet is
+ * counted as refused. */
+static ssize_t
+write_stream(SendTarget *t, const unsigned char *buf, int len)
+{
+    PyObject *frame = PyBytes_FromStringAndSize((const char *)buf, len);
+    if (frame == NULL) {
+        PyErr_WriteUnraisable(t->stream);
+        return -1;
+    }
+    PyObject *queued = PyObject_CallOneArg(t->stream, frame);
+    Py_DECREF(frame);
+    if (queued == NULL) {
+        PyErr_WriteUnraisable(t->stream);
+        return -1;
+    }
+    int ok = PyObject_IsTrue(queued);
+    Py_DECREF(queued);
+    if (ok < 0) {
+        PyErr_WriteUnraisable(t->stream);
+        return -1;
+    }
+    return ok ? len : -1;
+}
+
 /* Number (transport-wide sequence), protect in place and send ``length``
  * bytes of plaintext RTP in ``buf``, which has room for BUFFER_SIZE: the
- * protected length, or a SEND_* code. Runs no Python. */
+ * protected length, or a SEND_* code. Runs no Python, unless the peer is
+ * reached over ICE-TCP (a fallback path: its writer is called). */
 static long
 send_buffer(SendTarget *t, unsigned char *buf, Py_ssize_t length)
 {
-    if (t->tx == NULL || t->addrlen == 0 || protect == NULL)
+    if (t->tx == NULL || (t->addrlen == 0 && t->stream == NULL) || protect == NULL)
         return SEND_NOT_READY;
     if (length < 12 || length > MAX_DATAGRAM) {
         t->oversize += 1;
@@ -225,8 +255,10 @@ send_buffer(SendTarget *t, unsigned char *buf, Py_ssize_t length)
         t->srtp_errors += 1;
         return SEND_SRTP_REFUSED;
     }
-    ssize_t sent = sendto(t->fd, buf, (size_t)len, 0, (const struct sockaddr *)&t->addr,
-                          t->addrlen);
+    ssize_t sent = t->stream != NULL
+                       ? write_stream(t, buf, len)
+                       : sendto(t->fd, buf, (size_t)len, 0, (const struct sockaddr *)&t->addr,
+                                t->addrlen);
     if (twcc_at >= 0 && t->sent != NULL) {
         /* Numbered even when the kernel refused it: the receiver reports it lost. */
         struct sent_record *record = &t->sent[twcc_seq & (SENT_HISTORY - 1)];
@@ -267,14 +299,22 @@ static int
 SendTarget_traverse(SendTarget *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->srtp);
+    Py_VISIT(self->stream);
     return 0;
+}
+
+static void
+clear_srtp(SendTarget *self)
+{
+    self->tx = NULL;
+    Py_CLEAR(self->srtp);
 }
 
 static int
 SendTarget_clear(SendTarget *self)
 {
-    self->tx = NULL;
-    Py_CLEAR(self->srtp);
+    clear_srtp(self);
+    Py_CLEAR(self->stream);
     return 0;
 }
 
@@ -331,12 +371,31 @@ SendTarget_set_address(SendTarget *self, PyObject *sockaddr)
     Py_RETURN_NONE;
 }
 
+/* set_stream(write): ICE-TCP, the connection's ``write(frame) -> bool``
+ * that frames (RFC 4571) and queues a protected packet; it takes precedence
+ * over the address. None: back to UDP. */
+static PyObject *
+SendTarget_set_stream(SendTarget *self, PyObject *write)
+{
+    if (write != Py_None && !PyCallable_Check(write)) {
+        PyErr_SetString(PyExc_TypeError, "set_stream: a callable or None");
+        return NULL;
+    }
+    if (write == Py_None) {
+        Py_CLEAR(self->stream);
+    } else {
+        Py_INCREF(write);
+        Py_XSETREF(self->stream, write);
+    }
+    Py_RETURN_NONE;
+}
+
 /* set_srtp(context): the SrtpContext whose outbound session protects, or None. */
 static PyObject *
 SendTarget_set_srtp(SendTarget *self, PyObject *context)
 {
     if (context == Py_None) {
-        SendTarget_clear(self);
+        clear_srtp(self);
         Py_RETURN_NONE;
     }
     PyObject *address = PyObject_GetAttr(context, str_tx_address);
@@ -367,7 +426,8 @@ SendTarget_send_packet(SendTarget *self, PyObject *arg)
         return NULL;
     long result;
     if (packet.len > MAX_DATAGRAM || packet.len < 12) {
-        result = self->tx == NULL || self->addrlen == 0 ? SEND_NOT_READY : SEND_OVERSIZE;
+        int path = self->addrlen != 0 || self->stream != NULL;
+        result = self->tx == NULL || !path ? SEND_NOT_READY : SEND_OVERSIZE;
         if (result == SEND_OVERSIZE)
             self->oversize += 1;
     } else {
@@ -457,7 +517,7 @@ SendTarget_sent(SendTarget *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 SendTarget_get_ready(SendTarget *self, void *closure)
 {
-    return PyBool_FromLong(self->tx != NULL && self->addrlen != 0);
+    return PyBool_FromLong(self->tx != NULL && (self->addrlen != 0 || self->stream != NULL));
 }
 
 static PyMethodDef SendTarget_methods[] = {
@@ -465,6 +525,8 @@ static PyMethodDef SendTarget_methods[] = {
      "The socket (or file descriptor) datagrams leave from; None: none."},
     {"set_address", (PyCFunction)SendTarget_set_address, METH_O,
      "The peer's address, a packed sockaddr_in or sockaddr_in6; None: none."},
+    {"set_stream", (PyCFunction)SendTarget_set_stream, METH_O,
+     "ICE-TCP: the connection's write(frame) -> bool; None: UDP to the address."},
     {"set_srtp", (PyCFunction)SendTarget_set_srtp, METH_O,
      "The SrtpContext whose outbound session protects; None: none."},
     {"send_packet", (PyCFunction)SendTarget_send_packet, METH_O,
@@ -495,7 +557,8 @@ static PyMemberDef SendTarget_members[] = {
 };
 
 static PyGetSetDef SendTarget_getset[] = {
-    {"ready", (getter)SendTarget_get_ready, NULL, "an address and keys are set", NULL},
+    {"ready", (getter)SendTarget_get_ready, NULL, "a path (address or stream) and keys are set",
+     NULL},
     {NULL},
 };
 

@@ -2,8 +2,10 @@
 
 An endpoint is one peer connection's transport (BUNDLE with rtcp-mux: one
 5-tuple carries everything). The UDP demux (:mod:`mediafed.transport.udp`)
-hands it STUN, DTLS and SRTP datagrams; it hands decrypted RTP/RTCP up to an
-:class:`EndpointHandler` (the room core) and sends what the core asks.
+hands it STUN, DTLS and SRTP datagrams — or, for a client that reached us over
+ICE-TCP, its connection does (:mod:`mediafed.transport.tcp`); it hands
+decrypted RTP/RTCP up to an :class:`EndpointHandler` (the room core) and sends
+what the core asks, on whichever path its last nominated check came.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from mediafed.transport.ice import IceLiteAgent
 from mediafed.transport.srtp import PacketBuffer, SrtpContext
 
 if TYPE_CHECKING:
+    from mediafed.transport.tcp import TcpConnection
     from mediafed.transport.udp import MediaSocket
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,7 @@ class Endpoint:
         "sockaddr",
         "state",
         "stats",
+        "stream",
         "target",
     )
 
@@ -100,7 +104,9 @@ class Endpoint:
         self._srtp: SrtpContext | None = None
         self.addr: tuple[str, int] | None = None
         self.sockaddr: bytes | None = None
-        """``addr`` packed for the native read loop; set and cleared with it."""
+        """``addr`` packed for the native read loop; set and cleared with it (UDP only)."""
+        self.stream: TcpConnection | None = None
+        """The ICE-TCP connection media goes on, when the client came over TCP."""
         self.target = native.SendTarget()
         """Where media for this peer goes (socket, SRTP, address): what a DownTrack holds."""
         self.target.set_socket(mux.sock)
@@ -179,11 +185,22 @@ class Endpoint:
         self.mux.register(self)
 
     def local_candidates(self) -> list[str]:
-        """Host candidates (RFC 8839 §5.1) on every advertised address."""
+        """Host candidates (RFC 8839 §5.1) on every advertised address: UDP, and
+        passive TCP (RFC 6544 §4.5) below every UDP one when ICE-TCP is on."""
         lines = []
-        for index, ip in enumerate(self.mux.advertised_ips, start=1):
+        mux = self.mux
+        for index, ip in enumerate(mux.advertised_ips, start=1):
             priority = (126 << 24) | ((65535 - index) << 8) | 255
-            lines.append(f"candidate:{index} 1 udp {priority} {ip} {self.mux.port} typ host")
+            lines.append(f"candidate:{index} 1 udp {priority} {ip} {mux.port} typ host")
+        if mux.tcp_port:
+            for index, ip in enumerate(mux.advertised_ips, start=1):
+                # RFC 6544 §4.2: local preference (direction 4: passive) << 13 | other
+                local = (4 << 13) | (8191 - index)
+                priority = (126 << 24) | (local << 8) | 255
+                lines.append(
+                    f"candidate:{100 + index} 1 tcp {priority} {ip} {mux.tcp_port} "
+                    "typ host tcptype passive"
+                )
         return lines
 
     # -- inbound ----------------------------------------------------------
@@ -194,16 +211,31 @@ class Endpoint:
         self.state = state
         self.handler.on_state(self, state)
 
-    def on_stun(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+    def on_stun(
+        self,
+        data: bytes,
+        addr: tuple[str, int],
+        now: float,
+        *,
+        stream: TcpConnection | None = None,
+    ) -> None:
+        """A STUN message from ``addr`` (on ICE-TCP connection ``stream``, else UDP)."""
         result = self.ice.handle(data, addr, now)
         if result.response is not None:
-            self.mux.send_to(result.response, addr)
+            if stream is not None:
+                stream.write(result.response)
+            else:
+                self.mux.send_to(result.response, addr)
         if not result.valid:
             if result.error:
                 self.mux.report("stun", addr, f"{self.label} {result.error}")
             return
-        if self.addr is None or (result.nominated and addr != self.addr):
-            self.mux.bind_address(self, addr)
+        moved = addr != self.addr or stream is not self.stream
+        if self.addr is None or (result.nominated and moved):
+            if stream is not None:
+                self.mux.bind_stream(self, stream)
+            else:
+                self.mux.bind_address(self, addr)
             if self.state in (EndpointState.NEW, EndpointState.CHECKING):
                 self._start_dtls()
 
@@ -334,7 +366,9 @@ class Endpoint:
 
     # -- outbound ---------------------------------------------------------
     def send_raw(self, datagram: bytes) -> None:
-        if self.addr is not None:
+        if self.stream is not None:
+            self.stream.write(datagram)
+        elif self.addr is not None:
             self.mux.send_to(datagram, self.addr)
 
     def send_rtcp(self, packet: bytes) -> None:
@@ -346,7 +380,7 @@ class Endpoint:
             self.mux.counters["send_errors"] += 1
             self.mux.report("rtcp", self.addr, f"{self.label} RTCP of {len(packet)} bytes not sent")
             return
-        self.mux.send_to(protected, self.addr)
+        self.send_raw(protected)
 
     def close(self) -> None:
         if self.datachannels is not None:
@@ -360,5 +394,9 @@ class Endpoint:
         self.mux.retire(self)
         self.mux.unregister(self)
         self.target.set_address(None)
+        if self.stream is not None:
+            self.target.set_stream(None)
+            self.stream.close()
+            self.stream = None
         self.srtp = None
         self._set_state(EndpointState.CLOSED)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pylibsrtp._binding import ffi, lib
@@ -56,6 +57,7 @@ class PySendTarget:
         "_sent",
         "_sock",
         "_srtp",
+        "_stream",
         "datagrams_out",
         "fd",
         "octets_out",
@@ -70,6 +72,7 @@ class PySendTarget:
         self._sock: socket.socket | None = None
         self._addr: tuple[Any, ...] | None = None
         self._srtp: SrtpContext | None = None
+        self._stream: Callable[[bytes], bool] | None = None
         self.fd = -1
         self.datagrams_out = 0
         self.octets_out = 0
@@ -83,7 +86,7 @@ class PySendTarget:
 
     @property
     def ready(self) -> bool:
-        return self._addr is not None and self._srtp is not None
+        return (self._addr is not None or self._stream is not None) and self._srtp is not None
 
     def set_socket(self, sock: socket.socket | None) -> None:
         self._sock = sock
@@ -97,6 +100,14 @@ class PySendTarget:
             self._addr = unpack_sockaddr(sockaddr)
         except ValueError:
             raise ValueError("set_address: not a packed sockaddr_in or sockaddr_in6") from None
+
+    def set_stream(self, write: Callable[[bytes], bool] | None) -> None:
+        """ICE-TCP: the connection's ``write(frame) -> bool`` that frames (RFC 4571)
+        and queues a protected packet; it takes precedence over the address.
+        None: back to UDP."""
+        if write is not None and not callable(write):
+            raise TypeError("set_stream: a callable or None")
+        self._stream = write
 
     def set_srtp(self, context: SrtpContext | None) -> None:
         self._srtp = context
@@ -130,8 +141,8 @@ class PySendTarget:
         return self._send(data, len(data))
 
     def _send(self, packet: memoryview, length: int) -> int:
-        srtp, addr, sock = self._srtp, self._addr, self._sock
-        if srtp is None or addr is None:
+        srtp, addr, sock, stream = self._srtp, self._addr, self._sock, self._stream
+        if srtp is None or (addr is None and stream is None):
             return SEND_NOT_READY
         if not 12 <= length <= MAX_DATAGRAM:
             self.oversize += 1
@@ -149,13 +160,16 @@ class PySendTarget:
             self.srtp_errors += 1
             return SEND_SRTP_REFUSED
         size = int(cell[0])
-        try:
-            if sock is None:
-                raise OSError("no socket")
-            sock.sendto(view[:size], addr)
-            refused = False
-        except OSError:
-            refused = True
+        if stream is not None:
+            refused = not stream(bytes(view[:size]))
+        else:
+            try:
+                if sock is None or addr is None:
+                    raise OSError("no socket")
+                sock.sendto(view[:size], addr)
+                refused = False
+            except OSError:
+                refused = True
         if twcc_at >= 0:
             # numbered even when the kernel refused it: the receiver reports it lost
             self._sent[seq & (SENT_HISTORY - 1)] = (

@@ -20,7 +20,8 @@ typedef struct {
     /* Protect in place and send ``length`` bytes of plaintext RTP in ``buf``
      * (room for ``buffer_size``) to ``target``, a send_target_type instance:
      * the protected length, or -1 (libsrtp refused), -2 (the kernel refused),
-     * -3 (no address or keys yet), -4 (too short or long). Runs no Python. */
+     * -3 (no address or keys yet), -4 (too short or long). Runs no Python,
+     * unless the target is an ICE-TCP connection's (its writer is called). */
     long (*send_buffer)(PyObject *target, unsigned char *buf, Py_ssize_t length);
     int buffer_size;
     int max_datagram;

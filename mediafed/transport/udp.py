@@ -29,6 +29,7 @@ from mediafed.transport.srtp import MAX_DATAGRAM, PacketBuffer
 
 if TYPE_CHECKING:
     from mediafed.transport.endpoint import Endpoint
+    from mediafed.transport.tcp import TcpConnection
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ class MediaSocket:
         self.advertised_ips = advertised_ips
         self.clock = clock
         self.rx = PacketBuffer()
+        self.tcp_port = 0
+        """The ICE-TCP port when its listener runs (transport/tcp.py), else 0."""
         self.sock: socket.socket | None = None
         self.fd = -1
         self.by_ufrag: dict[str, Endpoint] = {}
@@ -199,11 +202,37 @@ class MediaSocket:
             previous.sockaddr = None
             previous.target.set_address(None)
         self._unbind(endpoint)
+        self._leave_stream(endpoint)
         endpoint.addr = addr
         endpoint.sockaddr = sockaddr = pack_sockaddr(addr)
         endpoint.target.set_address(sockaddr)
         self.by_addr[addr] = endpoint
         self.by_sockaddr[sockaddr] = endpoint
+
+    def bind_stream(self, endpoint: Endpoint, stream: TcpConnection) -> None:
+        """A valid ICE check of ``endpoint`` came on ICE-TCP connection ``stream``:
+        media goes there, and what arrives on it is this endpoint's."""
+        self._unbind(endpoint)
+        self._leave_stream(endpoint)
+        endpoint.addr = stream.peer
+        endpoint.sockaddr = None
+        endpoint.stream = stream
+        stream.bound(endpoint)
+        endpoint.target.set_address(None)
+        endpoint.target.set_stream(stream.write)
+
+    def _leave_stream(self, endpoint: Endpoint) -> None:
+        if endpoint.stream is not None:
+            endpoint.stream = None
+            endpoint.target.set_stream(None)
+
+    def stream_lost(self, endpoint: Endpoint, stream: TcpConnection) -> None:
+        """The ICE-TCP connection ``endpoint`` used closed: no path until the client's
+        next valid check (on a new connection, or UDP); consent freshness decides
+        meanwhile whether the endpoint is gone."""
+        if endpoint.stream is stream:
+            self._leave_stream(endpoint)
+            endpoint.addr = None
 
     # -- I/O ----------------------------------------------------------------
     def send_to(self, datagram: bytes | memoryview, addr: tuple[str, int]) -> None:

@@ -76,6 +76,17 @@ def payload_end(buf: bytes | bytearray | memoryview, length: int) -> int:
     return length
 
 
+def padding_only(buf: bytes | bytearray | memoryview, length: int) -> bool:
+    """An RTP packet with the P bit whose payload is all padding (RFC 3550 §5.1): a
+    bandwidth probe. False for a malformed one (the checks of media/_forward.c)."""
+    if not buf[0] & 0x20:
+        return False
+    try:
+        return payload_end(buf, length) == payload_offset(buf, length)
+    except RtpError:
+        return False
+
+
 def iter_extensions(
     buf: bytes | bytearray | memoryview, length: int
 ) -> Iterator[tuple[int, int, int]]:

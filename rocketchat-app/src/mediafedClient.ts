@@ -1,5 +1,5 @@
 /**
- * mediafed's call API as the App uses it (see mediafed/api/openapi.yaml):
+ * mediafed's call API as the App uses it (see mediafed/rocketchat/openapi.yaml):
  * `GET /api/v1/calls`, `POST /api/v1/calls`, `POST /api/v1/calls/{id}/join`,
  * each authenticated with a fresh short-lived HS256 service token.
  */

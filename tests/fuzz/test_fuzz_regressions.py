@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from mediafed.api import webhooks
 from mediafed.errors import AuthError
+from mediafed.rocketchat import webhooks
 from mediafed.transport.ice import IceLiteAgent, parse_username
 from mediafed.wire import sdp
 

@@ -21,7 +21,7 @@ from mediafed.matrix.focus import (
     livekit_room_alias,
     mint_focus_token,
 )
-from mediafed.tokens import verify_token
+from mediafed.signal.livekit.tokens import verify_token
 
 UNSAFE = ">?~\x7f"
 SECRET = "s" * 32

@@ -139,8 +139,9 @@ async def _bridge(
     def extension(app: Any, cfg: Config) -> None:
         setup_matrix(
             app,
-            cfg,
             matrix,
+            keys=cfg.keys,
+            data_dir=cfg.server.data_dir,
             rooms=rooms,
             on_call_started=lambda room, name: started.append((room, name)),
         )

@@ -31,7 +31,7 @@ from mediafed.matrix.focus import (
     room_call_alias,
     setup_focus,
 )
-from mediafed.tokens import require_room_join, verify_token
+from mediafed.signal.livekit.tokens import require_room_join, verify_token
 from tests.matrix.conftest import FakeHomeserver, serve
 
 KEYS = {"focuskey": "a-secret-long-enough-for-hs256-signing!!"}
@@ -42,7 +42,12 @@ ROOM = "!abcdef:hs.example"
 @asynccontextmanager
 async def _focus(config: Config, matrix: MatrixConfig) -> AsyncIterator[str]:
     app = await server.build_app(
-        config, extensions=[lambda app, cfg: setup_focus(app, cfg, matrix)]
+        config,
+        extensions=[
+            lambda app, cfg: setup_focus(
+                app, matrix, keys=cfg.keys, public_url=cfg.server.public_url
+            )
+        ],
     )
     async with serve(app) as url:
         yield url

@@ -44,7 +44,7 @@ from mediafed.matrix.appservice import APPSERVICE_KEY
 from mediafed.matrix.calls import CallState, mediafed_room_for
 from mediafed.matrix.frontend import CALL_BRIDGE_KEY, MEMBERSHIP_KEY
 from mediafed.media import RoomManager
-from mediafed.tokens import VideoGrant, mint_token, require_room_join, verify_token
+from mediafed.signal.livekit.tokens import VideoGrant, mint_token, require_room_join, verify_token
 from mediafed.worker import Worker
 from tests.matrix.test_matrix_calls import MatrixCaller, close_to
 from tests.matrix.test_matrix_calls_synapse import MatrixClient, _invite, _room_with_bot
@@ -92,7 +92,7 @@ async def full_node(
                 "data_dir": str(data_dir),
                 "public_url": url,
             },
-            "rtc": {"udp_port": 0, "node_ip": ["127.0.0.2"]},
+            "rtc": {"udp_port": 0, "tcp_port": 0, "node_ip": ["127.0.0.2"]},
             "matrix": {
                 "server_name": synapse.server_name,
                 "homeserver_url": synapse.base_url,

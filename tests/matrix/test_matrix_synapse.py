@@ -26,7 +26,7 @@ from mediafed.matrix.focus import legacy_identity, livekit_identity, livekit_roo
 from mediafed.matrix.frontend import MEMBERSHIP_KEY, setup_matrix
 from mediafed.matrix.membership import CallMembership
 from mediafed.matrix.voip import CallEvent, Invite
-from mediafed.tokens import require_room_join, verify_token
+from mediafed.signal.livekit.tokens import require_room_join, verify_token
 from tests.matrix.conftest import serve
 from tests.synapse_fixture import SynapseServer
 
@@ -58,7 +58,7 @@ async def _mediafed(
     config = Config.model_validate({"keys": KEYS, "server": {"data_dir": str(data_dir)}})
 
     def extension(app: Any, cfg: Config) -> None:
-        setup_matrix(app, cfg, matrix, call_sink=sink)
+        setup_matrix(app, matrix, keys=cfg.keys, data_dir=cfg.server.data_dir, call_sink=sink)
 
     app = await server.build_app(config, extensions=[extension])
     async with serve(app, port=synapse.appservice_port if appservice else 0) as url:

@@ -157,6 +157,7 @@ class AiortcParticipant:
     # -- driving --------------------------------------------------------------
     async def join(self, **kwargs: Any) -> Session:
         self.session = await self.room.join(self.identity, listener=self, **kwargs)
+        self.session.start_subscriber()
         self._tasks.append(asyncio.create_task(self._answer_offers()))
         return self.session
 

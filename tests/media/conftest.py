@@ -13,6 +13,7 @@ def media_config(**rtc: object) -> object:
     overrides = {
         "MEDIAFED_SERVER_BIND": "127.0.0.2",
         "MEDIAFED_RTC_UDP_PORT": "0",
+        "MEDIAFED_RTC_TCP_PORT": "0",
         "MEDIAFED_RTC_NODE_IP": "127.0.0.2",
     }
     for key, value in rtc.items():
@@ -38,14 +39,14 @@ def rooms(worker: Worker) -> RoomManager:
 def use_python_paths(monkeypatch: pytest.MonkeyPatch, *, read_loop: bool = True) -> None:
     """Run the Python reference of every native step in this test (the native
     modules stay loaded): send target, peer, receive step, fan-out, read loop."""
-    from mediafed.media import native, peer, track
+    from mediafed.media import layer, native, peer
     from mediafed.transport import native as transport_native, udp
     from mediafed.transport.target import PySendTarget
 
     monkeypatch.setattr(transport_native, "SendTarget", PySendTarget)
     monkeypatch.setattr(peer.MediaPeer, "on_rtp", native.PyPeerBase.on_rtp)
     monkeypatch.setattr(native, "receive_rtp", None)
-    monkeypatch.setattr(track, "_fanout", native.py_fanout)
+    monkeypatch.setattr(layer, "_fanout", native.py_fanout)
     if read_loop:
         monkeypatch.setattr(udp, "_read_datagrams", None)
 

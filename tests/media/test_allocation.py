@@ -9,7 +9,7 @@ import struct
 import pylibsrtp
 
 from mediafed.media import LayerInfo, RoomManager, TrackKind
-from mediafed.media.allocation import Demand, allocate
+from mediafed.media.allocation import PAUSED, Demand, allocate, shortfall
 from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.srtp import SrtpContext
 from mediafed.wire import rtcp, rtp
@@ -32,6 +32,26 @@ def test_everyone_gets_the_lowest_layer_then_the_budget_is_shared() -> None:
     # Settings cap what is given; missing layers are skipped.
     assert allocate(10_000_000, [Demand("thumb", 1, LAYERS)]) == {"thumb": 1}
     assert allocate(10_000_000, [Demand("two", 2, {0: 150_000, 2: 1_500_000})]) == {"two": 2}
+
+
+def test_what_does_not_fit_at_all_is_paused_when_pausing_is_allowed() -> None:
+    camera = Demand("cam", 2, LAYERS)
+    screen = Demand("screen", 2, LAYERS, priority=1)
+    # 200 kbit/s carries one lowest layer: the screen share keeps it, the camera pauses
+    assert allocate(200_000, [camera, screen], may_pause=True) == {"cam": PAUSED, "screen": 0}
+    assert allocate(100_000, [camera, screen], may_pause=True) == {
+        "cam": PAUSED,
+        "screen": PAUSED,
+    }
+    assert allocate(300_000, [camera, screen], may_pause=True) == {"cam": 0, "screen": 0}
+    # resuming a paused video costs its lowest layer: that is what a probe must find
+    choice = allocate(100_000, [camera], may_pause=True)
+    assert shortfall([camera], choice) == LAYERS[0]
+    assert shortfall([camera], allocate(200_000, [camera], may_pause=True)) == (
+        LAYERS[1] - LAYERS[0]
+    )
+    # nothing known about a track yet: left out, neither paused nor placed
+    assert allocate(10_000, [Demand("new", 2, {})], may_pause=True) == {}
 
 
 SIMULCAST_OFFER = (
@@ -128,15 +148,26 @@ async def test_remb_moves_a_subscriber_between_simulcast_layers(
         assert downtrack.layer is not None and downtrack.layer.rid == "q"
         assert downtrack.pending is None
 
+        async def keep_sending(seconds: float) -> list[str]:
+            """The publisher goes on sending every layer (no keyframes) for a while."""
+            layers: list[str] = []
+            for _ in range(int(seconds / 0.2)):
+                send_round()
+                layers += [layer for _, layer in await forwarded_layers()]
+                await asyncio.sleep(0.15)
+            return layers
+
         remb(5_000_000)  # room again, but upgrades wait out the hold time
-        await asyncio.sleep(0.6)
+        assert set(await keep_sending(0.6)) == {"q"}
         assert downtrack.pending is None and downtrack.layer.rid == "q"
-        await asyncio.sleep(1.6)
-        send_round()
-        assert [layer for _, layer in await forwarded_layers()] == ["q"]
+        assert set(await keep_sending(1.6)) == {"q"}
         remb(5_000_000)
-        await wait_for(lambda: downtrack.pending is not None and downtrack.pending.rid == "f")
-        send_round()
+        for _ in range(50):  # the next allocation (at most a second away) moves it up
+            if downtrack.pending is not None:
+                break
+            assert set(await keep_sending(0.2)) == {"q"}
+        assert downtrack.pending is not None and downtrack.pending.rid == "f"
+        send_round()  # until f's keyframe, q goes on
         assert [layer for _, layer in await forwarded_layers()] == ["q"]
         send_round(keyframe_on="f")  # q's packet of this round still goes, then f's keyframe
         third = await forwarded_layers()

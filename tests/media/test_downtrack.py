@@ -476,3 +476,57 @@ async def test_a_late_packet_does_not_move_the_point_a_switch_continues_from(
     # and a duplicate of what was forwarded is not forwarded again
     feed(publisher, vp8_packet(0x33333333, 7, 50, keyframe=True), 10.6)
     assert await received(sink) == []
+
+
+async def resent(sink: socket.socket) -> list[tuple[int, int]]:
+    """(original sequence number, timestamp) of each RTX packet the sink got."""
+    from mediafed.wire import rtp
+
+    await asyncio.sleep(0.05)
+    out = []
+    while True:
+        try:
+            data = sink.recv(2048)
+        except BlockingIOError:
+            return out
+        if 192 <= data[1] <= 223:
+            continue
+        rx = pylibsrtp.Session(
+            pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND)
+        )
+        plain = rx.unprotect(data)
+        start = rtp.payload_offset(plain, len(plain))
+        out.append((struct.unpack_from("!H", plain, start)[0], RTP.unpack_from(plain, 0)[3]))
+
+
+def padding_packet(ssrc: int, seq: int, ts: int) -> bytes:
+    """Padding only (RFC 3550 §5.1), as libwebrtc probes on a media SSRC without RTX."""
+    return RTP.pack(0xA0, 100, seq, ts, ssrc) + bytes(223) + bytes([224])
+
+
+async def test_padding_is_not_forwarded_and_the_numbers_close_over_it(
+    wired: tuple[Session, Session, socket.socket],
+) -> None:
+    """Padding-only packets cost a subscriber bandwidth and carry nothing: dropped, and
+    the packets after them numbered on without a gap, while a late packet from before
+    the padding and a retransmission of one after it map to the numbers they were given."""
+    publisher, subscriber, sink = wired
+    downtrack = next(iter(subscriber.downtracks.values()))
+    feed(publisher, vp8_packet(PUB_SSRC, 100, 3000, keyframe=True), 10.0)
+    # 101 is lost on the way in; 102 arrives, then a run of padding, then media
+    feed(publisher, vp8_packet(PUB_SSRC, 102, 3000, keyframe=False), 10.0)
+    for seq in (103, 104, 105):
+        feed(publisher, padding_packet(PUB_SSRC, seq, 3000), 10.01)
+    feed(publisher, vp8_packet(PUB_SSRC, 106, 6000, keyframe=False), 10.03)
+    out = await received(sink)
+    first = out[0][0]
+    assert [seq for seq, _, _ in out] == [first, first + 2, first + 3], "no padding, no gap"
+    feed(publisher, vp8_packet(PUB_SSRC, 101, 3000, keyframe=False), 10.04)  # repaired late
+    assert [seq for seq, _, _ in await received(sink)] == [first + 1]
+    assert downtrack.seq_out == first + 3, "the late packet does not move the newest back"
+    # the subscriber asks for the packet after the padding again: 106 is resent as it was
+    assert downtrack.retransmit([first + 3, first + 2], 10.05) == 2
+    assert sorted(await resent(sink)) == sorted((seq, ts) for seq, ts, _ in out[1:])
+    # padding out of order (something before it is missing) is forwarded, not renumbered
+    feed(publisher, padding_packet(PUB_SSRC, 108, 6000), 10.06)
+    assert [seq for seq, _, _ in await received(sink)] == [first + 5]

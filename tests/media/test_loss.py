@@ -104,6 +104,7 @@ async def _run_call(loss: float, seconds: float) -> CallResult:
         environ={
             "MEDIAFED_SERVER_BIND": SERVER_IP,
             "MEDIAFED_RTC_UDP_PORT": str(port),
+            "MEDIAFED_RTC_TCP_PORT": "0",
             "MEDIAFED_RTC_NODE_IP": RELAY_IP,
         }
     )

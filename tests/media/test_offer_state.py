@@ -31,7 +31,10 @@ async def test_first_offer_is_ice_lite_with_a_data_channel(
     rooms: RoomManager, worker: Worker
 ) -> None:
     recorder = Recorder()
-    await rooms.get_or_create("r").join("a", listener=recorder)
+    session = await rooms.get_or_create("r").join("a", listener=recorder)
+    await asyncio.sleep(0)
+    assert recorder.offers == [], "nothing before the front-end starts the session"
+    session.start_subscriber()
     await asyncio.sleep(0)
     [(sdp, offer_id)] = recorder.offers
     assert offer_id == 1
@@ -46,6 +49,7 @@ async def test_first_offer_is_ice_lite_with_a_data_channel(
 async def test_answers_must_match_the_outstanding_offer(rooms: RoomManager) -> None:
     recorder = Recorder()
     session = await rooms.get_or_create("r").join("a", listener=recorder)
+    session.start_subscriber()
     await asyncio.sleep(0)
     with pytest.raises(NegotiationError, match="outstanding offer is 1"):
         await session.accept_subscriber_answer("v=0\r\n", 7)

@@ -24,7 +24,7 @@ MODULES = [
     "tests/media/test_forwarding.py",
     "tests/media/test_loss.py",
     "tests/media/test_single_connection.py",
-    "tests/api/test_metrics.py",
+    "tests/operator/test_metrics.py",
     "tests/signal/test_livekit_speakers.py",
 ]
 # The child checks that the switch took before it runs anything.

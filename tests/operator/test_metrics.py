@@ -21,9 +21,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from mediafed import server
-from mediafed.api.metrics import setup_metrics
 from mediafed.config import load_config
 from mediafed.media import RoomManager, events, limits
+from mediafed.operator.metrics import setup_metrics
 from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.ice import binding_request
 from mediafed.transport.srtp import SrtpContext
@@ -39,6 +39,7 @@ CONFIG = load_config(
     environ={
         "MEDIAFED_SERVER_BIND": "127.0.0.2",
         "MEDIAFED_RTC_UDP_PORT": "0",
+        "MEDIAFED_RTC_TCP_PORT": "0",
         "MEDIAFED_RTC_NODE_IP": "127.0.0.2",
     }
 )

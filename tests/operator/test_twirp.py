@@ -11,12 +11,12 @@ import pytest
 from aiohttp import web
 from livekit import api
 from livekit.protocol import models
-from livekit_fakes import MEDIA_TYPES, DataReceived, FakeRoomManager, Permission, TrackInfo
 
 from mediafed import server
 from mediafed.config import load_config
-from mediafed.signal.livekit.twirp import add_twirp_routes
-from mediafed.tokens import VideoGrant, mint_token
+from mediafed.operator.twirp import add_twirp_routes
+from mediafed.signal.livekit.tokens import VideoGrant, mint_token
+from tests.signal.livekit_fakes import DataReceived, FakeRoomManager, Permission, TrackInfo
 
 SECRET = "t" * 32
 
@@ -50,7 +50,7 @@ async def node() -> AsyncIterator[Node]:
     config = load_config(environ={"MEDIAFED_KEYS": "admin: " + SECRET})
 
     def extension(app: web.Application, cfg: object) -> None:
-        add_twirp_routes(app, config, rooms, MEDIA_TYPES)
+        add_twirp_routes(app, config.keys, rooms)
 
     app = await server.build_app(config, extensions=[extension])
     runner = web.AppRunner(app)

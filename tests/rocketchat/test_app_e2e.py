@@ -3,7 +3,7 @@
 The App's real TypeScript code runs under node with a real HTTP client
 (fetch) against the real call API on loopback: it checks its settings, opens
 the call of a Rocket.Chat room and makes per-user links. The join tokens are
-checked here with mediafed.tokens. mediafed's signed webhooks then reach the
+checked here with mediafed.signal.livekit.tokens. mediafed's signed webhooks then reach the
 App's endpoint through a real node HTTP server; a forged and a replayed one
 are refused. Media between the two users comes with the signaling front-end
 (built in parallel) and is not exercised here.
@@ -25,10 +25,10 @@ import pytest
 from aiohttp import web
 
 from mediafed import server
-from mediafed.api import webhooks
-from mediafed.api.calls import CALL_SERVICE_KEY, make_calls_extension
 from mediafed.config import Config
-from mediafed.tokens import VideoGrant, mint_token, require_room_join, verify_token
+from mediafed.rocketchat import webhooks
+from mediafed.rocketchat.handlers import CALL_SERVICE_KEY
+from mediafed.signal.livekit.tokens import VideoGrant, mint_token, require_room_join, verify_token
 
 APP = Path(__file__).resolve().parents[2] / "rocketchat-app"
 KEY, SECRET = "rc-app-key", "a-long-enough-api-secret-for-the-app-0123456789"
@@ -59,7 +59,7 @@ async def test_app_provider_and_endpoint_against_real_mediafed(tmp_path: Path) -
     assert build.returncode == 0, out.decode()[-3000:]
 
     config = Config.model_validate({"keys": {KEY: SECRET}, "server": {"data_dir": str(tmp_path)}})
-    extension = make_calls_extension(webhook_options={"base_delay_s": 0.05, "max_attempts": 3})
+    extension = server.call_api_extension(webhook_options={"base_delay_s": 0.05, "max_attempts": 3})
     app = await server.build_app(config, extensions=[extension])
     service = app[CALL_SERVICE_KEY]
     runner = web.AppRunner(app)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
-from mediafed import bridge_cli
-from mediafed.api.calls import DB_FILE
+from mediafed import cli
+from mediafed.rocketchat.service import DB_FILE
 from mediafed.store import Store
 
 V12 = "!31hneApxJ_1o-63DmFrpeqnkFfWppnzWso1JvH3ogLM"
@@ -19,9 +18,7 @@ FIND = "copy the room id from the room's settings (Element: Settings > Advanced 
 
 
 def run(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="mediafed")
-    bridge_cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
+    args = cli.build_parser().parse_args(argv)
     result: int = args.func(args)
     return result
 

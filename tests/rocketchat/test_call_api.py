@@ -21,13 +21,14 @@ import yaml
 from aiohttp import web
 
 from mediafed import server
-from mediafed.api import webhooks
-from mediafed.api.calls import CALL_SERVICE_KEY, CallService, make_calls_extension
 from mediafed.config import Config
 from mediafed.errors import AuthError
 from mediafed.matrix.focus import room_call_alias
-from mediafed.rocketchat.client import RocketChatConfig
-from mediafed.tokens import VideoGrant, mint_token, require_room_join, verify_token
+from mediafed.rocketchat import webhooks
+from mediafed.rocketchat.config import RocketChatConfig
+from mediafed.rocketchat.handlers import CALL_SERVICE_KEY
+from mediafed.rocketchat.service import CallService
+from mediafed.signal.livekit.tokens import VideoGrant, mint_token, require_room_join, verify_token
 
 KEY, SECRET = "apikey", "a-long-enough-api-secret-for-tests-0123456789"
 ADMIN = VideoGrant(room_admin=True, room_create=True, room_list=True)
@@ -134,8 +135,8 @@ def _config(tmp_path: Path) -> Config:
 async def _node(
     tmp_path: Path, receiver: tuple[Receiver, str], rocketchat: RocketChatConfig | None = None
 ) -> tuple[web.AppRunner, Node]:
-    extension = make_calls_extension(
-        rocketchat_config=rocketchat,
+    extension = server.call_api_extension(
+        rocketchat=rocketchat,
         webhook_options={"base_delay_s": 0.01, "max_attempts": 3, "timeout_s": 5},
     )
     app = await server.build_app(_config(tmp_path), extensions=[extension])
@@ -311,7 +312,7 @@ async def test_dead_webhook_receiver_gives_up_and_logs(
     node: Node, caplog: pytest.LogCaptureFixture
 ) -> None:
     _, call = await node.create("rocketchat:R4", webhook_url="http://127.0.0.1:9/nothing-here")
-    with caplog.at_level(logging.WARNING, logger="mediafed.api.webhooks"):
+    with caplog.at_level(logging.WARNING, logger="mediafed.rocketchat.webhooks"):
         await node.service.participant_joined(call["room"], "carol", "Carol")
         await asyncio.wait_for(node.service.webhooks.wait_idle(), 10)
     [delivery] = await node.service.store.deliveries(call["call_id"])

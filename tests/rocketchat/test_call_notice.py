@@ -20,11 +20,12 @@ from aiohttp import web
 from fake_server import FakeRocketChat
 
 from mediafed import server
-from mediafed.api.calls import CALL_SERVICE_KEY, CallService, make_calls_extension
 from mediafed.config import Config
 from mediafed.matrix.focus import room_call_alias
-from mediafed.rocketchat.client import RocketChatConfig
-from mediafed.tokens import require_room_join, verify_token
+from mediafed.rocketchat.config import RocketChatConfig
+from mediafed.rocketchat.handlers import CALL_SERVICE_KEY
+from mediafed.rocketchat.service import CallService
+from mediafed.signal.livekit.tokens import require_room_join, verify_token
 
 KEY, SECRET = "apikey", "a-long-enough-api-secret-for-tests-0123456789"
 
@@ -56,7 +57,7 @@ async def _start_node(
             "server": {"data_dir": str(tmp_path), "public_url": url, "http_port": port},
         }
     )
-    app = await server.build_app(config, extensions=[make_calls_extension(rocketchat_config=rc)])
+    app = await server.build_app(config, extensions=[server.call_api_extension(rocketchat=rc)])
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -128,7 +129,7 @@ async def test_rocketchat_down_notice_retried_logged_call_unharmed(
     runner, service, _ = await _start_node(tmp_path, _rc_config(fake, 3, 0.01))
     try:
         await service.store.put_bridge("team", rocketchat_room=rid, matrix_room=None)
-        with caplog.at_level(logging.WARNING, logger="mediafed.api.calls"):
+        with caplog.at_level(logging.WARNING, logger="mediafed.rocketchat.service"):
             assert await service.call_started_elsewhere("team", "Bob") is False
         assert caplog.text.count("retry in") == 2
         assert "failed after 3 attempts" in caplog.text
@@ -148,7 +149,7 @@ async def test_notice_goes_through_once_rocketchat_is_back(tmp_path: Path) -> No
     port = fake.port
     await fake.stop()
     watcher = _Retried()
-    logging.getLogger("mediafed.api.calls").addHandler(watcher)
+    logging.getLogger("mediafed.rocketchat.service").addHandler(watcher)
     runner, service, _ = await _start_node(tmp_path, _rc_config(fake, 5, 0.2))
     try:
         await service.store.put_bridge("team", rocketchat_room=rid, matrix_room=None)
@@ -158,6 +159,6 @@ async def test_notice_goes_through_once_rocketchat_is_back(tmp_path: Path) -> No
         assert await asyncio.wait_for(notice, 20) is True
         assert [m["msg"].split(" — ")[0] for m in fake.messages] == ["Bob started a call"]
     finally:
-        logging.getLogger("mediafed.api.calls").removeHandler(watcher)
+        logging.getLogger("mediafed.rocketchat.service").removeHandler(watcher)
         await runner.cleanup()
         await fake.stop()

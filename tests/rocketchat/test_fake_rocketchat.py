@@ -19,9 +19,8 @@ from aiohttp import web
 from fake_server import FakeRocketChat
 
 from mediafed import server
-from mediafed.api.calls import make_calls_extension
 from mediafed.config import Config
-from mediafed.tokens import VideoGrant, mint_token, require_room_join, verify_token
+from mediafed.signal.livekit.tokens import VideoGrant, mint_token, require_room_join, verify_token
 
 KEY, SECRET = "apikey", "a-long-enough-api-secret-for-tests-0123456789"
 
@@ -63,7 +62,7 @@ class MediafedProvider:
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[tuple[FakeRocketChat, aiohttp.ClientSession]]:
     config = Config.model_validate({"keys": {KEY: SECRET}, "server": {"data_dir": str(tmp_path)}})
-    app = await server.build_app(config, extensions=[make_calls_extension()])
+    app = await server.build_app(config, extensions=[server.call_api_extension()])
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -6,7 +6,7 @@ a ``webhook_url`` to a small receiver in this test), mint two users' links with
 ``POST /api/v1/calls/{id}/join``. Both links are opened in headless Chromium
 (the web-demo joins straight from ``?token=``); each page plays the other's
 camera. The receiver checks every webhook's signature with
-:func:`mediafed.api.webhooks.verify` and sees ``participant_joined`` for both
+:func:`mediafed.rocketchat.webhooks.verify` and sees ``participant_joined`` for both
 users; ``DELETE /api/v1/calls/{id}`` brings a signed ``call_ended``. Ending
 a call also sends its participants out (second test).
 Issue 6 ("Tests": end to end).
@@ -28,11 +28,11 @@ from aiohttp import web
 from playwright.async_api import BrowserContext
 
 from mediafed import server
-from mediafed.api import webhooks
 from mediafed.config import Config
 from mediafed.errors import AuthError
 from mediafed.media import RoomManager
-from mediafed.tokens import VideoGrant, mint_token
+from mediafed.rocketchat import webhooks
+from mediafed.signal.livekit.tokens import VideoGrant, mint_token
 from mediafed.worker import Worker
 from tests.browser import TIMEOUT_MS, chromium
 from tests.synapse_fixture import free_port
@@ -66,7 +66,7 @@ async def full_node(tmp_path: Path) -> AsyncIterator[FullNode]:
                 "data_dir": str(tmp_path / "data"),
                 "public_url": http_url,
             },
-            "rtc": {"udp_port": 0, "node_ip": ["127.0.0.2"]},
+            "rtc": {"udp_port": 0, "tcp_port": 0, "node_ip": ["127.0.0.2"]},
         }
     )
     worker = Worker.from_config(config)

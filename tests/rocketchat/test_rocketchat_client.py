@@ -9,7 +9,8 @@ import pytest
 from fake_server import FakeRocketChat
 
 from mediafed.errors import AuthError, ConfigError
-from mediafed.rocketchat.client import RocketChatClient, RocketChatConfig, RocketChatError
+from mediafed.rocketchat.client import RocketChatClient, RocketChatError
+from mediafed.rocketchat.config import RocketChatConfig
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ _ids = itertools.count(1)
 
 
 # The real values and events of the room core: only its behaviour is faked here.
-from mediafed import media as MEDIA_TYPES  # noqa: E402
 from mediafed.media.events import (  # noqa: E402
     DataReceived,
     ParticipantJoined,
@@ -33,7 +32,6 @@ from mediafed.media.quality import Level, Quality  # noqa: E402
 from mediafed.media.types import LayerInfo, ParticipantInfo, Permission, TrackInfo  # noqa: E402
 
 __all__ = [
-    "MEDIA_TYPES",
     "DataReceived",
     "LayerInfo",
     "ParticipantInfo",
@@ -70,6 +68,7 @@ class FakeSession:
         self.ice_restarts = 0
         self.channel_out: list[tuple[str, bytes]] = []
         self.max_pending = 8
+        self.started = False
 
     def info(self) -> ParticipantInfo:
         return self._info
@@ -151,6 +150,9 @@ class FakeSession:
     async def restart_ice(self) -> None:
         self.ice_restarts += 1
         self.listener.on_subscriber_offer("v=0\r\nrestart\r\n", 100 + self.ice_restarts)
+
+    def start_subscriber(self) -> None:
+        self.started = True
 
     def set_subscribed(self, track_sid: str, subscribed: bool) -> None:
         self.subscriptions[track_sid] = subscribed

@@ -1,6 +1,8 @@
-"""A Python ``livekit`` SDK publisher of a 1280x720 simulcast camera, for the estimate test.
+"""A Python ``livekit`` SDK publisher of a 1280x720 simulcast camera and a tone, for the
+estimate and bandwidth tests.
 
-Usage: ``lk_sdk_publisher.py URL TOKEN SECONDS``. The frames are a detailed
+Usage: ``lk_sdk_publisher.py URL TOKEN SECONDS [WIDTHxHEIGHT]`` (simulcast at
+1280x720, the default; one layer at any other size). The frames are a detailed
 texture that moves every frame, so the encoder wants every bit it is
 allowed (a flat picture would fit any estimate and prove nothing). Every
 two seconds it prints, as a JSON line, what libwebrtc says of its sending
@@ -27,21 +29,31 @@ def say(**fields: object) -> None:
     print(json.dumps(fields), flush=True)
 
 
-async def pump(source: rtc.VideoSource, stop: asyncio.Event) -> None:
+async def pump(source: rtc.VideoSource, stop: asyncio.Event, width: int, height: int) -> None:
     rng = np.random.default_rng(5)
     # 8x8-pixel blocks of random colour: detail an encoder must spend bits on, yet
     # coarse enough that a 720p frame fits its target without dropping frames
-    blocks = rng.integers(0, 256, size=((HEIGHT + 64) // 8, (WIDTH + 64) // 8, 4), dtype=np.uint8)
+    blocks = rng.integers(0, 256, size=((height + 64) // 8, (width + 64) // 8, 4), dtype=np.uint8)
     texture = np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1)
     texture[..., 3] = 255
     frame_no = 0
     while not stop.is_set():
         dx, dy = (frame_no * 7) % 64, (frame_no * 3) % 64
-        pixels = np.ascontiguousarray(texture[dy : dy + HEIGHT, dx : dx + WIDTH])
-        frame = rtc.VideoFrame(WIDTH, HEIGHT, rtc.VideoBufferType.RGBA, pixels.tobytes())
+        pixels = np.ascontiguousarray(texture[dy : dy + height, dx : dx + width])
+        frame = rtc.VideoFrame(width, height, rtc.VideoBufferType.RGBA, pixels.tobytes())
         source.capture_frame(frame)
         frame_no += 1
         await asyncio.sleep(1 / 20)
+
+
+async def pump_audio(source: rtc.AudioSource, stop: asyncio.Event) -> None:
+    rate, samples = 48000, 480  # 10 ms of a 440 Hz tone
+    t = 0
+    while not stop.is_set():
+        n = np.arange(t, t + samples)
+        wave = (np.sin(2 * np.pi * 440.0 * n / rate) * 8000).astype(np.int16)
+        await source.capture_frame(rtc.AudioFrame(wave.tobytes(), rate, 1, samples))
+        t += samples
 
 
 async def report(room: rtc.Room, started: float) -> None:
@@ -65,7 +77,8 @@ async def report(room: rtc.Room, started: float) -> None:
     say(event="stats", t=round(time.monotonic() - started, 1), available=available, layers=layers)
 
 
-async def main(url: str, token: str, seconds: float) -> None:
+async def main(url: str, token: str, seconds: float, size: str) -> None:
+    width, height = (int(n) for n in size.split("x"))
     room = rtc.Room()
     started = time.monotonic()
     try:
@@ -75,24 +88,32 @@ async def main(url: str, token: str, seconds: float) -> None:
         return
     say(event="connected")
     stop = asyncio.Event()
-    source = rtc.VideoSource(WIDTH, HEIGHT)
+    source = rtc.VideoSource(width, height)
     track = rtc.LocalVideoTrack.create_video_track("camera", source)
-    pumping = asyncio.ensure_future(pump(source, stop))
+    pumping = asyncio.ensure_future(pump(source, stop, width, height))
     options = rtc.TrackPublishOptions(
         source=rtc.TrackSource.SOURCE_CAMERA,
-        simulcast=True,
+        simulcast=(width, height) == (WIDTH, HEIGHT),
         video_encoding=rtc.VideoEncoding(max_bitrate=2_500_000, max_framerate=20),
     )
     await room.local_participant.publish_track(track, options)
+    mic = rtc.AudioSource(48000, 1)
+    tone = asyncio.ensure_future(pump_audio(mic, stop))
+    await room.local_participant.publish_track(
+        rtc.LocalAudioTrack.create_audio_track("microphone", mic),
+        rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE),
+    )
     say(event="published")
     while time.monotonic() - started < seconds:
-        await asyncio.sleep(2)
+        await asyncio.sleep(1)
         await report(room, started)
     stop.set()
     await pumping
+    await tone
     await room.disconnect()
     say(event="done")
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3])))
+    size = sys.argv[4] if len(sys.argv) > 4 else f"{WIDTH}x{HEIGHT}"
+    asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), size))

@@ -78,7 +78,7 @@ async def _video_advances(page: Page, frames: int = 15) -> None:
 async def test_data_without_can_publish_data_reaches_nobody(
     node: LiveNode, browser: BrowserContext, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="mediafed.signal.livekit.ws")
+    caplog.set_level(logging.INFO, logger="mediafed.signal.livekit.peer")
     quiet = await _join(browser, node, "quiet", "data", "mic=0&cam=0", can_publish_data=False)
     ada = await _join(browser, node, "ada", "data", "mic=0&cam=0")
     grace = await _join(browser, node, "grace", "data", "mic=0&cam=0")

@@ -12,17 +12,14 @@ from livekit_fakes import FakeRoomManager
 
 from mediafed import server
 from mediafed.config import Config, load_config
-from mediafed.signal.livekit import setup_livekit
-from mediafed.tokens import VideoGrant, mint_token, verify_token
+from mediafed.signal.livekit.tokens import VideoGrant, mint_token, verify_token
 
 KEYS = {"k1": "s" * 32}
 
 
 async def _serve(config: Config) -> tuple[web.AppRunner, str]:
     rooms = FakeRoomManager()
-    app = await server.build_app(
-        config, extensions=[lambda app, cfg: setup_livekit(app, cfg, rooms)]
-    )
+    app = await server.build_app(config, extensions=[server.livekit_extension(rooms)])
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -8,47 +8,14 @@ the data packet and the mute the other sent.
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 import time
-from pathlib import Path
-from typing import Any
 
 import pytest
 from livekit_node import API_KEY, API_SECRET, live_node
 from netns_hosts import TestHost
+from sdk_runner import EXPECTED, close_to, run_client
 
-from mediafed.tokens import VideoGrant, mint_token
-
-CLIENT = Path(__file__).with_name("lk_sdk_client.py")
-EXPECTED = {
-    # sender: (camera RGB, screenshare RGB, tone Hz) — see lk_sdk_client.PATTERNS
-    "alice": ((220, 40, 40), (40, 200, 60), 440),
-    "bob": ((40, 60, 220), (230, 210, 40), 880),
-}
-
-
-async def _run_client(host: TestHost, url: str, token: str, role: str) -> list[dict[str, Any]]:
-    proc = await host.spawn(
-        [sys.executable, CLIENT, url, token, role],
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 45)
-    finally:
-        # a failing sibling or a timeout must not leave the client running
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    lines = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
-    if not any(line["event"] in ("done", "refused") for line in lines):
-        raise AssertionError(f"{role} did not finish: {lines[-5:]} {err.decode()[-2000:]}")
-    return lines
-
-
-def _close(rgb: list[int], expected: tuple[int, int, int]) -> bool:
-    return all(abs(a - b) <= 40 for a, b in zip(rgb, expected, strict=True))
+from mediafed.signal.livekit.tokens import VideoGrant, mint_token
 
 
 @pytest.mark.slow
@@ -57,9 +24,9 @@ async def test_two_sdk_participants_see_and_hear_each_other() -> None:
         async with live_node(host.server_ip) as node:
             async with asyncio.TaskGroup() as both:  # a failure cancels the other client
                 alice_run = both.create_task(
-                    _run_client(host, node.ws_url, node.token("alice"), "alice")
+                    run_client(host, node.ws_url, node.token("alice"), "alice")
                 )
-                bob_run = both.create_task(_run_client(host, node.ws_url, node.token("bob"), "bob"))
+                bob_run = both.create_task(run_client(host, node.ws_url, node.token("bob"), "bob"))
             alice, bob = alice_run.result(), bob_run.result()
     for me, other, seen in (("alice", "bob", alice), ("bob", "alice", bob)):
         camera_rgb, screen_rgb, tone = EXPECTED[other]
@@ -71,8 +38,8 @@ async def test_two_sdk_participants_see_and_hear_each_other() -> None:
         assert camera and all(e["sender"] == other for e in camera)
         assert (camera[-1]["width"], camera[-1]["height"]) == (320, 240)
         assert camera[-1]["frames"] >= 30, f"{me} got few camera frames: {camera[-1]}"
-        assert _close(camera[-1]["rgb"], camera_rgb), (me, camera[-1])
-        assert screen and _close(screen[-1]["rgb"], screen_rgb), (me, screen[-1:])
+        assert close_to(camera[-1]["rgb"], camera_rgb), (me, camera[-1])
+        assert screen and close_to(screen[-1]["rgb"], screen_rgb), (me, screen[-1:])
         tones = [e["peak_hz"] for e in seen if e["event"] == "audio" and e["sender"] == other]
         assert tones and abs(tones[0] - tone) <= 10, (me, tones)
         data = [(e["sender"], e["topic"], e["payload"]) for e in seen if e["event"] == "data"]
@@ -105,7 +72,7 @@ async def test_sdk_token_refusals() -> None:
                 ),
             }
             for why, bad in refused.items():
-                seen = await _run_client(host, node.ws_url, bad, "alice")
+                seen = await run_client(host, node.ws_url, bad, "alice")
                 assert [e["event"] for e in seen] == ["refused"], (why, seen)
                 assert "401" in seen[0]["error"] and why in seen[0]["error"], seen
             assert node.rooms.get("call") is None

@@ -16,13 +16,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 from livekit.protocol import models, rtc
-from livekit_fakes import MEDIA_TYPES, FakeRoomManager, SpeakersChanged
+from livekit_fakes import FakeRoomManager, SpeakersChanged
 
 from mediafed import server
 from mediafed.config import load_config
+from mediafed.media.events import StreamStateChanged
+from mediafed.signal.livekit.peer import SignalOptions
+from mediafed.signal.livekit.rtc import RtcEndpoint, add_rtc_route
+from mediafed.signal.livekit.tokens import VideoGrant, mint_token, verify_token
 from mediafed.signal.livekit.validate import add_validate_routes
-from mediafed.signal.livekit.ws import RtcEndpoint, SignalOptions, add_rtc_route
-from mediafed.tokens import VideoGrant, mint_token, verify_token
 
 SECRET = "s" * 32
 KEYS = {"k1": SECRET}
@@ -43,8 +45,8 @@ async def _start(options: SignalOptions) -> tuple[web.AppRunner, Node]:
     holder: list[RtcEndpoint] = []
 
     def extension(app: web.Application, cfg: object) -> None:
-        add_validate_routes(app, config)
-        holder.append(add_rtc_route(app, config, rooms, options, media=MEDIA_TYPES))
+        add_validate_routes(app, config.keys)
+        holder.append(add_rtc_route(app, config.keys, rooms, options))
 
     app = await server.build_app(config, extensions=[extension])
     runner = web.AppRunner(app)
@@ -159,6 +161,8 @@ async def test_join_response_has_what_clients_require(node: Node) -> None:
     assert join.subscriber_primary
     assert list(join.other_participants) == []
     assert {c.mime for c in join.enabled_publish_codecs} >= {"video/VP8", "audio/opus"}
+    # the subscriber connection starts once the join is answered
+    assert node.rooms.get("r1").sessions["alice"].started  # type: ignore[union-attr]
 
     bob = await Client.connect(node, token("bob"))
     bob_join = await bob.join()
@@ -268,6 +272,18 @@ async def test_publish_flow_and_update_before_offer(node: Node) -> None:
     await bob.expect("pong")
     assert bob_session.answers == [("v=0\r\nans\r\n", 3)]
     assert bob_session.candidates == [("subscriber", candidate["candidate"])]
+
+    # bob's downlink cannot carry alice's video: he is told it is paused, then active
+    track_info = session.info().tracks[0]
+    for paused, state in ((True, rtc.StreamState.PAUSED), (False, rtc.StreamState.ACTIVE)):
+        bob_session.listener.on_room_event(StreamStateChanged(track_info, paused))
+        update = (await bob.expect("stream_state_update")).stream_state_update
+        [info] = update.stream_states
+        assert (info.participant_sid, info.track_sid, info.state) == (
+            session.sid,
+            published.track.sid,
+            state,
+        )
 
     # mute seen by the other side
     await alice.send(mute=rtc.MuteTrackRequest(sid=published.track.sid, muted=True))

@@ -135,8 +135,8 @@ async def test_browser_publisher_estimate_grows_and_a_large_viewer_gets_720p(
             room = node.rooms.get("estimate")
             assert room is not None
             viewer = next(s for s in room.sessions.values() if s.identity.startswith("grace"))
-            estimate = viewer.bwe.estimate_bps
-            feedback = viewer.bwe.has_feedback
+            estimate = viewer.downlink.bwe.estimate_bps
+            feedback = viewer.downlink.bwe.has_feedback
     assert feedback, "the viewer's browser reports arrivals (transport-cc was negotiated)"
     assert estimate >= 2_000_000, estimate
     ((before,), (after,)) = (seen_before, seen)

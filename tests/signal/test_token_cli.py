@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 from livekit.api import TokenVerifier
 
+from mediafed import cli
 from mediafed.errors import ConfigError
-from mediafed.token_cli import parse_ttl, register
-from mediafed.tokens import verify_token
+from mediafed.signal.livekit.token_cli import parse_ttl
+from mediafed.signal.livekit.tokens import verify_token
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mediafed")
-    register(parser.add_subparsers(dest="command"))
-    return parser
+    """The ``mediafed`` command line, which reads the configuration for ``token``."""
+    return cli.build_parser()
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

@@ -88,7 +88,9 @@ async function join(token: string, mic: boolean, cam: boolean): Promise<void> {
   ui.joinButton.disabled = true;
   setStatus("connecting…");
   try {
-    await room.connect(signalUrl(), token);
+    // ?relay=1: only TURN relays (the server's ice_servers), to try a TURN set-up
+    const relay = flag("relay", false);
+    await room.connect(signalUrl(), token, relay ? { rtcConfig: { iceTransportPolicy: "relay" } } : {});
   } catch (err) {
     ui.joinButton.disabled = false;
     setStatus("");

@@ -2,15 +2,16 @@
 
 LiveKit clients send the token as the ``access_token`` query parameter (JS) or
 an ``Authorization: Bearer`` header (Python, Rust SDKs); see livekit/livekit
-``pkg/service/auth.go``. Verification itself is :func:`mediafed.tokens.verify_token`.
+``pkg/service/auth.go``. Verification itself is :func:`.tokens.verify_token`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aiohttp import web
 
-from mediafed.config import Config
-from mediafed.tokens import Claims, require_room_join, verify_token
+from mediafed.signal.livekit.tokens import Claims, require_room_join, verify_token
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -28,12 +29,12 @@ def token_from_request(request: web.Request) -> str:
     return request.query.get("access_token", "")
 
 
-def verify_request(request: web.Request, config: Config) -> Claims:
+def verify_request(request: web.Request, keys: Mapping[str, str]) -> Claims:
     """The verified claims of a request, or :class:`~mediafed.errors.AuthError`."""
-    return verify_token(token_from_request(request), config.keys)
+    return verify_token(token_from_request(request), keys)
 
 
-def verify_join(request: web.Request, config: Config) -> tuple[Claims, str]:
+def verify_join(request: web.Request, keys: Mapping[str, str]) -> tuple[Claims, str]:
     """Claims and room name of a join request, or AuthError saying why not."""
-    claims = verify_request(request, config)
+    claims = verify_request(request, keys)
     return claims, require_room_join(claims)

@@ -1,8 +1,8 @@
 """A development-only token endpoint for the web-demo's join form.
 
 ``GET /dev/token?room=R&name=N[&identity=I]`` answers ``{"token", "identity",
-"room"}``: a join token (LiveKit claims, see :mod:`mediafed.tokens`) signed
-with the first configured key. It exists only when ``[server] dev = true``
+"room"}``: a join token (LiveKit claims, see :mod:`.tokens`) signed with the
+first configured key. It exists only when ``[server] dev = true``
 (``mediafed serve --dev``); production deployments hand out tokens through
 their own service (the Rocket.Chat App, the Matrix focus, ``mediafed token``).
 """
@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Mapping
 
 from aiohttp import web
 
-from mediafed.config import Config
-from mediafed.tokens import VideoGrant, mint_token
+from mediafed.signal.livekit.tokens import VideoGrant, mint_token
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,9 @@ def _identity_for(name: str) -> str:
     return f"{slug}-{secrets.token_hex(3)}"
 
 
-def add_dev_token_route(app: web.Application, config: Config) -> None:
-    """Serve ``GET /dev/token`` when the node runs in dev mode; otherwise nothing."""
-    if not config.server.dev:
-        return
+def add_dev_token_route(app: web.Application, keys: Mapping[str, str]) -> None:
+    """Serve ``GET /dev/token``, tokens signed with the first of ``keys``; only a
+    node in dev mode adds it."""
 
     async def dev_token(request: web.Request) -> web.Response:
         room = request.query.get("room", "").strip()
@@ -48,11 +47,11 @@ def add_dev_token_route(app: web.Application, config: Config) -> None:
         for label, value in (("room", room), ("name", name), ("identity", identity)):
             if len(value) > MAX_FIELD:
                 return _bad(f"{label} is longer than {MAX_FIELD} characters; shorten it")
-        if not config.keys:
+        if not keys:
             return web.json_response(
                 {"error": "no API keys configured; start with --dev or add [keys]"}, status=503
             )
-        api_key, secret = next(iter(config.keys.items()))
+        api_key, secret = next(iter(keys.items()))
         identity = identity or _identity_for(name)
         token = mint_token(
             api_key,

@@ -1,15 +1,13 @@
-"""The LiveKit signaling WebSocket ``/rtc`` (protocol v0, subscriber-primary).
+"""One participant as the LiveKit signaling front-end sees it: protocol translation.
 
-One binary protobuf ``SignalRequest`` per client frame, one ``SignalResponse``
-per server frame (livekit/protocol ``livekit_rtc.proto``). The handler checks
-the access token before the upgrade (HTTP 401 with the reason), joins the room
-through the session API (:mod:`mediafed.media`), answers with a
-``JoinResponse`` carrying every field clients insist on (REFERENCES.md, "LiveKit
-client protocol"), then translates requests to session calls and room events
-to responses. A socket that drops without a ``leave`` is parked: the client
-may resume (``reconnect=1&sid=PA_…``) within a grace period and keeps its
-participant and tracks; later it is told to rejoin (``leave`` action
-RECONNECT). It never touches packets.
+A :class:`SignalPeer` turns the client's ``SignalRequest`` frames into calls of
+the room core's session API (:mod:`mediafed.media`) and the room core's events
+and negotiation callbacks into ``SignalResponse`` frames (livekit/protocol
+``livekit_rtc.proto``, signal protocol v0, subscriber-primary). It outlives its
+sockets: when one drops without a ``leave`` the peer is parked, holding back
+what the client must still learn, until it resumes on a new socket or the grace
+period ends. Which socket reaches which peer is :mod:`.rtc`'s business. It never
+touches packets.
 """
 
 from __future__ import annotations
@@ -19,32 +17,40 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from google.protobuf.message import DecodeError
 from livekit.protocol import models, rtc
 
-from mediafed import __version__, media as room_core
-from mediafed.config import Config
 from mediafed.errors import AuthError, LocalProtocolError, MediafedError, RemoteProtocolError
-from mediafed.media.limits import SIGNAL_MESSAGE_BURST, SIGNAL_MESSAGES_PER_S, TokenBucket
+from mediafed.media import LayerInfo, ParticipantInfo, Room, Session, TrackKind, TrackSource
+from mediafed.media.events import (
+    DataReceived,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantUpdated,
+    RoomEvent,
+    SessionClosed,
+    SpeakersChanged,
+    StreamStateChanged,
+    SubscribedQualitiesChanged,
+    TrackMuted,
+    TrackPublished,
+    TrackUnpublished,
+)
+from mediafed.media.limits import SIGNAL_MESSAGE_BURST, SIGNAL_MESSAGES_PER_S
 from mediafed.signal.livekit import translate
-from mediafed.signal.livekit.auth import verify_join
-from mediafed.signal.livekit.ports import RoomDirectory, RoomPort, SessionPort
-from mediafed.tokens import Claims, mint_token
+from mediafed.signal.livekit.tokens import Claims, mint_token
 
 log = logging.getLogger(__name__)
 
-SERVER_PROTOCOL = 15
-"""The signal protocol version mediafed reports in ``ServerInfo.protocol``."""
-
-CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_UNSUPPORTED = 1003
 CLOSE_INVALID = 1007
 CLOSE_POLICY = 1008
+"""WebSocket close codes (RFC 6455 section 7.4.1) for clients that break the protocol."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,31 +80,6 @@ _QUALITY_LEVELS = {
 }
 
 
-def _default_media_types() -> Any:
-    """The room core's constructors (``Permission``, ``LayerInfo``, enums)."""
-    return room_core
-
-
-class _Peers:
-    """Signal peers of this node by (room, identity), for resume and shutdown."""
-
-    def __init__(self) -> None:
-        self.by_key: dict[tuple[str, str], SignalPeer] = {}
-
-    def add(self, peer: SignalPeer) -> None:
-        self.by_key[(peer.room_name, peer.identity)] = peer
-
-    def discard(self, peer: SignalPeer) -> None:
-        if self.by_key.get((peer.room_name, peer.identity)) is peer:
-            del self.by_key[(peer.room_name, peer.identity)]
-
-    def find(self, room: str, identity: str, sid: str) -> SignalPeer | None:
-        peer = self.by_key.get((room, identity))
-        if peer is None or peer.finished or peer.session is None or peer.session.sid != sid:
-            return None
-        return peer
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -114,22 +95,21 @@ class SignalPeer:
     def __init__(
         self,
         *,
-        config: Config,
+        keys: Mapping[str, str],
         options: SignalOptions,
         claims: Claims,
-        room: RoomPort,
-        peers: _Peers,
-        media: Any,
+        room: Room,
+        on_finished: Callable[[SignalPeer], None] = lambda peer: None,
     ) -> None:
-        self.config = config
-        self.media = media
+        self.keys = keys
+        """API key -> secret: the refreshed tokens are signed like the join token."""
         self.options = options
         self.claims = claims
         self.room = room
         self.room_name = room.name
         self.identity = claims.identity
-        self.peers = peers
-        self.session: SessionPort | None = None
+        self._on_finished = on_finished
+        self.session: Session | None = None
         self.finished = False
         self._ws: web.WebSocketResponse | None = None
         self._outbox: asyncio.Queue[bytes | None] | None = None
@@ -140,18 +120,6 @@ class SignalPeer:
         self._grace: asyncio.TimerHandle | None = None
         self._last_seen = 0.0
         self._last_offer_id = 0
-        self._handlers: dict[str, Callable[[Any], None]] = {
-            "ParticipantJoined": self._on_participant_joined,
-            "ParticipantUpdated": self._on_participant_updated,
-            "ParticipantLeft": self._on_participant_left,
-            "TrackPublished": self._on_track_published,
-            "TrackUnpublished": self._on_track_unpublished,
-            "TrackMuted": self._on_track_muted,
-            "SpeakersChanged": self._on_speakers_changed,
-            "SessionClosed": self._on_session_closed,
-            "DataReceived": self._on_data_received,
-            "SubscribedQualitiesChanged": self._on_subscribed_qualities,
-        }
         self._data_sequence = 0
 
     # ---- log helpers -------------------------------------------------------
@@ -176,7 +144,13 @@ class SignalPeer:
             return
         self._outbox.put_nowait(response.SerializeToString())
 
-    def _attach(self, ws: web.WebSocketResponse) -> None:
+    @property
+    def socket(self) -> web.WebSocketResponse | None:
+        """The client's current socket; None while parked."""
+        return self._ws
+
+    def attach(self, ws: web.WebSocketResponse) -> None:
+        """Write to ``ws`` from now on; responses wait for :meth:`go_live`."""
         self._ws = ws
         self._outbox = asyncio.Queue()
         self._last_seen = asyncio.get_running_loop().time()
@@ -185,7 +159,7 @@ class SignalPeer:
             self._grace.cancel()
             self._grace = None
 
-    def _go_live(self, first: rtc.SignalResponse) -> None:
+    def go_live(self, first: rtc.SignalResponse) -> None:
         """Send ``first`` (join or reconnect), then what was held back."""
         assert self._outbox is not None
         self._outbox.put_nowait(first.SerializeToString())
@@ -204,7 +178,7 @@ class SignalPeer:
                 log.debug("x %r send failed: %s", self, exc)
                 return
 
-    async def _detach(self) -> None:
+    async def detach(self) -> None:
         """The socket is gone: stop writing to it (the session lives on)."""
         if self._outbox is not None:
             self._outbox.put_nowait(None)
@@ -215,7 +189,17 @@ class SignalPeer:
         self._outbox = None
         self._writer = None
 
-    def _spawn(self, coro: Any) -> None:
+    async def reattach(self, ws: web.WebSocketResponse) -> None:
+        """The client resumed on ``ws``: close the socket it had, if still open, and
+        hold responses back until :meth:`go_live` sends the reconnect answer."""
+        old = self._ws
+        if old is not None and not old.closed:
+            await old.close(code=1000, message=b"resumed on another connection")
+        await self.detach()
+        self._ready = False
+        self.attach(ws)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -227,12 +211,33 @@ class SignalPeer:
 
     # ---- SessionListener -----------------------------------------------------
 
-    def on_room_event(self, event: Any) -> None:
-        handler = self._handlers.get(type(event).__name__)
-        if handler is None:
-            log.debug("- %r ignores %s", self, type(event).__name__)
-            return
-        handler(event)
+    def on_room_event(self, event: RoomEvent) -> None:
+        # the frequent first: each case is one isinstance check
+        match event:
+            case DataReceived():
+                self._on_data_received(event)
+            case SpeakersChanged():
+                self._on_speakers_changed(event)
+            case ParticipantUpdated():
+                self._on_participant_updated(event)
+            case TrackMuted():
+                self._on_track_muted(event)
+            case SubscribedQualitiesChanged():
+                self._on_subscribed_qualities(event)
+            case ParticipantJoined():
+                self._on_participant_joined(event)
+            case ParticipantLeft():
+                self._on_participant_left(event)
+            case TrackPublished():
+                self._on_track_published(event)
+            case TrackUnpublished():
+                self._on_track_unpublished(event)
+            case SessionClosed():
+                self._on_session_closed(event)
+            case StreamStateChanged():
+                self._on_stream_state(event)
+            case _:
+                log.debug("- %r ignores %s", self, type(event).__name__)
 
     def on_subscriber_offer(self, sdp: str, offer_id: int) -> None:
         log.debug("> %r subscriber offer id=%d", self, offer_id)
@@ -282,7 +287,7 @@ class SignalPeer:
 
     # ---- room events -----------------------------------------------------------
 
-    def _on_data_received(self, event: Any) -> None:
+    def _on_data_received(self, event: DataReceived) -> None:
         session = self.session
         if session is None:
             return
@@ -305,35 +310,36 @@ class SignalPeer:
     def _send_update(self, *infos: models.ParticipantInfo) -> None:
         self.send(rtc.SignalResponse(update=rtc.ParticipantUpdate(participants=list(infos))))
 
-    def _visible(self, participant: Any) -> bool:
+    def _visible(self, participant: ParticipantInfo) -> bool:
         own = participant.sid == self._own_sid()
         return own or not (participant.hidden or participant.permission.hidden)
 
-    def _on_participant_joined(self, event: Any) -> None:
+    def _on_participant_joined(self, event: ParticipantJoined) -> None:
         if event.participant.sid != self._own_sid() and self._visible(event.participant):
             self._send_update(translate.participant_to_pb(event.participant))
 
-    def _on_participant_updated(self, event: Any) -> None:
+    def _on_participant_updated(self, event: ParticipantUpdated) -> None:
         if self._visible(event.participant):
             self._send_update(translate.participant_to_pb(event.participant))
 
-    def _on_participant_left(self, event: Any) -> None:
+    def _on_participant_left(self, event: ParticipantLeft) -> None:
         if event.participant.sid != self._own_sid() and self._visible(event.participant):
             self._send_update(translate.disconnected_to_pb(event.participant))
 
     def _update_for_identity(self, identity: str) -> None:
+        info: ParticipantInfo | None
         if identity == self.identity and self.session is not None:
-            info: Any = self.session.info()
+            info = self.session.info()
         else:
             info = self.room.participant(identity)
         if info is not None and self._visible(info):
             self._send_update(translate.participant_to_pb(info))
 
-    def _on_track_published(self, event: Any) -> None:
+    def _on_track_published(self, event: TrackPublished) -> None:
         # the update goes out before the subscriber offer that carries the track
         self._update_for_identity(event.track.participant_identity)
 
-    def _on_track_unpublished(self, event: Any) -> None:
+    def _on_track_unpublished(self, event: TrackUnpublished) -> None:
         track = event.track
         if track.participant_sid == self._own_sid():
             self.send(
@@ -344,7 +350,7 @@ class SignalPeer:
         else:
             self._update_for_identity(track.participant_identity)
 
-    def _on_track_muted(self, event: Any) -> None:
+    def _on_track_muted(self, event: TrackMuted) -> None:
         track = event.track
         if track.participant_sid == self._own_sid():
             # the server (an admin) muted our own track: tell the client to follow
@@ -354,10 +360,10 @@ class SignalPeer:
         else:
             self._update_for_identity(track.participant_identity)
 
-    def _on_speakers_changed(self, event: Any) -> None:
+    def _on_speakers_changed(self, event: SpeakersChanged) -> None:
         self.send(rtc.SignalResponse(speakers_changed=translate.speakers_to_pb(event.speakers)))
 
-    def _on_subscribed_qualities(self, event: Any) -> None:
+    def _on_subscribed_qualities(self, event: SubscribedQualitiesChanged) -> None:
         # Dynacast: the client pauses the simulcast layers nobody watches.
         self.send(
             rtc.SignalResponse(
@@ -367,7 +373,17 @@ class SignalPeer:
             )
         )
 
-    def _on_session_closed(self, event: Any) -> None:
+    def _on_stream_state(self, event: StreamStateChanged) -> None:
+        # A video paused for bandwidth (or flowing again): clients show it as such.
+        state = rtc.StreamState.PAUSED if event.paused else rtc.StreamState.ACTIVE
+        info = rtc.StreamStateInfo(
+            participant_sid=event.track.participant_sid, track_sid=event.track.sid, state=state
+        )
+        self.send(
+            rtc.SignalResponse(stream_state_update=rtc.StreamStateUpdate(stream_states=[info]))
+        )
+
+    def _on_session_closed(self, event: SessionClosed) -> None:
         if self.finished:
             return  # we ended it ourselves (leave, protocol error): already closing
         log.info("- %r closed by the server: %s", self, event.reason)
@@ -380,19 +396,19 @@ class SignalPeer:
                 )
             )
         )
-        self._finish()
+        self.finish()
         ws = self._ws
         if ws is not None:
-            self._spawn(self._close_after_flush(ws, 1000, f"session closed: {event.reason}"))
+            self._spawn(self.close_after_flush(ws, 1000, f"session closed: {event.reason}"))
 
     # ---- lifecycle ----------------------------------------------------------------
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
         """No more frames after the ones queued now; forget resume state."""
         if self.finished:
             return
         self.finished = True
-        self.peers.discard(self)
+        self._on_finished(self)
         if self._grace is not None:
             self._grace.cancel()
             self._grace = None
@@ -400,7 +416,8 @@ class SignalPeer:
             if task is not asyncio.current_task():
                 task.cancel()
 
-    async def _close_after_flush(self, ws: web.WebSocketResponse, code: int, message: str) -> None:
+    async def close_after_flush(self, ws: web.WebSocketResponse, code: int, message: str) -> None:
+        """Close ``ws`` with ``code`` once what is queued for it is out (at most 5 s)."""
         if self._outbox is not None:
             self._outbox.put_nowait(None)
         if self._writer is not None and self._writer is not asyncio.current_task():
@@ -410,7 +427,7 @@ class SignalPeer:
 
     async def end(self, reason: str) -> None:
         """Leave the room for good (client leave, protocol error, grace period over)."""
-        self._finish()
+        self.finish()
         if self.session is not None and not self.session.closed:
             await self.session.leave(reason)
 
@@ -438,7 +455,7 @@ class SignalPeer:
         ttl_s = claims.expires_at - nbf if isinstance(nbf, int | float) else 600.0
         ttl_s = max(ttl_s, 60.0)
         expires_at = claims.expires_at
-        secret = self.config.keys.get(claims.api_key)
+        secret = self.keys.get(claims.api_key)
         if secret is None:
             return
         while True:
@@ -544,7 +561,7 @@ class SignalPeer:
         else:
             log.debug("< %r %s (not handled; ignored)", self, which)
 
-    def _trickle(self, session: SessionPort, trickle: rtc.TrickleRequest) -> None:
+    def _trickle(self, session: Session, trickle: rtc.TrickleRequest) -> None:
         try:
             candidate = translate.candidate_from_init(trickle.candidateInit)
         except RemoteProtocolError as exc:
@@ -561,13 +578,12 @@ class SignalPeer:
             )
         )
 
-    def _add_track(self, session: SessionPort, request: rtc.AddTrackRequest) -> None:
-        media = self.media
+    def _add_track(self, session: Session, request: rtc.AddTrackRequest) -> None:
         try:
             kind = translate.kind_from_pb(request.type)
-            options = translate.add_track_kwargs(request, media.LayerInfo)
-            options["source"] = media.TrackSource(options["source"])
-            track = session.announce_track(request.cid, media.TrackKind(kind), **options)
+            options = translate.add_track_kwargs(request, LayerInfo)
+            options["source"] = TrackSource(options["source"])
+            track = session.announce_track(request.cid, TrackKind(kind), **options)
         except AuthError as exc:
             self._refuse(rtc.RequestResponse.NOT_ALLOWED, str(exc), add_track=request)
             return
@@ -586,13 +602,13 @@ class SignalPeer:
             )
         )
 
-    def _mute(self, session: SessionPort, request: rtc.MuteTrackRequest) -> None:
+    def _mute(self, session: Session, request: rtc.MuteTrackRequest) -> None:
         try:
             session.mute(request.sid, request.muted)
         except MediafedError as exc:
             self._refuse(rtc.RequestResponse.NOT_FOUND, str(exc), mute=request)
 
-    def _subscription(self, session: SessionPort, request: rtc.UpdateSubscription) -> None:
+    def _subscription(self, session: Session, request: rtc.UpdateSubscription) -> None:
         sids = list(request.track_sids)
         for entry in request.participant_tracks:
             sids.extend(entry.track_sids)
@@ -602,7 +618,7 @@ class SignalPeer:
             except MediafedError as exc:
                 log.info("x %r subscription %s: %s", self, sid, exc)
 
-    def _track_settings(self, session: SessionPort, request: rtc.UpdateTrackSettings) -> None:
+    def _track_settings(self, session: Session, request: rtc.UpdateTrackSettings) -> None:
         for sid in request.track_sids:
             try:
                 session.update_track_settings(
@@ -616,9 +632,7 @@ class SignalPeer:
             except MediafedError as exc:
                 log.info("x %r track settings %s: %s", self, sid, exc)
 
-    def _update_metadata(
-        self, session: SessionPort, request: rtc.UpdateParticipantMetadata
-    ) -> None:
+    def _update_metadata(self, session: Session, request: rtc.UpdateParticipantMetadata) -> None:
         if not session.info().permission.can_update_metadata:
             self._refuse(
                 rtc.RequestResponse.NOT_ALLOWED,
@@ -640,249 +654,3 @@ class SignalPeer:
                 )
             )
         )
-
-
-def _join_response(peer: SignalPeer, session: SessionPort) -> rtc.SignalResponse:
-    options = peer.options
-    room = peer.room
-    return rtc.SignalResponse(
-        join=rtc.JoinResponse(
-            room=translate.room_to_pb(room),
-            participant=translate.participant_to_pb(session.info()),
-            other_participants=translate.visible_participants(
-                room.participants(), exclude_sid=session.sid
-            ),
-            server_version=__version__,
-            server_info=models.ServerInfo(
-                edition=models.ServerInfo.Edition.Standard,
-                version=__version__,
-                protocol=SERVER_PROTOCOL,
-                node_id="mediafed",
-            ),
-            ice_servers=[],
-            subscriber_primary=True,
-            client_configuration=models.ClientConfiguration(),
-            ping_interval=options.ping_interval_s,
-            ping_timeout=options.ping_timeout_s,
-            enabled_publish_codecs=[models.Codec(mime=mime) for mime in options.publish_codecs],
-            fast_publish=False,
-        )
-    )
-
-
-def _leave_frame(reason: int, action: int, *, can_reconnect: bool) -> bytes:
-    return rtc.SignalResponse(
-        leave=rtc.LeaveRequest(can_reconnect=can_reconnect, reason=reason, action=action)  # type: ignore[arg-type]
-    ).SerializeToString()
-
-
-class RtcEndpoint:
-    """The ``/rtc`` route: authenticate, join or resume, then pump frames."""
-
-    def __init__(
-        self, config: Config, rooms: RoomDirectory, options: SignalOptions, media: Any = None
-    ) -> None:
-        self.config = config
-        self.rooms = rooms
-        self.options = options
-        self.peers = _Peers()
-        self._media = media
-
-    @property
-    def media(self) -> Any:
-        """The room core's constructors; ``mediafed.media`` unless given."""
-        if self._media is None:
-            self._media = _default_media_types()
-        return self._media
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        try:
-            claims, room_name = verify_join(request, self.config)
-        except AuthError as exc:
-            log.info("x /rtc refused: %s", exc)
-            return web.Response(status=401, text=str(exc))
-        ws = web.WebSocketResponse(max_msg_size=self.options.max_frame_bytes, autoping=True)
-        await ws.prepare(request)
-        resume = request.query.get("reconnect", "") in ("1", "true")
-        if resume:
-            peer = self.peers.find(room_name, claims.identity, request.query.get("sid", ""))
-            if peer is None:
-                log.info("x resume refused room=%s participant=%s", room_name, claims.identity)
-                await ws.send_bytes(
-                    _leave_frame(
-                        models.DisconnectReason.STATE_MISMATCH,
-                        rtc.LeaveRequest.Action.RECONNECT,
-                        can_reconnect=True,
-                    )
-                )
-                await ws.close(code=1000, message=b"session not found; join again")
-                return ws
-            await self._resume(peer, ws, request.query.get("reconnect_reason", ""))
-        else:
-            joined = await self._join(ws, claims, room_name, request)
-            if joined is None:
-                return ws
-            peer = joined
-        await self._pump(peer, ws)
-        return ws
-
-    async def _join(
-        self,
-        ws: web.WebSocketResponse,
-        claims: Claims,
-        room_name: str,
-        request: web.Request,
-    ) -> SignalPeer | None:
-        room = self.rooms.get_or_create(room_name)
-        peer = SignalPeer(
-            config=self.config,
-            options=self.options,
-            claims=claims,
-            room=room,
-            peers=self.peers,
-            media=self.media,
-        )
-        peer._attach(ws)
-        media = self.media
-        try:
-            session = await room.join(
-                claims.identity,
-                name=claims.name,
-                metadata=claims.metadata,
-                attributes=translate.attributes_of(claims.attributes),
-                permission=media.Permission(**translate.permission_kwargs(claims)),
-                listener=peer,
-                auto_subscribe=request.query.get("auto_subscribe", "1") not in ("0", "false"),
-            )
-        except MediafedError as exc:
-            log.info("x join refused room=%s participant=%s: %s", room_name, claims.identity, exc)
-            peer.finished = True
-            await peer._detach()
-            await ws.send_bytes(
-                _leave_frame(
-                    models.DisconnectReason.JOIN_FAILURE,
-                    rtc.LeaveRequest.Action.DISCONNECT,
-                    can_reconnect=False,
-                )
-            )
-            await ws.close(code=CLOSE_POLICY, message=str(exc)[:120].encode())
-            return None
-        peer.session = session
-        old = self.peers.by_key.get((room_name, claims.identity))
-        if old is not None and old is not peer:
-            old._finish()
-        self.peers.add(peer)
-        peer._go_live(_join_response(peer, session))
-        peer.start_timers()
-        log.info("- %r joined", peer)
-        return peer
-
-    async def _resume(self, peer: SignalPeer, ws: web.WebSocketResponse, reason: str) -> None:
-        assert peer.session is not None
-        old = peer._ws
-        if old is not None and not old.closed:
-            await old.close(code=1000, message=b"resumed on another connection")
-        await peer._detach()
-        peer._ready = False
-        peer._attach(ws)
-        peer._go_live(
-            rtc.SignalResponse(
-                reconnect=rtc.ReconnectResponse(
-                    ice_servers=[],
-                    client_configuration=models.ClientConfiguration(),
-                    server_info=models.ServerInfo(
-                        edition=models.ServerInfo.Edition.Standard,
-                        version=__version__,
-                        protocol=SERVER_PROTOCOL,
-                    ),
-                )
-            )
-        )
-        log.info("- %r resumed (reconnect_reason=%s)", peer, reason or "-")
-        if reason != str(models.ReconnectReason.RR_SIGNAL_DISCONNECTED):
-            # media may be broken too: new ICE credentials and a new subscriber offer
-            # (the client restarts its publisher side itself). When only the signal
-            # connection dropped, media kept flowing and needs nothing.
-            await peer.session.restart_ice()
-
-    async def _pump(self, peer: SignalPeer, ws: web.WebSocketResponse) -> None:
-        watchdog = asyncio.create_task(peer.watch(ws))
-        close: tuple[int, str] | None = None
-        budget = TokenBucket(self.options.messages_per_s, self.options.message_burst)
-        loop = asyncio.get_running_loop()
-        try:
-            async for message in ws:
-                peer.seen()
-                if not budget.take(loop.time()):
-                    # No client sends this many requests; dropping some would leave its
-                    # state undefined, so it is disconnected, and may join again.
-                    close = (
-                        CLOSE_POLICY,
-                        f"more than {self.options.message_burst:.0f} signaling messages at "
-                        f"once or {self.options.messages_per_s:.0f} a second",
-                    )
-                    self.rooms.drop("signal_rate", repr(peer), close[1])
-                    break
-                if message.type == WSMsgType.BINARY:
-                    close = await self._handle_frame(peer, message.data)
-                elif message.type == WSMsgType.TEXT:
-                    close = (CLOSE_UNSUPPORTED, "send binary protobuf SignalRequest frames")
-                elif message.type == WSMsgType.ERROR:
-                    log.info("x %r socket error: %s", peer, ws.exception())
-                if close is not None or peer.finished:
-                    break
-        finally:
-            watchdog.cancel()
-        if close is not None:
-            log.info("x %r protocol error: %s", peer, close[1])
-            await peer.end(f"protocol error: {close[1]}")
-            await peer._close_after_flush(ws, close[0], close[1])
-        elif peer.finished:
-            await peer._close_after_flush(ws, 1000, "left")
-        elif peer._ws is ws:
-            await peer._detach()
-            peer.park()
-        if not ws.closed:
-            await ws.close()
-
-    async def _handle_frame(self, peer: SignalPeer, data: bytes) -> tuple[int, str] | None:
-        request = rtc.SignalRequest()
-        try:
-            request.ParseFromString(data)
-        except DecodeError:
-            return (CLOSE_INVALID, "malformed SignalRequest protobuf")
-        try:
-            await peer.handle(request)
-        except RemoteProtocolError as exc:
-            return (CLOSE_POLICY, str(exc))
-        except MediafedError as exc:
-            log.warning("x %r %s failed: %s", peer, request.WhichOneof("message"), exc)
-            return (CLOSE_POLICY, str(exc))
-        return None
-
-    async def shutdown(self, app: web.Application) -> None:
-        for peer in list(self.peers.by_key.values()):
-            peer._on_session_closed(_ShutdownEvent())
-
-
-@dataclass(frozen=True, slots=True)
-class _ShutdownEvent:
-    reason: str = "server shutdown"
-
-
-def add_rtc_route(
-    app: web.Application,
-    config: Config,
-    rooms: RoomDirectory,
-    options: SignalOptions | None = None,
-    media: Any = None,
-) -> RtcEndpoint:
-    """Serve ``/rtc`` on ``app``; returns the endpoint (its peers, for tests).
-
-    ``media`` supplies the room core's ``Permission``, ``LayerInfo``,
-    ``TrackKind`` and ``TrackSource`` (default: :mod:`mediafed.media`).
-    """
-    endpoint = RtcEndpoint(config, rooms, options or SignalOptions(), media)
-    app.router.add_get("/rtc", endpoint.handle)
-    app.on_shutdown.append(endpoint.shutdown)
-    return endpoint

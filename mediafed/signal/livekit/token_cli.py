@@ -1,6 +1,6 @@
 """``mediafed token``: print an access token that LiveKit SDKs and mediafed accept.
 
-The token is an HS256 JWT minted by :func:`mediafed.signal.livekit.tokens.mint_token` with the
+The token is an HS256 JWT minted by :func:`.tokens.mint_token` with the
 claims LiveKit defines (``iss`` API key, ``sub`` identity, ``exp``, ``video``
 grant; see livekit/protocol ``auth/grants.go``). The key pair comes from the
 configuration (``[keys]`` or ``MEDIAFED_KEYS``); ``--dev`` uses ``devkey``/``secret``.
@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mediafed.config import Config, load_config
 from mediafed.errors import ConfigError
 from mediafed.signal.livekit.tokens import SOURCES, VideoGrant, mint_token
 
@@ -49,8 +49,14 @@ def _parse_attribute(text: str) -> tuple[str, str]:
     return key, value
 
 
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``token`` subcommand to ``mediafed``'s subparsers."""
+KeysOf = Callable[[Path | None, bool], Mapping[str, str]]
+"""The API key pairs of the configuration file given with ``--config`` (or of none),
+with the dev pair when ``--dev`` is given."""
+
+
+def register(subparsers: Any, keys_of: KeysOf) -> argparse.ArgumentParser:
+    """Add the ``token`` subcommand to ``mediafed``'s subparsers; ``keys_of`` reads
+    the key pairs that may sign from the configuration."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "token",
         help="print an access token (JWT) for a room",
@@ -96,31 +102,29 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--api-key", help="which configured API key signs (default: the first)")
     parser.add_argument("--config", type=Path, help="TOML configuration file")
     parser.add_argument("--dev", action="store_true", help="use the dev key pair devkey/secret")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, keys_of=keys_of)
     return parser
 
 
-def _signing_key(config: Config, wanted: str | None) -> tuple[str, str]:
-    if not config.keys:
+def _signing_key(keys: Mapping[str, str], wanted: str | None) -> tuple[str, str]:
+    if not keys:
         raise ConfigError(
             "no API keys configured; add a [keys] table to the config file, set "
             "MEDIAFED_KEYS='key: secret', or pass --dev"
         )
     if wanted is None:
-        return next(iter(config.keys.items()))
-    if wanted not in config.keys:
-        raise ConfigError(
-            f"API key {wanted!r} is not configured; known keys: {', '.join(config.keys)}"
-        )
-    return wanted, config.keys[wanted]
+        return next(iter(keys.items()))
+    if wanted not in keys:
+        raise ConfigError(f"API key {wanted!r} is not configured; known keys: {', '.join(keys)}")
+    return wanted, keys[wanted]
 
 
-def token_from_args(args: argparse.Namespace, config: Config) -> str:
+def token_from_args(args: argparse.Namespace, keys: Mapping[str, str]) -> str:
     """Mint the token the parsed arguments describe (raises ConfigError on misuse)."""
     joins = bool(args.join)
     if joins and (not args.room or not args.identity):
         raise ConfigError("a join token needs --room and --identity (or pass --no-join)")
-    api_key, secret = _signing_key(config, args.api_key)
+    api_key, secret = _signing_key(keys, args.api_key)
     can_publish_data = args.can_publish if args.can_publish_data is None else args.can_publish_data
     grant = VideoGrant(
         room_join=joins,
@@ -148,7 +152,6 @@ def token_from_args(args: argparse.Namespace, config: Config) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config, dev=args.dev)
-    print(token_from_args(args, config))
+    print(token_from_args(args, args.keys_of(args.config, args.dev)))
     sys.stdout.flush()
     return 0

@@ -2,7 +2,7 @@
 
 Protobuf classes come from ``livekit-protocol`` (livekit/protocol
 ``livekit_models.proto``, ``livekit_rtc.proto``); the room core's side is the
-session API (:mod:`mediafed.media`, seen through :mod:`.ports`). No I/O, no
+session API (:mod:`mediafed.media`). No I/O, no
 clocks except where a timestamp is passed in.
 """
 
@@ -15,14 +15,14 @@ from typing import Any, cast
 from livekit.protocol import models, rtc
 
 from mediafed.errors import RemoteProtocolError
-from mediafed.signal.livekit.ports import (
-    LayerView,
-    ParticipantView,
-    PermissionView,
-    RoomPort,
-    TrackView,
+from mediafed.media import (
+    LayerInfo,
+    ParticipantInfo,
+    Permission,
+    Room,
+    TrackInfo,
 )
-from mediafed.tokens import Claims
+from mediafed.signal.livekit.tokens import Claims
 
 _KIND_TO_PB = {"audio": models.TrackType.AUDIO, "video": models.TrackType.VIDEO}
 _KIND_FROM_PB: dict[int, str] = {models.TrackType.AUDIO: "audio", models.TrackType.VIDEO: "video"}
@@ -86,7 +86,7 @@ def source_to_pb(source: str) -> models.TrackSource:
     return _SOURCE_TO_PB.get(str(source), models.TrackSource.UNKNOWN)
 
 
-def permission_to_pb(permission: PermissionView) -> models.ParticipantPermission:
+def permission_to_pb(permission: Permission) -> models.ParticipantPermission:
     return models.ParticipantPermission(
         can_subscribe=permission.can_subscribe,
         can_publish=permission.can_publish,
@@ -122,7 +122,7 @@ def permission_kwargs_from_pb(permission: models.ParticipantPermission) -> dict[
     }
 
 
-def layer_to_pb(layer: LayerView) -> models.VideoLayer:
+def layer_to_pb(layer: LayerInfo) -> models.VideoLayer:
     return models.VideoLayer(
         quality=cast(Any, layer.quality),
         width=layer.width,
@@ -151,7 +151,7 @@ def layer_kwargs_from_pb(layer: models.VideoLayer) -> dict[str, Any]:
     }
 
 
-def track_to_pb(track: TrackView) -> models.TrackInfo:
+def track_to_pb(track: TrackInfo) -> models.TrackInfo:
     info = models.TrackInfo(
         sid=track.sid,
         type=_KIND_TO_PB.get(str(track.kind), models.TrackType.AUDIO),
@@ -178,7 +178,7 @@ def track_to_pb(track: TrackView) -> models.TrackInfo:
     return info
 
 
-def participant_to_pb(participant: ParticipantView) -> models.ParticipantInfo:
+def participant_to_pb(participant: ParticipantInfo) -> models.ParticipantInfo:
     joined_at = float(participant.joined_at)
     return models.ParticipantInfo(
         sid=participant.sid,
@@ -197,7 +197,7 @@ def participant_to_pb(participant: ParticipantView) -> models.ParticipantInfo:
     )
 
 
-def disconnected_to_pb(participant: ParticipantView) -> models.ParticipantInfo:
+def disconnected_to_pb(participant: ParticipantInfo) -> models.ParticipantInfo:
     """A participant that left: state DISCONNECTED and a version above the last one seen."""
     info = participant_to_pb(participant)
     if info.state != models.ParticipantInfo.State.DISCONNECTED:
@@ -206,7 +206,7 @@ def disconnected_to_pb(participant: ParticipantView) -> models.ParticipantInfo:
     return info
 
 
-def room_to_pb(room: RoomPort) -> models.Room:
+def room_to_pb(room: Room) -> models.Room:
     created = float(room.created_at)
     return models.Room(
         sid=room.sid,
@@ -220,7 +220,7 @@ def room_to_pb(room: RoomPort) -> models.Room:
 
 
 def visible_participants(
-    participants: Iterable[ParticipantView], *, exclude_sid: str = ""
+    participants: Iterable[ParticipantInfo], *, exclude_sid: str = ""
 ) -> list[models.ParticipantInfo]:
     """Protobuf infos of the participants others may see (hidden ones left out)."""
     return [
@@ -247,7 +247,7 @@ def add_track_kwargs(
 
 
 def subscribed_quality_update(
-    track: TrackView, wanted: Sequence[int]
+    track: TrackInfo, wanted: Sequence[int]
 ) -> rtc.SubscribedQualityUpdate:
     """Which simulcast qualities of ``track`` are watched (LiveKit's dynacast)."""
     known = sorted({layer.quality for layer in track.layers}) or [0, 1, 2]

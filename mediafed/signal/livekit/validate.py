@@ -12,10 +12,10 @@ See REFERENCES.md, "LiveKit client protocol".
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from aiohttp import web
 
-from mediafed.config import Config
 from mediafed.errors import AuthError
 from mediafed.signal.livekit.auth import CORS_HEADERS, verify_join
 
@@ -35,10 +35,12 @@ async def _preflight(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=CORS_HEADERS)
 
 
-def add_validate_routes(app: web.Application, config: Config) -> None:
+def add_validate_routes(app: web.Application, keys: Mapping[str, str]) -> None:
+    """Serve ``/rtc/validate`` (tokens checked against ``keys``) and the v1 404s."""
+
     async def validate(request: web.Request) -> web.Response:
         try:
-            _claims, room = verify_join(request, config)
+            _claims, room = verify_join(request, keys)
         except AuthError as exc:
             log.info("x validate refused: %s", exc)
             return web.Response(status=401, text=str(exc), headers=CORS_HEADERS)

@@ -1,0 +1,492 @@
+"""One subscriber's copy of a published track: the sending half of forwarding.
+
+A DownTrack builds the subscriber's packet from the publisher's (payload
+type, sequence number, timestamp, SSRC, extension ids, VP8 picture ids) and
+hands it to its send target, which numbers, protects and sends it. No awaits,
+no per-subscriber objects, no logging unless enabled. The steady state runs
+natively when ``media/_forward.c`` is built (the fields live in its
+``Forwarder`` base); the Python methods here are the reference and handle
+every case that needs a decision.
+
+A DownTrack keeps its own sequence, timestamp and picture-id spaces: when it
+starts, or switches to another simulcast layer (on that layer's keyframe,
+forwarding the current one until then), or its publisher restarts, offsets are
+chosen so its output continues without a jump (RFC 3550 §5.1 receivers see
+one stream).
+
+Padding-only packets (a libwebrtc publisher probes its uplink with them, on the
+media SSRC when it has no RTX) carry nothing a subscriber needs: one that comes
+next in sequence is dropped and the next packet takes its number. The offsets
+that applied before each such drop are kept (``seq_history``) so late packets
+and retransmissions of earlier ones still map to the numbers they were given.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any
+
+from mediafed.media import native
+from mediafed.media.types import TrackKind
+from mediafed.wire import payload as payload_codecs
+from mediafed.wire.rtp import (
+    HEADER,
+    SEQ_TS_SSRC,
+    U16,
+    U32,
+    padding_only,
+    payload_end,
+    payload_offset,
+    remap_extension_ids,
+)
+
+if TYPE_CHECKING:
+    from mediafed.media.layer import Layer
+    from mediafed.media.peer import MediaPeer
+    from mediafed.media.track import PublishedTrack
+    from mediafed.wire.rtcp import ReportBlock
+
+
+class DownTrack(native.Forwarder):
+    """One subscriber's copy of a published track: its own SSRC, sequence and timestamps.
+
+    The fields the fan-out uses (offsets, SSRC, payload type, counters) are
+    declared by the ``Forwarder`` base, native when built (media/native.py).
+    """
+
+    __slots__ = (
+        "_left",
+        "allocated_at",
+        "allocated_quality",
+        "clock_rate",
+        "disabled",
+        "layer",
+        "max_quality",
+        "mid",
+        "nacked",
+        "negotiated",
+        "peer",
+        "pending",
+        "previous",
+        "report",
+        "retransmitted",
+        "rtt_ms",
+        "rtx_payload_type",
+        "rtx_seq",
+        "rtx_ssrc",
+        "seq_history",
+        "sr_sent",
+        "started",
+        "track",
+    )
+
+    def __init__(
+        self,
+        track: PublishedTrack,
+        peer: MediaPeer,
+        *,
+        payload_type: int,
+        rtx_payload_type: int | None,
+    ) -> None:
+        self.track = track
+        self.peer = peer
+        self.target = peer.endpoint.target
+        self.ssrc = random.getrandbits(32) or 1
+        self.rtx_ssrc = random.getrandbits(32) or 2
+        self.payload_type = payload_type
+        self.rtx_payload_type = rtx_payload_type
+        self.clock_rate = track.clock_rate
+        self.mid = ""
+        self.layer: Layer | None = None
+        self.pending: Layer | None = None
+        """The layer this DownTrack moves to on its next keyframe (None: staying)."""
+        self.switching = False
+        self._left: Layer | None = None
+        self.previous: (
+            tuple[Layer, int, tuple[int, int], tuple[int, int, int], list[tuple[int, int]]] | None
+        ) = None
+        """(layer, first sequence number after it, (seq, ts offsets), VP8 offsets,
+        sequence history) of the layer forwarded before the last switch: NACKs for its
+        packets come from it."""
+        self.pad_floor = -1
+        """Input sequence number from which the current ``seq_off`` applies, after
+        padding was dropped (-1: none dropped since the last re-anchoring)."""
+        self.seq_history: list[tuple[int, int]] = []
+        """(input sequence number, offset used before it): one entry per run of dropped
+        padding since the last re-anchoring, oldest first."""
+        self.vp8 = track.mime_lower == "video/vp8"
+        self.pid_off = self.tl0_off = self.keyidx_off = 0
+        self.pid_out = self.tl0_out = self.keyidx_out = 0
+        self.max_quality = 2
+        self.allocated_quality = 2
+        self.allocated_at = -1.0
+        self.disabled = False
+        self.ext_remap: bytes | None = None
+        self.negotiated = False
+        self.started = False
+        self.synced = False
+        self.needs_keyframe = track.kind is TrackKind.VIDEO
+        self.seq_off = 0
+        self.ts_off = 0
+        self.seq_out = random.getrandbits(16)
+        self.ts_out = random.getrandbits(32)
+        self.time_out = 0.0
+        self.packets_sent = 0
+        self.octets_sent = 0
+        self.rtx_seq = random.getrandbits(16)
+        self.nacked = 0
+        """Sequence numbers the subscriber asked for again (NACK)."""
+        self.retransmitted = 0
+        self.report: tuple[int, float] | None = None
+        """(fraction lost of 256, jitter in ms) of the subscriber's last report; taken
+        by connection quality."""
+        self.rtt_ms = 0.0
+        self.sr_sent: dict[int, float] = {}
+        """Middle 32 bits of the NTP time of our last sender reports -> when sent."""
+
+    # -- control (off the hot path) ---------------------------------------
+    def attach(self, now: float) -> None:
+        """Start forwarding the best layer (after the subscriber's answer)."""
+        self.negotiated = True
+        self.select_layer(now)
+
+    def select_layer(self, now: float) -> None:
+        if self.disabled or not self.negotiated or self.allocated_quality < 0:
+            self._leave_layer()
+            return
+        cap = min(self.max_quality, self.allocated_quality)
+        target = self.track.best_layer(cap, now)
+        current = self.layer
+        if (
+            target is not None
+            and current is not None
+            and current.quality <= cap < target.quality
+            and now - current.last_packet_at < LAYER_STALL_S
+        ):
+            # the layer within the allocation paused a moment (a publisher sends little
+            # of a still picture): going above the allocation would overrun the link
+            target = current
+        if target is None or target is self.layer:
+            self._cancel_switch()
+            return
+        if target is self.pending:
+            return
+        current = self.layer
+        if (
+            self.track.kind is TrackKind.VIDEO
+            and current is not None
+            and not self.needs_keyframe
+            and current.receiving(now)
+        ):
+            # Switch on the new layer's keyframe; until it comes the current layer
+            # goes on, so the subscriber never waits on a frozen picture.
+            self._cancel_switch()
+            self.pending = target
+            self.switching = True
+            target.downtracks.append(self)
+            target.keyframe_waiters += 1
+            self.track.request_keyframe(now)
+            return
+        self._leave_layer()
+        self.layer = target
+        target.downtracks.append(self)
+        self.synced = False
+        if self.track.kind is TrackKind.VIDEO:
+            self.needs_keyframe = True
+            target.keyframe_waiters += 1
+            self.track.request_keyframe(now)
+
+    def _cancel_switch(self) -> None:
+        pending = self.pending
+        if pending is None:
+            return
+        if self in pending.downtracks:
+            pending.downtracks.remove(self)
+        pending.keyframe_waiters = max(0, pending.keyframe_waiters - 1)
+        self.pending = None
+        self.switching = False
+
+    def _complete_switch(self, packet: bytes, length: int, seq: int, ts: int, now: float) -> None:
+        """The pending layer's keyframe is here: leave the current layer for it."""
+        pending = self.pending
+        assert pending is not None
+        current = self.layer
+        if current is not None and self in current.downtracks:
+            current.downtracks.remove(self)
+        pending.keyframe_waiters = max(0, pending.keyframe_waiters - 1)
+        self._left = current
+        self.layer = pending
+        self.pending = None
+        self.switching = False
+        self._continue_from(packet, length, seq, ts, now)
+
+    def _leave_layer(self) -> None:
+        self._cancel_switch()
+        layer = self.layer
+        if layer is None:
+            return
+        if self in layer.downtracks:
+            layer.downtracks.remove(self)
+        if self.needs_keyframe and self.track.kind is TrackKind.VIDEO:
+            layer.keyframe_waiters = max(0, layer.keyframe_waiters - 1)
+        self._left = layer
+        self.layer = None
+
+    def set_disabled(self, disabled: bool, now: float) -> None:
+        self.disabled = disabled
+        self.select_layer(now)
+
+    def detach(self) -> None:
+        self._leave_layer()
+        self.negotiated = False
+
+    # -- the hot path --------------------------------------------------------
+    def forward(
+        self, packet: bytes, length: int, b1: int, seq: int, ts: int, keyframe: bool, now: float
+    ) -> None:
+        if self.switching:
+            # in two layers' lists until the new one's keyframe: which one is this?
+            pending = self.pending
+            ssrc = U32.unpack_from(packet, 8)[0]
+            if pending is not None and ssrc == pending.ssrc:
+                if not keyframe:
+                    return
+                self._complete_switch(packet, length, seq, ts, now)
+            elif self.layer is None or ssrc != self.layer.ssrc:
+                return
+        elif self.needs_keyframe:
+            if not keyframe:
+                return
+            self.needs_keyframe = False
+            layer = self.layer
+            if layer is not None:
+                layer.keyframe_waiters = max(0, layer.keyframe_waiters - 1)
+            self._continue_from(packet, length, seq, ts, now)
+        elif not self.synced:
+            self._continue_from(packet, length, seq, ts, now)
+        seq_off = self.seq_off
+        if packet[0] & 0x20 and padding_only(packet, length):
+            if seq == (self.seq_out + 1 - seq_off) & 0xFFFF:
+                self._drop_padding(seq)
+                return
+        elif self.pad_floor >= 0 and _before(seq, self.pad_floor):
+            seq_off = _offset_for(seq, seq_off, self.seq_history)  # a late packet
+        seq_out = (seq + seq_off) & 0xFFFF
+        ts_out = (ts + self.ts_off) & 0xFFFFFFFF
+        # The same packet the native fan-out builds (media/_forward.c): header, ids, VP8.
+        out = bytearray(packet[:length])
+        out[1] = (b1 & 0x80) | self.payload_type
+        SEQ_TS_SSRC.pack_into(out, 2, seq_out, ts_out, self.ssrc)
+        if self.ext_remap is not None:
+            remap_extension_ids(out, length, self.ext_remap)
+        written = self._continue_vp8(out, length) if self.vp8 else None
+        if self.target.send_packet(out) < 0:
+            return  # not connected yet, or refused: counted by the target
+        if (seq_out - self.seq_out) & 0xFFFF < 0x8000:
+            # the newest so far (a late packet, repaired upstream, must not move the
+            # point the next switch continues from backwards)
+            self.seq_out = seq_out
+            self.ts_out = ts_out
+            self.time_out = now
+            if written is not None:
+                self.pid_out, self.tl0_out, self.keyidx_out = written
+        self.packets_sent += 1
+        self.octets_sent += length
+
+    def _drop_padding(self, seq: int) -> None:
+        """Drop the padding-only packet ``seq`` (the next in order): later packets are
+        numbered one lower."""
+        history = self.seq_history
+        if history and history[-1][0] == seq:
+            history[-1] = ((seq + 1) & 0xFFFF, history[-1][1])  # the same run goes on
+        else:
+            history.append(((seq + 1) & 0xFFFF, self.seq_off))
+            if len(history) > SEQ_HISTORY:
+                del history[0]
+        self.seq_off = (self.seq_off - 1) & 0xFFFF
+        self.pad_floor = (seq + 1) & 0xFFFF
+
+    def _continue_vp8(
+        self, out: bytearray, length: int, offsets: tuple[int, int, int] | None = None
+    ) -> tuple[int, int, int]:
+        """Write the continued picture id, TL0PICIDX and KEYIDX into ``out`` (with the
+        current offsets, or those given); what was written (the last values where a
+        field is absent)."""
+        pid_off, tl0_off, keyidx_off = offsets or (self.pid_off, self.tl0_off, self.keyidx_off)
+        fields = payload_codecs.vp8_fields(out, length)
+        pid, tl0, keyidx = self.pid_out, self.tl0_out, self.keyidx_out
+        if fields.pid_at >= 0:
+            pid = (fields.pid + pid_off) & (0x7FFF if fields.pid_bits == 15 else 0x7F)
+            if fields.pid_bits == 15:
+                out[fields.pid_at] = 0x80 | (pid >> 8)
+                out[fields.pid_at + 1] = pid & 0xFF
+            else:
+                out[fields.pid_at] = pid
+        if fields.tl0_at >= 0:
+            tl0 = (fields.tl0 + tl0_off) & 0xFF
+            out[fields.tl0_at] = tl0
+        if fields.key_at >= 0:
+            keyidx = (fields.keyidx + keyidx_off) & 0x1F
+            out[fields.key_at] = (out[fields.key_at] & 0xE0) | keyidx
+        return pid, tl0, keyidx
+
+    def _continue_from(self, packet: bytes, length: int, seq: int, ts: int, now: float) -> None:
+        """Choose offsets so this packet follows the last one sent without a jump: in
+        sequence numbers and timestamps, and for VP8 in picture ids, TL0PICIDX and
+        KEYIDX (simulcast layers number their pictures apart; libwebrtc drops a
+        frame whose id looks older than one it decoded)."""
+        if self.started:
+            elapsed = max(now - self.time_out, 0.001)
+            next_ts = (self.ts_out + max(1, int(elapsed * self.clock_rate))) & 0xFFFFFFFF
+            left = self._left
+            if left is not None:
+                # what the subscriber got before this point came from that layer
+                self.previous = (
+                    left,
+                    (self.seq_out + 1) & 0xFFFF,
+                    (self.seq_off, self.ts_off),
+                    (self.pid_off, self.tl0_off, self.keyidx_off),
+                    self.seq_history,
+                )
+        else:
+            next_ts = self.ts_out
+        self._left = None
+        self.seq_off = (self.seq_out + 1 - seq) & 0xFFFF
+        self.seq_history = []
+        self.pad_floor = -1
+        self.ts_off = (next_ts - ts) & 0xFFFFFFFF
+        if self.vp8:
+            fields = payload_codecs.vp8_fields(packet, length)
+            if self.started:
+                self.pid_off = (self.pid_out + 1 - fields.pid) & 0x7FFF
+                self.tl0_off = (self.tl0_out + 1 - fields.tl0) & 0xFF
+                self.keyidx_off = (self.keyidx_out + 1 - fields.keyidx) & 0x1F
+            else:
+                self.pid_off = self.tl0_off = self.keyidx_off = 0
+        self.started = True
+        self.synced = True
+
+    def resync(self) -> None:
+        """The input stream restarted: re-anchor offsets on the next usable packet."""
+        self.synced = False
+        layer = self.layer
+        if self.track.kind is TrackKind.VIDEO and not self.needs_keyframe and layer is not None:
+            self.needs_keyframe = True
+            layer.keyframe_waiters += 1
+
+    # -- repair ----------------------------------------------------------------
+    def retransmit(self, sequences: list[int], now: float) -> int:
+        """Answer a subscriber's NACK from the cache (RTX when negotiated). Count sent."""
+        self.nacked += len(sequences)
+        layer = self.layer
+        if layer is None or not self.target.ready:
+            return 0
+        sent = 0
+        for seq_out in sequences:
+            source, (seq_off, ts_off) = layer, (self.seq_off, self.ts_off)
+            history = self.seq_history
+            vp8_offsets = None
+            previous = self.previous
+            if previous is not None and 0 < ((previous[1] - seq_out) & 0xFFFF) < 0x8000:
+                # sent before the last switch: it came from the layer left then
+                source, _first, (seq_off, ts_off), vp8_offsets, history = previous
+            packet = source.cache.get(_input_seq(seq_out, seq_off, history), now)
+            if packet is None:
+                continue
+            _b0, b1, _seq, ts, _ssrc = HEADER.unpack_from(packet, 0)
+            ts_out = (ts + ts_off) & 0xFFFFFFFF
+            original = bytearray(packet)
+            if self.vp8:
+                self._continue_vp8(original, len(original), vp8_offsets)
+            if self.rtx_payload_type is not None:
+                out = self._rtx_packet(bytes(original), b1, ts_out, seq_out)
+            else:
+                out = original
+                out[1] = (b1 & 0x80) | self.payload_type
+                SEQ_TS_SSRC.pack_into(out, 2, seq_out, ts_out, self.ssrc)
+            if self.ext_remap is not None:
+                remap_extension_ids(out, len(out), self.ext_remap)
+            if self.target.send_packet(out) >= 0:
+                sent += 1
+        self.retransmitted += sent
+        return sent
+
+    def _rtx_packet(self, packet: bytes, b1: int, ts_out: int, seq_out: int) -> bytearray:
+        # RFC 4588 §4: RTX payload = original sequence number + original payload.
+        start = payload_offset(packet, len(packet))
+        end = payload_end(packet, len(packet))
+        out = bytearray(packet[:start])
+        out[0] &= ~0x20 & 0xFF  # padding is not carried over
+        self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+        out[1] = (b1 & 0x80) | (self.rtx_payload_type or 0)
+        SEQ_TS_SSRC.pack_into(out, 2, self.rtx_seq, ts_out, self.rtx_ssrc)
+        out += U16.pack(seq_out)
+        out += packet[start:end]
+        return out
+
+    def note_sender_report(self, ntp: int, now: float) -> None:
+        """A sender report with NTP time ``ntp`` goes out now (for the round trip)."""
+        sent = self.sr_sent
+        if len(sent) >= 4:
+            del sent[next(iter(sent))]
+        sent[(ntp >> 16) & 0xFFFFFFFF] = now
+
+    def on_report(self, block: ReportBlock, now: float) -> None:
+        """The subscriber's reception report on our stream (RFC 3550 §6.4.1): loss and
+        jitter, and the round trip from the sender report it echoes (LSR, DLSR)."""
+        self.report = (block.fraction_lost, block.jitter * 1000.0 / self.clock_rate)
+        sent_at = self.sr_sent.get(block.lsr) if block.lsr else None
+        if sent_at is not None:
+            rtt = now - sent_at - block.dlsr / 65536.0
+            if 0 <= rtt < 10:
+                self.rtt_ms = rtt * 1000.0
+
+    def sender_report_times(self, now: float) -> tuple[int, int] | None:
+        """(NTP, RTP timestamp) for an SR to the subscriber, from the publisher's SR (lip sync)."""
+        layer = self.layer
+        if layer is None or not layer.last_sr_at or not self.started:
+            return None
+        elapsed = now - layer.last_sr_at
+        ntp = layer.last_sr_ntp + int(elapsed * (1 << 32))
+        rtp = (layer.last_sr_rtp + int(elapsed * self.clock_rate) + self.ts_off) & 0xFFFFFFFF
+        return ntp, rtp
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "ssrc": self.ssrc,
+            "packets": self.packets_sent,
+            "octets": self.octets_sent,
+            "nacked": self.nacked,
+            "retransmitted": self.retransmitted,
+        }
+
+
+LAYER_STALL_S = 3.0
+"""How long a layer within the allocation may be silent before a higher one is taken."""
+SEQ_HISTORY = 64
+"""Runs of dropped padding remembered per DownTrack (older late packets take the
+oldest offset kept)."""
+
+
+def _before(seq: int, other: int) -> bool:
+    """``seq`` comes before ``other`` (RFC 3550 sequence arithmetic)."""
+    return 0 < ((other - seq) & 0xFFFF) < 0x8000
+
+
+def _offset_for(seq: int, seq_off: int, history: list[tuple[int, int]]) -> int:
+    """The offset input packet ``seq`` was (or would have been) forwarded with."""
+    for since, before in reversed(history):
+        if not _before(seq, since):
+            break
+        seq_off = before
+    return seq_off
+
+
+def _input_seq(seq_out: int, seq_off: int, history: list[tuple[int, int]]) -> int:
+    """The input sequence number of output ``seq_out`` (the inverse of forwarding)."""
+    for since, before in reversed(history):
+        seq_in = (seq_out - seq_off) & 0xFFFF
+        if not _before(seq_in, since):
+            return seq_in
+        seq_off = before
+    return (seq_out - seq_off) & 0xFFFF

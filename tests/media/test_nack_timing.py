@@ -1,0 +1,50 @@
+"""NACKs to a publisher are spaced by the round trip their repairs take.
+
+libwebrtc retransmits a packet at most once per round trip: NACKs repeated
+faster than that are ignored, and a relay that gives up after a few quick ones
+never gets a lost retransmission back on a long path.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from mediafed.media import layer as layer_module
+from mediafed.media.layer import Layer
+from mediafed.media.types import TrackKind
+
+
+def _layer() -> Layer:
+    track = SimpleNamespace(clock_rate=90000, kind=TrackKind.VIDEO, nack_enabled=True)
+    return Layer(track, rid="q", quality=0)  # type: ignore[arg-type]
+
+
+def test_retries_wait_for_the_round_trip_that_repairs_take() -> None:
+    layer = _layer()
+    now = 10.0
+    # three losses, each repaired 150 ms after its first NACK: the relay learns the trip
+    for first in (100, 200, 300):
+        layer._note_missing(first, 1, now)
+        assert layer.due_nacks(now) == [first]
+        now += 0.15
+        layer.missing.pop(first)  # the retransmission arrived
+        layer.due_nacks(now)
+    assert 0.14 < layer.repair_rtt_s < 0.16
+    # a new loss: asked at once, then not again before 1.25 round trips
+    layer._note_missing(400, 1, now)
+    assert layer.due_nacks(now) == [400]
+    assert layer.due_nacks(now + 0.1) == []
+    assert layer.due_nacks(now + 0.2) == [400]
+    # asked NACK_MAX_TRIES times in all, then given up
+    sent, t = 2, now + 0.2
+    while layer.due_nacks(t := t + 0.2):
+        sent += 1
+    assert sent == layer_module.NACK_MAX_TRIES
+    assert 400 not in layer.missing and 400 not in layer.asked
+
+
+def test_without_repairs_yet_retries_are_quick() -> None:
+    layer = _layer()
+    layer._note_missing(7, 1, 1.0)
+    assert layer.due_nacks(1.0) == [7]
+    assert layer.due_nacks(1.0 + layer_module.NACK_RETRY_S) == [7]

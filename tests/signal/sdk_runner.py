@@ -1,0 +1,88 @@
+"""Run the Python ``livekit`` SDK client scripts on test hosts and read their events.
+
+``run_client`` runs ``lk_sdk_client.py`` to its end; :class:`ScriptClient` runs any
+of the scripts (``lk_sdk_publisher.py``, ``lk_sdk_viewer.py``) and reads its JSON
+lines while it runs, for tests that change the network meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from netns_hosts import TestHost
+
+CLIENT = Path(__file__).with_name("lk_sdk_client.py")
+EXPECTED = {
+    # sender: (camera RGB, screenshare RGB, tone Hz) — see lk_sdk_client.PATTERNS
+    "alice": ((220, 40, 40), (40, 200, 60), 440),
+    "bob": ((40, 60, 220), (230, 210, 40), 880),
+}
+
+
+async def run_client(host: TestHost, url: str, token: str, role: str) -> list[dict[str, Any]]:
+    proc = await host.spawn(
+        [sys.executable, CLIENT, url, token, role],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 45)
+    finally:
+        # a failing sibling or a timeout must not leave the client running
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    lines = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    if not any(line["event"] in ("done", "refused") for line in lines):
+        raise AssertionError(f"{role} did not finish: {lines[-5:]} {err.decode()[-2000:]}")
+    return lines
+
+
+class ScriptClient:
+    """A client script on a test host whose JSON lines are read as they come."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[dict[str, Any]] = []
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(
+        cls, host: TestHost, script: Path, url: str, token: str, *args: str
+    ) -> ScriptClient:
+        proc = await host.spawn(
+            [sys.executable, script, url, token, *args],
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        return cls(proc)
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            if raw.startswith(b"{"):
+                self.lines.append(json.loads(raw))
+
+    def last(self, event: str) -> dict[str, Any] | None:
+        return next((line for line in reversed(self.lines) if line["event"] == event), None)
+
+    def seen(self) -> tuple[int, int]:
+        """(video frames, audio frames) a viewer script decoded so far."""
+        line = self.last("seen")
+        if line is None:
+            return 0, 0
+        return sum(v["frames"] for v in line["video"].values()), line["audio"]["frames"]
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        self._reader.cancel()
+
+
+def close_to(rgb: list[int], expected: tuple[int, int, int]) -> bool:
+    return all(abs(a - b) <= 40 for a, b in zip(rgb, expected, strict=True))

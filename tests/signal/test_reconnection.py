@@ -1,0 +1,246 @@
+"""Reconnection with real clients: a lost path, a dropped signal socket, a restarted relay.
+
+A libwebrtc publisher (the ``livekit`` SDK: a 640x360 camera and a tone) and a
+libwebrtc viewer sit on two test hosts; the relay runs as ``mediafed serve``
+in its own process, so it can be killed. What users see is measured at the
+viewer (frames decoded, the longest wait between two) and the relay's view of
+the participants is read from its RoomService API (``ListParticipants``: the
+participant's sid tells a resume, which keeps it, from a rejoin, which makes a
+new one).
+
+- The viewer's path blackholed for 3 s, then restored: video resumes within
+  5 s and the viewer never leaves the room (same sid throughout).
+- The viewer's signaling socket reset by the relay: the SDK resumes on a new
+  socket, video never stops (no wait over 1 s) and the sid stays.
+- The relay killed (SIGKILL) and started again on the same ports: both clients
+  rejoin on their own and video reaches the viewer again within 10 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+from netns_hosts import TestHost
+from sdk_runner import ScriptClient
+
+from mediafed.signal.livekit.tokens import VideoGrant, mint_token
+
+HERE = Path(__file__).parent
+PUBLISHER = HERE / "lk_sdk_publisher.py"
+VIEWER = HERE / "lk_sdk_viewer.py"
+API_KEY = "reconnectkey"
+API_SECRET = "reconnect-secret-" + "x" * 24
+ROOM = "reconnect"
+RUN_S = 120
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port(kind: socket.SocketKind) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("0.0.0.0", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Relay:
+    """``mediafed serve`` in a process of its own, restartable on the same ports."""
+
+    def __init__(self, hosts: list[TestHost], workdir: Path) -> None:
+        self.http_port = _free_port(socket.SOCK_STREAM)
+        self.env = os.environ | {
+            "MEDIAFED_KEYS": f"{API_KEY}: {API_SECRET}",
+            "MEDIAFED_SERVER_BIND": "0.0.0.0",
+            "MEDIAFED_SERVER_HTTP_PORT": str(self.http_port),
+            "MEDIAFED_SERVER_DATA_DIR": str(workdir / "data"),
+            "MEDIAFED_RTC_UDP_PORT": str(_free_port(socket.SOCK_DGRAM)),
+            "MEDIAFED_RTC_TCP_PORT": str(_free_port(socket.SOCK_STREAM)),
+            "MEDIAFED_RTC_NODE_IP": ",".join(host.server_ip for host in hosts),
+        }
+        self.log_path = workdir / "mediafed.log"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.url = f"http://127.0.0.2:{self.http_port}"
+
+    async def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "mediafed",
+                "serve",
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as http:
+            while True:
+                if self.proc.returncode is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"mediafed serve did not start:\n{self.log()}")
+                try:
+                    async with http.get(f"{self.url}/healthz") as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.1)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def token(self, identity: str, **grant: object) -> str:
+        return mint_token(
+            API_KEY,
+            API_SECRET,
+            identity=identity,
+            video=VideoGrant(room_join=True, room=ROOM, **grant),  # type: ignore[arg-type]
+        )
+
+    async def participants(self) -> dict[str, str]:
+        """Identity -> sid of the room's participants (RoomService, Twirp JSON)."""
+        token = self.token("admin", room_admin=True)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{self.url}/twirp/livekit.RoomService/ListParticipants",
+                json={"room": ROOM},
+                headers={"Authorization": f"Bearer {token}"},
+            ) as response,
+        ):
+            if response.status != 200:
+                return {}
+            body = await response.json()
+        return {p["identity"]: p["sid"] for p in body.get("participants", [])}
+
+
+@asynccontextmanager
+async def _call(tmp_path: Path) -> AsyncIterator[tuple[Relay, TestHost, ScriptClient]]:
+    """A relay, a publisher and a viewer whose video flows; yields (relay, the viewer's
+    host, the viewer)."""
+    with TestHost(11) as pub_host, TestHost(12) as viewer_host:
+        relay = Relay([pub_host, viewer_host], tmp_path)
+        await relay.start()
+        clients: list[ScriptClient] = []
+        try:
+            for host, script, who, extra in (
+                (pub_host, PUBLISHER, "publisher", ("640x360",)),
+                (viewer_host, VIEWER, "viewer", ()),
+            ):
+                url = f"ws://{host.server_ip}:{relay.http_port}"
+                clients.append(
+                    await ScriptClient.start(
+                        host, script, url, relay.token(who), str(RUN_S), *extra
+                    )
+                )
+            viewer = clients[1]
+            await _until("the viewer decodes video", lambda: viewer.seen()[0] > 20, 30, relay)
+            yield relay, viewer_host, viewer
+        finally:
+            for client in clients:
+                await client.stop()
+            await relay.stop()
+
+
+async def _until(what: str, predicate: Callable[[], bool], timeout_s: float, relay: Relay) -> float:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while not predicate():
+        if loop.time() - start > timeout_s:
+            raise AssertionError(f"{what}: not within {timeout_s} s\n{relay.log()}")
+        await asyncio.sleep(0.05)
+    return loop.time() - start
+
+
+def _longest_gap_ms(viewer: ScriptClient, since: int) -> int:
+    """The longest wait between two frames in the viewer's lines after line ``since``."""
+    return max(
+        (
+            v["gap_ms"]
+            for line in viewer.lines[since:]
+            if line["event"] == "seen"
+            for v in line["video"].values()
+        ),
+        default=0,
+    )
+
+
+async def test_a_blackholed_path_resumes_without_leaving(tmp_path: Path) -> None:
+    async with _call(tmp_path) as (relay, host, viewer):
+        before = await relay.participants()
+        host.link.blackhole()
+        await asyncio.sleep(3.0)
+        frames = viewer.seen()[0]
+        host.link.blackhole(False)
+        resumed_s = await _until(
+            "video resumes after the path is back", lambda: viewer.seen()[0] > frames + 5, 5, relay
+        )
+        after = await relay.participants()
+        assert after["viewer"] == before["viewer"], "the viewer left and rejoined"
+        print(f"blackhole 3 s: video back {resumed_s:.2f} s after the path")
+
+
+async def test_a_dropped_signal_socket_resumes_and_video_goes_on(tmp_path: Path) -> None:
+    async with _call(tmp_path) as (relay, host, viewer):
+        before = await relay.participants()
+        # the relay's end of the viewer's WebSocket reset, as a NAT that forgot it would
+        # (the HTTP port's TCP connections from the viewer's host, killed by the kernel)
+        first_line = len(viewer.lines)
+        killed = subprocess.run(
+            ["ss", "-K", "dst", host.client_ip, "sport", f"= :{relay.http_port}"],
+            capture_output=True,
+            text=True,
+        )
+        assert killed.returncode == 0, killed.stderr
+        assert "ESTAB" in killed.stdout, f"no connection was reset: {killed.stdout}"
+        await asyncio.sleep(6.0)
+        after = await relay.participants()
+        assert after.get("viewer") == before["viewer"], "the viewer rejoined instead of resuming"
+        gap = _longest_gap_ms(viewer, first_line)
+        assert gap <= 1000, f"video stopped for {gap} ms"
+        assert "resumed" in relay.log(), relay.log()
+        print(f"signal socket reset: longest wait between frames {gap} ms")
+
+
+async def test_a_restarted_relay_is_rejoined(tmp_path: Path) -> None:
+    async with _call(tmp_path) as (relay, _host, viewer):
+        before = await relay.participants()
+        relay.kill()
+        assert relay.proc is not None
+        await relay.proc.wait()
+        await relay.start()
+        frames = viewer.seen()[0]
+        back_s = await _until(
+            "the viewer decodes video from the restarted relay",
+            lambda: viewer.seen()[0] > frames + 5,
+            10,
+            relay,
+        )
+        after = await relay.participants()
+        assert set(after) >= {"publisher", "viewer"}, after
+        assert after["viewer"] != before["viewer"], "a new relay cannot know the old sid"
+        print(f"relay killed and restarted: video back {back_s:.2f} s after the restart")
