@@ -231,6 +231,42 @@ def vp9_is_keyframe(buf: Buffer, offset: int, end: int) -> bool:
     return spatial_id == 0
 
 
+OBU_SEQUENCE_HEADER = 1
+
+
+def av1_is_keyframe(buf: Buffer, offset: int, end: int) -> bool:
+    """True for the first packet of an AV1 key frame (RTP payload format for AV1, 4.4).
+
+    The aggregation header's N bit marks the first packet of a coded video sequence
+    (a key frame with its sequence header) and Z that the packet continues an OBU;
+    a sender that leaves N clear is still recognised by its first OBU being a
+    sequence header (W == 1: one element without a length; otherwise a LEB128
+    length precedes the first element).
+    """
+    end = min(end, len(buf))
+    if offset >= end:
+        return False
+    header = buf[offset]
+    if header & 0x80:  # Z: the first element continues an OBU of the previous packet
+        return False
+    if header & 0x08:  # N
+        return True
+    pos = offset + 1
+    if (header >> 4) & 0x03 != 1:
+        for _ in range(8):  # the first element's LEB128 length
+            if pos >= end:
+                return False
+            more = buf[pos] & 0x80
+            pos += 1
+            if not more:
+                break
+        else:
+            return False
+    if pos >= end:
+        return False
+    return (buf[pos] >> 3) & 0x0F == OBU_SEQUENCE_HEADER
+
+
 def opus_toc(buf: Buffer, offset: int) -> tuple[int, bool, int]:
     """The Opus TOC byte (RFC 6716 section 3.1): (config 0..31, stereo, frame count code 0..3).
 
@@ -251,6 +287,8 @@ def is_keyframe(mime_lower: str, buf: Buffer, offset: int, end: int) -> bool:
         return h264_is_keyframe(buf, offset, end)
     if mime_lower == "video/vp9":
         return vp9_is_keyframe(buf, offset, end)
+    if mime_lower == "video/av1":
+        return av1_is_keyframe(buf, offset, end)
     return False
 
 

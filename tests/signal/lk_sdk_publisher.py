@@ -1,11 +1,12 @@
 """A Python ``livekit`` SDK publisher of a 1280x720 simulcast camera and a tone, for the
 estimate and bandwidth tests.
 
-Usage: ``lk_sdk_publisher.py URL TOKEN SECONDS [WIDTHxHEIGHT]`` (simulcast at
-1280x720, the default; one layer at any other size). The frames are a detailed
+Usage: ``lk_sdk_publisher.py URL TOKEN SECONDS [WIDTHxHEIGHT [CODEC]]`` (simulcast
+at 1280x720, the default; one layer at any other size; CODEC is VP8, the
+default, H264, VP9 or AV1). The frames are a detailed
 texture that moves every frame, so the encoder wants every bit it is
 allowed (a flat picture would fit any estimate and prove nothing). Every
-two seconds it prints, as a JSON line, what libwebrtc says of its sending
+second it prints, as a JSON line, what libwebrtc says of its sending
 side: the transport's available outgoing bitrate (its bandwidth estimate,
 fed by the relay's transport-cc feedback) and, per simulcast layer, the
 resolution, frames sent and what limits its quality. The test decides.
@@ -77,7 +78,7 @@ async def report(room: rtc.Room, started: float) -> None:
     say(event="stats", t=round(time.monotonic() - started, 1), available=available, layers=layers)
 
 
-async def main(url: str, token: str, seconds: float, size: str) -> None:
+async def main(url: str, token: str, seconds: float, size: str, codec: str) -> None:
     width, height = (int(n) for n in size.split("x"))
     room = rtc.Room()
     started = time.monotonic()
@@ -95,6 +96,7 @@ async def main(url: str, token: str, seconds: float, size: str) -> None:
         source=rtc.TrackSource.SOURCE_CAMERA,
         simulcast=(width, height) == (WIDTH, HEIGHT),
         video_encoding=rtc.VideoEncoding(max_bitrate=2_500_000, max_framerate=20),
+        video_codec=getattr(rtc.VideoCodec, codec),
     )
     await room.local_participant.publish_track(track, options)
     mic = rtc.AudioSource(48000, 1)
@@ -116,4 +118,5 @@ async def main(url: str, token: str, seconds: float, size: str) -> None:
 
 if __name__ == "__main__":
     size = sys.argv[4] if len(sys.argv) > 4 else f"{WIDTH}x{HEIGHT}"
-    asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), size))
+    codec = sys.argv[5] if len(sys.argv) > 5 else "VP8"
+    asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), size, codec))

@@ -12,6 +12,7 @@ from mediafed.errors import WireError
 from mediafed.wire.payload import (
     PayloadError,
     Vp8Descriptor,
+    av1_is_keyframe,
     h264_is_keyframe,
     is_keyframe,
     opus_toc,
@@ -208,6 +209,34 @@ def test_h264_nal_types_rfc6184(payload: bytes, expected: bool) -> None:
 def test_vp9_descriptor_draft_layout(payload: bytes, expected: bool) -> None:
     assert vp9_is_keyframe(*framed(payload)) is expected
     assert is_keyframe("video/vp9", *framed(payload)) is expected
+
+
+# ----------------------------------------------------------------- AV1
+
+# OBU headers (AV1 spec 5.3.1): type << 3, has_size_field 0x02
+SEQUENCE_HEADER_OBU = bytes([1 << 3, 0x00, 0x00])
+TEMPORAL_DELIMITER_OBU = bytes([2 << 3])
+FRAME_OBU = bytes([6 << 3, 0x10, 0x00])
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        # N set (first packet of a coded video sequence), W=2: length-prefixed first element
+        (bytes([0x28, 3]) + SEQUENCE_HEADER_OBU + FRAME_OBU, True),
+        # libwebrtc leaves N clear on some key frames: a sequence header first still is one
+        (bytes([0x20, 3]) + SEQUENCE_HEADER_OBU + FRAME_OBU, True),
+        (bytes([0x10]) + SEQUENCE_HEADER_OBU, True),  # W=1: one element, no length
+        (bytes([0x10]) + FRAME_OBU, False),  # a delta frame
+        (bytes([0x00, 1]) + TEMPORAL_DELIMITER_OBU + bytes([3]) + FRAME_OBU, False),
+        (bytes([0x88]) + SEQUENCE_HEADER_OBU, False),  # Z: continues an earlier OBU
+        (bytes([0x20, 0x80]), False),  # truncated in the length
+        (b"", False),
+    ],
+)
+def test_av1_aggregation_header_and_first_obu(payload: bytes, expected: bool) -> None:
+    assert av1_is_keyframe(*framed(payload)) is expected
+    assert is_keyframe("video/av1", *framed(payload)) is expected
 
 
 # ----------------------------------------------------------------- Opus and dispatch
