@@ -54,6 +54,7 @@ class Publishing:
         layers: Sequence[LayerInfo],
         encryption: int,
         stream: str,
+        trailer_features: tuple[int, ...] = (),
     ) -> TrackInfo:
         session = self.session
         if not cid:
@@ -87,6 +88,7 @@ class Publishing:
             layers=tuple(layers),
             encryption=encryption,
             stream=stream,
+            trailer_features=trailer_features,
         )
         self.pending[cid] = info
         return info

@@ -217,6 +217,7 @@ class Session:
         layers: Sequence[LayerInfo] = (),
         encryption: int = 0,
         stream: str = "",
+        trailer_features: tuple[int, ...] = (),
     ) -> TrackInfo:
         """Declare a track before the offer that carries it (LiveKit's AddTrackRequest)."""
         self._check_open()
@@ -231,6 +232,7 @@ class Session:
             layers=layers,
             encryption=encryption,
             stream=stream,
+            trailer_features=trailer_features,
         )
 
     async def answer_publisher_offer(self, sdp: str) -> str:

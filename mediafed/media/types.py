@@ -72,6 +72,9 @@ class TrackInfo:
     encryption: int = 0
     stream: str = ""
     mid: str = ""
+    trailer_features: tuple[int, ...] = ()
+    """The publisher's packet trailer features (LiveKit's frame metadata: user
+    timestamp, frame id), opaque to the relay, which forwards the trailer as is."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,6 +91,7 @@ class FakeSession:
         layers: Sequence[Any] = (),
         encryption: int = 0,
         stream: str = "",
+        trailer_features: tuple[int, ...] = (),
     ) -> TrackInfo:
         from mediafed.errors import AuthError, LocalProtocolError
 
@@ -118,6 +119,7 @@ class FakeSession:
             layers=tuple(layers),
             encryption=encryption,
             stream=stream,
+            trailer_features=trailer_features,
         )
         self.pending[cid] = track
         return track

@@ -3,7 +3,9 @@ estimate and bandwidth tests.
 
 Usage: ``lk_sdk_publisher.py URL TOKEN SECONDS [WIDTHxHEIGHT [CODEC]]`` (simulcast
 at 1280x720, the default; one layer at any other size; CODEC is VP8, the
-default, H264, VP9 or AV1). The frames are a detailed
+default, H264, VP9 or AV1). With ``FRAME_METADATA=1`` in its environment every
+frame carries metadata (its number as frame id, the wall clock in
+microseconds as user timestamp) in the SDK's packet trailer. The frames are a detailed
 texture that moves every frame, so the encoder wants every bit it is
 allowed (a flat picture would fit any estimate and prove nothing). Every
 second it prints, as a JSON line, what libwebrtc says of its sending
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -24,6 +27,7 @@ from livekit import rtc
 from livekit.rtc._proto import stats_pb2
 
 WIDTH, HEIGHT = 1280, 720
+WITH_METADATA = os.environ.get("FRAME_METADATA") == "1"
 
 
 def say(**fields: object) -> None:
@@ -42,7 +46,11 @@ async def pump(source: rtc.VideoSource, stop: asyncio.Event, width: int, height:
         dx, dy = (frame_no * 7) % 64, (frame_no * 3) % 64
         pixels = np.ascontiguousarray(texture[dy : dy + height, dx : dx + width])
         frame = rtc.VideoFrame(width, height, rtc.VideoBufferType.RGBA, pixels.tobytes())
-        source.capture_frame(frame)
+        if WITH_METADATA:
+            metadata = rtc.FrameMetadata(user_timestamp=time.time_ns() // 1000, frame_id=frame_no)
+            source.capture_frame(frame, metadata=metadata)
+        else:
+            source.capture_frame(frame)
         frame_no += 1
         await asyncio.sleep(1 / 20)
 
@@ -98,6 +106,10 @@ async def main(url: str, token: str, seconds: float, size: str, codec: str) -> N
         video_encoding=rtc.VideoEncoding(max_bitrate=2_500_000, max_framerate=20),
         video_codec=getattr(rtc.VideoCodec, codec),
     )
+    if WITH_METADATA:
+        options.frame_metadata_features.extend(
+            [rtc.FrameMetadataFeature.FMF_USER_TIMESTAMP, rtc.FrameMetadataFeature.FMF_FRAME_ID]
+        )
     await room.local_participant.publish_track(track, options)
     mic = rtc.AudioSource(48000, 1)
     tone = asyncio.ensure_future(pump_audio(mic, stop))

@@ -3,7 +3,9 @@
 Usage: ``lk_sdk_viewer.py URL TOKEN SECONDS``. It subscribes to everything
 and prints, every half second, a JSON line of what it decoded so far: per
 video track the frames, the size of the last one and the longest time between
-two frames (``gap_ms``) since the last line, and the audio frames.
+two frames (``gap_ms``) since the last line, the frame metadata of the last
+one if it carried any (``frame_id``, ``user_timestamp`` and, in microseconds,
+its ``age_us`` on arrival), and the audio frames.
 The test shapes its link meanwhile and decides from these lines (and the
 relay's own state) what happened.
 """
@@ -38,6 +40,11 @@ async def main(url: str, token: str, seconds: float) -> None:
             last = now
             seen["frames"] += 1
             seen["width"], seen["height"] = event.frame.width, event.frame.height
+            metadata = event.metadata
+            if metadata is not None and metadata.HasField("frame_id"):
+                seen["frame_id"] = metadata.frame_id
+                seen["user_timestamp"] = metadata.user_timestamp
+                seen["age_us"] = time.time_ns() // 1000 - metadata.user_timestamp
 
     async def watch_audio(track: rtc.Track) -> None:
         async for _event in rtc.AudioStream(track, sample_rate=48000, num_channels=1):

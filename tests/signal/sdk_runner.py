@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,12 +53,19 @@ class ScriptClient:
 
     @classmethod
     async def start(
-        cls, host: TestHost, script: Path, url: str, token: str, *args: str
+        cls,
+        host: TestHost,
+        script: Path,
+        url: str,
+        token: str,
+        *args: str,
+        env: dict[str, str] | None = None,
     ) -> ScriptClient:
         proc = await host.spawn(
             [sys.executable, script, url, token, *args],
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
+            env=None if env is None else os.environ | env,
         )
         return cls(proc)
 

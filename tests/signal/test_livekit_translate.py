@@ -82,8 +82,10 @@ def test_add_track_request_to_announcement() -> None:
         layers=[models.VideoLayer(quality=models.VideoQuality.MEDIUM, width=960, height=540)],
         encryption=models.Encryption.CUSTOM,
         stream="s1",
+        packet_trailer_features=[models.PacketTrailerFeature.PTF_USER_TIMESTAMP],
     )
     options = translate.add_track_kwargs(request, LayerInfo)
+    assert options["trailer_features"] == (models.PacketTrailerFeature.PTF_USER_TIMESTAMP,)
     assert options["source"] == "screen_share" and options["muted"]
     assert options["layers"] == (LayerInfo(1, 960, 540, 0, "h"),)
     assert options["encryption"] == models.Encryption.CUSTOM and options["stream"] == "s1"

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from livekit.protocol import models
 from livekit_node import LiveNode, live_node
 from netns_hosts import TestHost
 from sdk_runner import ScriptClient
@@ -83,3 +84,59 @@ async def test_a_camera_in_each_codec_reaches_the_viewer(codec: str) -> None:
             finally:
                 for client in clients:
                     await client.stop()
+
+
+async def test_frame_metadata_reaches_the_viewer() -> None:
+    """The SDK's frame metadata (packet trailer: frame id, user timestamp) is declared in
+    the track's info and arrives with each frame."""
+    room = "metadata"
+    with TestHost(13) as pub_host, TestHost(14) as viewer_host:
+        settings = {
+            "MEDIAFED_SERVER_BIND": "0.0.0.0",
+            "MEDIAFED_RTC_NODE_IP": f"{pub_host.server_ip},{viewer_host.server_ip}",
+        }
+        async with live_node(viewer_host.server_ip, settings=settings) as node:
+            clients = [
+                await ScriptClient.start(
+                    pub_host,
+                    PUBLISHER,
+                    f"ws://{pub_host.server_ip}:{node.http_port}",
+                    node.token("publisher", room=room),
+                    "40",
+                    "640x360",
+                    env={"FRAME_METADATA": "1"},
+                ),
+                await ScriptClient.start(
+                    viewer_host,
+                    VIEWER,
+                    f"ws://{viewer_host.server_ip}:{node.http_port}",
+                    node.token("viewer", room=room),
+                    "40",
+                ),
+            ]
+            viewer = clients[1]
+            try:
+                await _until("the viewer decodes video", lambda: viewer.seen()[0] >= 20, 30)
+                found = node.rooms.get(room)
+                assert found is not None
+                (video,) = (t for t in found.tracks.values() if t.kind is TrackKind.VIDEO)
+                assert set(video.info.trailer_features) == {
+                    models.PacketTrailerFeature.PTF_USER_TIMESTAMP,
+                    models.PacketTrailerFeature.PTF_FRAME_ID,
+                }
+                first = _metadata(viewer)
+                await asyncio.sleep(1.0)
+                last = _metadata(viewer)
+                assert first is not None and last is not None, viewer.last("seen")
+                assert last["frame_id"] > first["frame_id"], (first, last)
+                assert 0 <= last["age_us"] < 2_000_000, last
+            finally:
+                for client in clients:
+                    await client.stop()
+
+
+def _metadata(viewer: ScriptClient) -> dict[str, int] | None:
+    line = viewer.last("seen")
+    if line is None:
+        return None
+    return next((v for v in line["video"].values() if "frame_id" in v), None)

@@ -166,6 +166,7 @@ def track_to_pb(track: TrackInfo) -> models.TrackInfo:
         mid=track.mid,
         encryption=cast(Any, track.encryption),  # opaque copy (E2EE passthrough)
         stream=track.stream,
+        packet_trailer_features=cast(Any, list(track.trailer_features)),
     )
     if track.mime:
         info.codecs.append(
@@ -243,6 +244,7 @@ def add_track_kwargs(
         "layers": tuple(layer_factory(**layer_kwargs_from_pb(layer)) for layer in request.layers),
         "encryption": int(request.encryption),
         "stream": request.stream,
+        "trailer_features": tuple(int(f) for f in request.packet_trailer_features),
     }
 
 
