@@ -140,3 +140,24 @@ def _metadata(viewer: ScriptClient) -> dict[str, int] | None:
     if line is None:
         return None
     return next((v for v in line["video"].values() if "frame_id" in v), None)
+
+
+async def test_a_data_track_is_refused_at_once() -> None:
+    """Data tracks are not relayed yet: the SDK hears so at once, not after its timeout."""
+    with TestHost(13) as host:
+        async with live_node(host.server_ip) as node:
+            client = await ScriptClient.start(
+                host,
+                HERE / "lk_sdk_data_track.py",
+                node.ws_url,
+                node.token("sensor", room="data-track"),
+            )
+            try:
+                await _until("the attempt ends", lambda: client.last("data_track") is not None, 40)
+            finally:
+                await client.stop()
+            outcome = client.last("data_track")
+            assert outcome is not None
+            assert outcome["published"] is False, outcome
+            assert outcome["seconds"] < 5, outcome
+            assert "data track" in outcome["error"], outcome

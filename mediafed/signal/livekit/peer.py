@@ -553,6 +553,21 @@ class SignalPeer:
                     )
                 )
             )
+        elif which == "publish_data_track_request":
+            # LiveKit's data tracks (SDKs of 2026): not relayed yet. Refused at once, so
+            # the client reports it instead of waiting for an answer until it times out.
+            self._refuse(
+                rtc.RequestResponse.UNSUPPORTED_TYPE,
+                "mediafed does not relay data tracks yet; send data packets "
+                "(publish_data) instead",
+                publish_data_track=request.publish_data_track_request,
+            )
+        elif which == "unpublish_data_track_request":
+            self._refuse(
+                rtc.RequestResponse.NOT_FOUND,
+                "no data track is published here",
+                unpublish_data_track=request.unpublish_data_track_request,
+            )
         elif which == "leave":
             log.info("< %r leave", self)
             await self.end("client request")
