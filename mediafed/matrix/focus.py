@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
-from mediafed.errors import ConfigError, MediafedError, RemoteProtocolError
+from mediafed.errors import AuthError, ConfigError, MediafedError, RemoteProtocolError
 from mediafed.matrix.config import MatrixConfig
 from mediafed.matrix.openid import (
     HomeserverNotAllowedError,
@@ -41,6 +41,13 @@ from mediafed.matrix.openid import (
 from mediafed.signal.livekit.tokens import VideoGrant, mint_token
 
 log = logging.getLogger(__name__)
+
+
+class RoomNotStartedError(AuthError):
+    """A user of another homeserver asked for a call no local user has started here."""
+
+    status = 403
+    errcode = "M_FORBIDDEN"
 
 LEGACY_SLOT_ID = "m.call#ROOM"
 """The MatrixRTC slot ``/sfu/get`` implies (lk-jwt-service ``processLegacySFURequest``)."""
@@ -80,6 +87,9 @@ class FocusGrant:
     room: str
     identity: str
     user_id: str
+    local: bool = True
+    """A user of this relay's homeserver: publishes here. Users of other homeservers
+    publish on their own SFU and only subscribe here (MSC4195, multi-SFU)."""
 
 
 def _go_json(values: Sequence[str]) -> bytes:
@@ -152,9 +162,9 @@ def mint_focus_token(
     video = VideoGrant(
         room_join=True,
         room=grant.room,
-        can_publish=True,
+        can_publish=grant.local,
         can_subscribe=True,
-        can_publish_data=True,
+        can_publish_data=grant.local,
         can_update_own_metadata=True,
         room_create=False,
     )
@@ -233,6 +243,7 @@ class FocusService:
         *,
         keys: Mapping[str, str],
         public_url: str = "",
+        room_exists: Callable[[str], bool] | None = None,
     ) -> None:
         if not keys:
             raise ConfigError(
@@ -247,6 +258,8 @@ class FocusService:
         self.public_url = public_url
         """``[server] public_url``: the base of the LiveKit URL handed out, if set."""
         self.verifier = verifier
+        self.room_exists = room_exists
+        """Whether a LiveKit room is open here (None: not known, nothing refused)."""
         self._api_key = api_key
         self._api_secret = keys[api_key]
 
@@ -259,6 +272,20 @@ class FocusService:
                 "ask this relay's operator to add it to [matrix] allowed_homeservers"
             )
         return await self.verifier.user_id(token.access_token, token.matrix_server_name)
+
+    def admit(self, room: str, user_id: str) -> bool:
+        """Whether ``user_id`` is local; a remote user is refused a room no local user
+        has started (lk-jwt-service's rule: only local users open calls here)."""
+        server = user_id.split(":", 1)[1].lower() if ":" in user_id else ""
+        if server == self.matrix.server_name.lower():
+            return True
+        if self.room_exists is not None and not self.room_exists(room):
+            raise RoomNotStartedError(
+                f"no user of {self.matrix.server_name} has started this call on this relay; "
+                f"{user_id} may join it once one has (users of other homeservers publish on "
+                "their own homeserver's SFU and subscribe here)"
+            )
+        return False
 
     def mint(self, grant: FocusGrant) -> str:
         return mint_focus_token(
@@ -273,10 +300,12 @@ class FocusService:
         token = _openid_token(body)
         device_id = _text(body, "device_id", "`device_id`")
         user_id = await self.verify(token)
+        alias = livekit_room_alias(room, LEGACY_SLOT_ID)
         return FocusGrant(
-            room=livekit_room_alias(room, LEGACY_SLOT_ID),
+            room=alias,
             identity=legacy_identity(user_id, device_id),
             user_id=user_id,
+            local=self.admit(alias, user_id),
         )
 
     async def get_token(self, body: Mapping[str, Any]) -> FocusGrant:
@@ -293,10 +322,12 @@ class FocusService:
                 f"member.claimed_user_id {claimed_user} does not match the OpenID token's "
                 f"user {user_id}; claim the user the token was issued to"
             )
+        alias = livekit_room_alias(room_id, slot_id)
         return FocusGrant(
-            room=livekit_room_alias(room_id, slot_id),
+            room=alias,
             identity=livekit_identity(user_id, claimed_device, member_id),
             user_id=user_id,
+            local=self.admit(alias, user_id),
         )
 
 
@@ -325,12 +356,13 @@ def _token_endpoint(
         token = service.mint(grant)
         url = livekit_ws_url(service.matrix, service.public_url, request)
         log.info(
-            "> %s token user=%s identity=%s room=%s url=%s",
+            "> %s token user=%s identity=%s room=%s url=%s (%s)",
             kind,
             grant.user_id,
             grant.identity,
             grant.room,
             url,
+            "publishes" if grant.local else "remote: subscribes only",
         )
         return web.json_response({"url": url, "jwt": token}, headers=CORS_HEADERS)
 
@@ -356,15 +388,19 @@ def setup_focus(
     *,
     keys: Mapping[str, str],
     public_url: str = "",
+    room_exists: Callable[[str], bool] | None = None,
 ) -> None:
     """Add the focus endpoints to ``app``; tokens are signed with one of ``keys``
-    (``[matrix] focus_api_key``, else the first)."""
+    (``[matrix] focus_api_key``, else the first). ``room_exists`` tells whether a
+    LiveKit room is open (remote users may only join those)."""
     verifier = OpenIDVerifier(
         verify_tls=matrix.verify_tls,
         overrides=matrix.federation_url_overrides,
         timeout_s=matrix.openid_timeout_s,
     )
-    app[FOCUS_KEY] = FocusService(matrix, verifier, keys=keys, public_url=public_url)
+    app[FOCUS_KEY] = FocusService(
+        matrix, verifier, keys=keys, public_url=public_url, room_exists=room_exists
+    )
 
     async def close_verifier(app: web.Application) -> None:
         await verifier.close()

@@ -52,7 +52,8 @@ def setup_matrix(
     if not matrix.server_name:
         log.info("- Matrix front-end off: set [matrix] server_name to enable it")
         return
-    setup_focus(app, matrix, keys=keys, public_url=public_url)
+    room_exists = None if rooms is None else (lambda name: rooms.get(name) is not None)
+    setup_focus(app, matrix, keys=keys, public_url=public_url, room_exists=room_exists)
     if matrix.registration is None:
         return
     if not matrix.homeserver_url:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -40,12 +40,18 @@ ROOM = "!abcdef:hs.example"
 
 
 @asynccontextmanager
-async def _focus(config: Config, matrix: MatrixConfig) -> AsyncIterator[str]:
+async def _focus(
+    config: Config, matrix: MatrixConfig, room_exists: Callable[[str], bool] | None = None
+) -> AsyncIterator[str]:
     app = await server.build_app(
         config,
         extensions=[
             lambda app, cfg: setup_focus(
-                app, matrix, keys=cfg.keys, public_url=cfg.server.public_url
+                app,
+                matrix,
+                keys=cfg.keys,
+                public_url=cfg.server.public_url,
+                room_exists=room_exists,
             )
         ],
     )
@@ -313,6 +319,69 @@ async def test_default_allow_list_is_the_local_server(
         )
         assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
     assert homeserver.requests == []
+
+
+async def test_users_of_other_homeservers_only_subscribe_to_calls_started_here(
+    fake_homeserver: tuple[FakeHomeserver, str],
+) -> None:
+    """MSC4195 multi-SFU: a user of another homeserver publishes on its own SFU and only
+    subscribes here, and only to a call a local user has started (lk-jwt-service's rule)."""
+    homeserver, hs_url = fake_homeserver
+    homeserver.tokens.update({"tok-lou": "@lou:hs.example", "tok-rita": "@rita:other.example"})
+    for n in range(4):
+        homeserver.tokens[f"tok-rita{n}"] = "@rita:other.example"
+    open_rooms: set[str] = set()
+    matrix = MatrixConfig(
+        server_name=HS,
+        allowed_homeservers=[HS, "other.example"],
+        federation_url_overrides={HS: hs_url, "other.example": hs_url},
+    )
+    alias = livekit_room_alias(ROOM, "m.call#ROOM")
+
+    def get_token(token: str, user: str, server_name: str) -> dict[str, Any]:
+        return {
+            "room_id": ROOM,
+            "slot_id": "m.call#ROOM",
+            "openid_token": _openid(token, server_name),
+            "member": {"id": "m1", "claimed_user_id": user, "claimed_device_id": "D"},
+        }
+
+    async with _focus(Config(keys=KEYS), matrix, room_exists=open_rooms.__contains__) as url:
+        # nobody of hs.example is in the call yet: the remote user is refused, both ways
+        status, body, _ = await _post(
+            f"{url}/get_token", get_token("tok-rita0", "@rita:other.example", "other.example")
+        )
+        assert (status, body["errcode"]) == (403, "M_FORBIDDEN"), body
+        assert "no user of hs.example has started this call" in body["error"]
+        status, body, _ = await _post(
+            f"{url}/sfu/get",
+            {"room": ROOM, "openid_token": _openid("tok-rita1", "other.example"), "device_id": "D"},
+        )
+        assert (status, body["errcode"]) == (403, "M_FORBIDDEN"), body
+
+        # a local user may start it, and publish
+        status, body, _ = await _post(
+            f"{url}/get_token", get_token("tok-lou", "@lou:hs.example", HS)
+        )
+        assert status == 200, body
+        local = verify_token(body["jwt"], KEYS).video
+        assert (local.can_publish, local.can_subscribe, local.can_publish_data) == (True,) * 3
+
+        # once the call is open here, the remote user subscribes and may not publish
+        open_rooms.add(alias)
+        status, body, _ = await _post(
+            f"{url}/get_token", get_token("tok-rita2", "@rita:other.example", "other.example")
+        )
+        assert status == 200, body
+        remote = verify_token(body["jwt"], KEYS)
+        assert remote.video.room == alias and remote.video.can_subscribe
+        assert not remote.video.can_publish and not remote.video.can_publish_data
+        status, body, _ = await _post(
+            f"{url}/sfu/get",
+            {"room": ROOM, "openid_token": _openid("tok-rita3", "other.example"), "device_id": "D"},
+        )
+        assert status == 200, body
+        assert not verify_token(body["jwt"], KEYS).video.can_publish
 
 
 def test_element_call_can_decode_the_payload() -> None:
