@@ -49,6 +49,7 @@ class RoomNotStartedError(AuthError):
     status = 403
     errcode = "M_FORBIDDEN"
 
+
 LEGACY_SLOT_ID = "m.call#ROOM"
 """The MatrixRTC slot ``/sfu/get`` implies (lk-jwt-service ``processLegacySFURequest``)."""
 CORS_HEADERS = {

@@ -25,15 +25,15 @@ from aiortc import (
 )
 
 from mediafed.matrix import voip
-from mediafed.matrix.calls import (
-    MAX_CALLS_PER_CALLER,
+from mediafed.matrix.call import (
     MAX_REMOTE_CANDIDATES,
+    TRANSITIONS,
     CallState,
     MatrixCall,
-    MatrixCallBridge,
     mediafed_room_for,
     offered_tracks,
 )
+from mediafed.matrix.calls import MAX_CALLS_PER_CALLER, MatrixCallBridge
 from mediafed.matrix.registration import Registration, make_registration
 from mediafed.media import RoomManager, TrackSource
 from mediafed.worker import Worker
@@ -688,3 +688,19 @@ async def test_unanswered_negotiate_offer_is_made_again_after_its_lifetime(
     finally:
         for person in harness.callers:
             await person.close()
+
+
+def test_the_state_machine_is_one_table() -> None:
+    """What each state takes: a live call takes every caller event; only an answered,
+    not yet connected call can time out or become connected; an ended one takes nothing."""
+    from mediafed.matrix import call as call_module
+
+    states_of: dict[type, set[CallState]] = {}
+    for state, kind in TRANSITIONS:
+        states_of.setdefault(kind, set()).add(state)
+    live = {CallState.ANSWERED, CallState.CONNECTED}
+    for event in (voip.Hangup, voip.Reject, voip.Candidates, voip.Negotiate, voip.SelectAnswer):
+        assert states_of[event] == live, event
+    assert states_of[call_module._ConnectTimeout] == {CallState.ANSWERED}
+    assert states_of[call_module._MediaConnected] == {CallState.ANSWERED}
+    assert all(state is not CallState.ENDED for state, _ in TRANSITIONS)

@@ -25,7 +25,8 @@ from mediafed import server
 from mediafed.config import Config
 from mediafed.matrix import voip
 from mediafed.matrix.appservice import APPSERVICE_KEY, MatrixAppService
-from mediafed.matrix.calls import CallState, MatrixCallBridge, mediafed_room_for, offered_tracks
+from mediafed.matrix.call import CallState, mediafed_room_for, offered_tracks
+from mediafed.matrix.calls import MatrixCallBridge
 from mediafed.matrix.config import MatrixConfig
 from mediafed.matrix.frontend import CALL_BRIDGE_KEY, setup_matrix
 from mediafed.media import RoomManager

@@ -41,7 +41,7 @@ from mediafed import server
 from mediafed.config import Config
 from mediafed.matrix import voip
 from mediafed.matrix.appservice import APPSERVICE_KEY
-from mediafed.matrix.calls import CallState, mediafed_room_for
+from mediafed.matrix.call import CallState, mediafed_room_for
 from mediafed.matrix.frontend import CALL_BRIDGE_KEY, MEMBERSHIP_KEY
 from mediafed.media import RoomManager
 from mediafed.signal.livekit.tokens import VideoGrant, mint_token, require_room_join, verify_token
