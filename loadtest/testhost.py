@@ -7,7 +7,7 @@ loopback-only test namespace a :class:`TestHost` adds a veth pair from the
 ``198.18.N.1/24``, the other end moves into a fresh namespace as
 ``198.18.N.2/24``, and commands run there through ``nsenter``. No default
 route exists anywhere, so nothing can leave (REFERENCES.md, "Test hosts for
-libwebrtc clients"). The tests' SDK clients (tests/netns_hosts.py) and
+libwebrtc clients"). The tests' SDK clients (tests/support/netns_hosts.py) and
 ``loadtest.lk`` use it; ``link`` impairs the host's link (loadtest/impair.py).
 """
 

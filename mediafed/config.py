@@ -170,7 +170,7 @@ NOT_SETTINGS = frozenset(
     {
         "MEDIAFED_IN_NETNS",  # scripts/in-netns: we run inside the test network namespace
         "MEDIAFED_PURE_PYTHON",  # transport/native.py, media/native.py: no C steps
-        "MEDIAFED_KEEP_SYNAPSE",  # tests/synapse_fixture.py: keep the test homeserver's files
+        "MEDIAFED_KEEP_SYNAPSE",  # tests/support/synapse.py: keep the test homeserver's files
         "MEDIAFED_FUZZ_NATIVE",  # fuzz/: the sanitizer-built native module to load
         "MEDIAFED_FUZZ_CC",  # fuzz/: the compiler that builds it
         "MEDIAFED_FUZZ_TARGET",  # scripts/fuzz: the target a run is for

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
+from mediafed.media import RoomManager
+from mediafed.worker import Worker
+from tests.support.media import media_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,3 +35,18 @@ def pytest_configure(config: pytest.Config) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(args[0], args)
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[Worker]:
+    """A running media worker on 127.0.0.2 (a free UDP port)."""
+    running = Worker.from_config(media_config())  # type: ignore[arg-type]
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+def rooms(worker: Worker) -> RoomManager:
+    """The rooms of the running ``worker``."""
+    return worker.rooms

@@ -28,9 +28,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from netns_hosts import TestHost
 
 from mediafed import __version__
+from tests.support.netns_hosts import TestHost
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ROOT / ".venv-runtime"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from tests.synapse_fixture import SynapseServer, synapse_session
+from tests.support.synapse import SynapseServer, synapse_session
 
 __all__ = ["synapse_session"]
 

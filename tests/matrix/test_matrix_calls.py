@@ -37,7 +37,7 @@ from mediafed.matrix.calls import MAX_CALLS_PER_CALLER, MatrixCallBridge
 from mediafed.matrix.registration import Registration, make_registration
 from mediafed.media import RoomManager, TrackSource
 from mediafed.worker import Worker
-from tests.media.aiortc_client import (
+from tests.support.aiortc_client import (
     AiortcParticipant,
     PatternVideoTrack,
     ReceivedAudio,
@@ -46,7 +46,7 @@ from tests.media.aiortc_client import (
     dominant_colour,
     wait_for,
 )
-from tests.media.conftest import media_config
+from tests.support.media import media_config
 
 TIMEOUT_S = 30.0
 
@@ -186,15 +186,6 @@ def _registration() -> Registration:
     registration = make_registration(url="http://127.0.0.1:1", domain=DOMAIN)
     assert registration.bot_user_id == BOT
     return registration
-
-
-@pytest.fixture
-async def rooms() -> AsyncIterator[RoomManager]:
-    worker = Worker.from_config(media_config())  # type: ignore[arg-type]
-    manager = worker.rooms
-    await worker.start()
-    yield manager
-    await worker.stop()
 
 
 @dataclass

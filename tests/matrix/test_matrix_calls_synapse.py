@@ -30,18 +30,16 @@ from mediafed.matrix.calls import MatrixCallBridge
 from mediafed.matrix.config import MatrixConfig
 from mediafed.matrix.frontend import CALL_BRIDGE_KEY, setup_matrix
 from mediafed.media import RoomManager
-from mediafed.worker import Worker
 from tests.matrix.conftest import serve
 from tests.matrix.test_matrix_calls import MatrixCaller, close_to
 from tests.matrix.test_matrix_synapse import Waiter
-from tests.media.aiortc_client import (
+from tests.support.aiortc_client import (
     AiortcParticipant,
     PatternVideoTrack,
     ToneAudioTrack,
     wait_for,
 )
-from tests.media.conftest import media_config
-from tests.synapse_fixture import MatrixUser, SynapseServer
+from tests.support.synapse import MatrixUser, SynapseServer
 
 pytestmark = pytest.mark.slow
 
@@ -150,15 +148,6 @@ async def _bridge(
     app = await server.build_app(config, extensions=[extension])
     async with serve(app, port=synapse.appservice_port):
         yield app[APPSERVICE_KEY], app[CALL_BRIDGE_KEY], started
-
-
-@pytest.fixture
-async def rooms() -> AsyncIterator[RoomManager]:
-    worker = Worker.from_config(media_config())  # type: ignore[arg-type]
-    manager = worker.rooms
-    await worker.start()
-    yield manager
-    await worker.stop()
 
 
 async def _room_with_bot(

@@ -36,12 +36,12 @@ from mediafed.matrix.frontend import CALL_BRIDGE_KEY
 from mediafed.media import RoomManager
 from mediafed.signal.livekit.tokens import VideoGrant, mint_token
 from mediafed.worker import Worker
-from tests.browser import TIMEOUT_MS, chromium
 from tests.matrix.test_matrix_calls import MatrixCaller, close_to
 from tests.matrix.test_matrix_calls_synapse import MatrixClient, _invite, _room_with_bot
 from tests.matrix.test_matrix_synapse import Waiter
-from tests.media.aiortc_client import PatternVideoTrack, ReceivedVideo, ToneAudioTrack, wait_for
-from tests.synapse_fixture import SynapseServer
+from tests.support.aiortc_client import PatternVideoTrack, ReceivedVideo, ToneAudioTrack, wait_for
+from tests.support.browser import TIMEOUT_MS, chromium
+from tests.support.synapse import SynapseServer
 
 pytestmark = pytest.mark.slow
 
@@ -125,7 +125,7 @@ async def full_node(
         {
             "keys": {KEY: SECRET},
             "server": {
-                # the media socket binds this address (see tests/livekit_node.py)
+                # the media socket binds this address (see tests/support/livekit_node.py)
                 "bind": "127.0.0.2",
                 "http_port": synapse.appservice_port,
                 "data_dir": str(data_dir / "data"),

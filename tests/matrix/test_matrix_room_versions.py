@@ -49,9 +49,14 @@ from mediafed.worker import Worker
 from tests.matrix.test_matrix_calls import MatrixCaller, close_to
 from tests.matrix.test_matrix_calls_synapse import MatrixClient, _invite, _room_with_bot
 from tests.matrix.test_matrix_synapse import Waiter
-from tests.media.aiortc_client import AiortcParticipant, PatternVideoTrack, ToneAudioTrack, wait_for
 from tests.rocketchat.fake_server import FakeRocketChat
-from tests.synapse_fixture import MatrixUser, SynapseServer
+from tests.support.aiortc_client import (
+    AiortcParticipant,
+    PatternVideoTrack,
+    ToneAudioTrack,
+    wait_for,
+)
+from tests.support.synapse import MatrixUser, SynapseServer
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +91,7 @@ async def full_node(
         {
             "keys": {KEY: SECRET},
             "server": {
-                # the media socket binds this address (see tests/livekit_node.py)
+                # the media socket binds this address (see tests/support/livekit_node.py)
                 "bind": "127.0.0.2",
                 "http_port": port,
                 "data_dir": str(data_dir),

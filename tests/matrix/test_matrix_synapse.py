@@ -1,6 +1,6 @@
 """Against a real Synapse: OpenID tokens it mints, transactions it delivers.
 
-One Synapse runs for the whole session (tests/synapse_fixture.py); the focus
+One Synapse runs for the whole session (tests/support/synapse.py); the focus
 reaches its plain-HTTP federation listener through
 ``[matrix] federation_url_overrides`` and the appservice listens where the
 session's registration file points.
@@ -28,7 +28,7 @@ from mediafed.matrix.membership import CallMembership
 from mediafed.matrix.voip import CallEvent, Invite
 from mediafed.signal.livekit.tokens import require_room_join, verify_token
 from tests.matrix.conftest import serve
-from tests.synapse_fixture import SynapseServer
+from tests.support.synapse import SynapseServer
 
 pytestmark = pytest.mark.slow
 

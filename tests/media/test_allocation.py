@@ -14,8 +14,8 @@ from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.srtp import SrtpContext
 from mediafed.wire import rtcp, rtp
 from mediafed.worker import Worker
+from tests.support.aiortc_client import AiortcParticipant, wait_for
 
-from .aiortc_client import AiortcParticipant, wait_for
 from .test_downtrack import KEY, feed
 
 LAYERS = {0: 150_000, 1: 500_000, 2: 1_500_000}

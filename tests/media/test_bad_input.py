@@ -19,9 +19,8 @@ from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.ice import binding_request
 from mediafed.transport.srtp import SrtpContext
 from mediafed.worker import Worker
-
-from .aiortc_client import AiortcParticipant, PatternVideoTrack, wait_for
-from .conftest import media_config, use_python_paths
+from tests.support.aiortc_client import AiortcParticipant, PatternVideoTrack, wait_for
+from tests.support.media import media_config, use_python_paths
 
 pytestmark = pytest.mark.slow
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mediafed.media import RoomManager
-
-from .aiortc_client import AiortcParticipant, ToneAudioTrack, wait_for
+from tests.support.aiortc_client import AiortcParticipant, ToneAudioTrack, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -20,9 +20,8 @@ from mediafed.media.session import Session
 from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.srtp import MAX_DATAGRAM, PacketBuffer, SrtpContext, copy_into
 from mediafed.worker import Worker
-
-from .aiortc_client import AiortcParticipant
-from .conftest import media_config, native_paths_built, use_python_paths
+from tests.support.aiortc_client import AiortcParticipant
+from tests.support.media import media_config, native_paths_built, use_python_paths
 
 KEY = bytes(range(30))
 PUB_SSRC = 0x11111111

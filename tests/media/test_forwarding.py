@@ -11,8 +11,12 @@ import asyncio
 import pytest
 
 from mediafed.media import RoomManager, TrackKind, TrackSource, events
-
-from .aiortc_client import AiortcParticipant, PatternVideoTrack, ToneAudioTrack, wait_for
+from tests.support.aiortc_client import (
+    AiortcParticipant,
+    PatternVideoTrack,
+    ToneAudioTrack,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pylibsrtp
 import pytest
@@ -24,9 +24,9 @@ from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.ice import binding_request
 from mediafed.transport.srtp import SrtpContext
 from mediafed.worker import Worker
+from tests.support.aiortc_client import AiortcParticipant, PatternVideoTrack, wait_for
+from tests.support.media import media_config, use_python_paths
 
-from .aiortc_client import AiortcParticipant, PatternVideoTrack, wait_for
-from .conftest import media_config, use_python_paths
 from .test_downtrack import KEY, OFFER, PUB_SSRC, vp8_packet
 
 pytestmark = pytest.mark.slow
@@ -47,7 +47,7 @@ class Colours(AiortcParticipant):
         self.colours: list[tuple[int, int, int]] = []
 
     async def _consume(self, track: object) -> None:
-        from .aiortc_client import dominant_colour
+        from tests.support.aiortc_client import dominant_colour
 
         if getattr(track, "kind", "") != "video":
             await super()._consume(track)  # type: ignore[arg-type]
@@ -72,15 +72,6 @@ async def publish_with_ssrc(
     assert f"a=ssrc:{ssrc} " in participant.pub.localDescription.sdp
     answer = await participant.session.answer_publisher_offer(participant.pub.localDescription.sdp)
     await participant.pub.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-
-
-@pytest.fixture
-async def rooms() -> AsyncIterator[RoomManager]:
-    worker = Worker.from_config(media_config())  # type: ignore[arg-type]
-    manager = worker.rooms
-    await worker.start()
-    yield manager
-    await worker.stop()
 
 
 async def test_an_ssrc_of_room_b_published_in_room_a_stays_in_room_a(rooms: RoomManager) -> None:
@@ -227,7 +218,8 @@ async def test_a_token_for_one_room_reaches_no_other() -> None:
     request naming another room's track is refused and forwards nothing."""
     import aiohttp
     from livekit.protocol import rtc
-    from livekit_node import live_node
+
+    from tests.support.livekit_node import live_node
 
     async with live_node("127.0.0.2") as node:
         room_b = node.rooms.get_or_create("b")

@@ -23,9 +23,9 @@ from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.srtp import SrtpContext
 from mediafed.wire import rtcp, rtp
 from mediafed.worker import Worker
+from tests.support.aiortc_client import AiortcParticipant
+from tests.support.media import use_python_paths
 
-from .aiortc_client import AiortcParticipant
-from .conftest import use_python_paths
 from .test_allocation import SIMULCAST_OFFER
 from .test_downtrack import KEY, OFFER, PUB_SSRC, vp8_packet
 
@@ -45,7 +45,7 @@ class Inbox(AiortcParticipant):
 async def test_data_packets_beyond_size_and_rate_are_dropped_and_counted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from .conftest import media_config
+    from tests.support.media import media_config
 
     caplog.set_level(logging.INFO, logger="mediafed.media.room")
     now = [100.0]
@@ -95,7 +95,7 @@ async def test_an_endpoint_spraying_ssrcs_holds_a_bounded_number_of_srtp_streams
 ) -> None:
     """libsrtp makes a stream for every SSRC it decrypts and searches them one by one:
     SSRCs that belong to no track are kept up to a limit, the rest forgotten again."""
-    from .conftest import media_config
+    from tests.support.media import media_config
 
     worker = Worker.from_config(media_config())  # type: ignore[arg-type]
     manager = worker.rooms

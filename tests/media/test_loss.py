@@ -19,8 +19,7 @@ import pytest
 from mediafed.config import load_config
 from mediafed.media.quality import Level, Quality
 from mediafed.worker import Worker
-
-from .aiortc_client import AiortcParticipant, PatternVideoTrack, wait_for
+from tests.support.aiortc_client import AiortcParticipant, PatternVideoTrack, wait_for
 
 pytestmark = pytest.mark.slow
 

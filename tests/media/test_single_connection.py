@@ -16,8 +16,7 @@ from aiortc import (
 )
 
 from mediafed.media import Room, RoomManager, Session, TrackKind, TrackSource, events
-
-from .aiortc_client import (
+from tests.support.aiortc_client import (
     AiortcParticipant,
     PatternVideoTrack,
     ReceivedVideo,

@@ -22,9 +22,9 @@ from mediafed.media import LayerInfo, RoomManager, TrackKind
 from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.srtp import SrtpContext
 from mediafed.wire import payload, rtp
+from tests.support.aiortc_client import AiortcParticipant
+from tests.support.media import native_paths_built, use_python_paths
 
-from .aiortc_client import AiortcParticipant
-from .conftest import native_paths_built, use_python_paths
 from .test_allocation import SIMULCAST_OFFER, SSRCS
 from .test_downtrack import KEY, feed
 

@@ -28,7 +28,12 @@ from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.ice import binding_request
 from mediafed.transport.srtp import SrtpContext
 from mediafed.worker import Worker
-from tests.media.aiortc_client import AiortcParticipant, PatternVideoTrack, ToneAudioTrack, wait_for
+from tests.support.aiortc_client import (
+    AiortcParticipant,
+    PatternVideoTrack,
+    ToneAudioTrack,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 

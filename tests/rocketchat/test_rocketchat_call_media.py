@@ -34,8 +34,8 @@ from mediafed.media import RoomManager
 from mediafed.rocketchat import webhooks
 from mediafed.signal.livekit.tokens import VideoGrant, mint_token
 from mediafed.worker import Worker
-from tests.browser import TIMEOUT_MS, chromium
-from tests.synapse_fixture import free_port
+from tests.support.browser import TIMEOUT_MS, chromium
+from tests.support.synapse import free_port
 from tests.web.test_web_demo import _wait_for_videos
 
 pytestmark = pytest.mark.slow
@@ -60,7 +60,7 @@ async def full_node(tmp_path: Path) -> AsyncIterator[FullNode]:
         {
             "keys": {KEY: SECRET},
             "server": {
-                # the media socket binds this address (see tests/livekit_node.py)
+                # the media socket binds this address (see tests/support/livekit_node.py)
                 "bind": "127.0.0.2",
                 "http_port": port,
                 "data_dir": str(tmp_path / "data"),

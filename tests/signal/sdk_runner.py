@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from netns_hosts import TestHost
+from tests.support.netns_hosts import TestHost
 
 CLIENT = Path(__file__).with_name("lk_sdk_client.py")
 EXPECTED = {

@@ -18,13 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from livekit_node import LiveNode, live_node
-from netns_hosts import TestHost
 from sdk_runner import ScriptClient
 
 from mediafed.media.allocation import PAUSED
 from mediafed.media.downtrack import DownTrack
 from mediafed.media.types import TrackKind
+from tests.support.livekit_node import LiveNode, live_node
+from tests.support.netns_hosts import TestHost
 
 HERE = Path(__file__).parent
 PUBLISHER = HERE / "lk_sdk_publisher.py"

@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from livekit_node import live_node
-from netns_hosts import TestHost
 from sdk_runner import EXPECTED, close_to, run_client
 
 from mediafed.transport.endpoint import EndpointState
+from tests.support.livekit_node import live_node
+from tests.support.netns_hosts import TestHost
 
 
 @pytest.mark.slow

@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from livekit_node import LiveNode, live_node
 from playwright.async_api import BrowserContext, Page
 
 from mediafed.media import Session
-from tests.browser import TIMEOUT_MS, chromium
+from tests.support.browser import TIMEOUT_MS, chromium
+from tests.support.livekit_node import LiveNode, live_node
 
 pytestmark = pytest.mark.slow
 

@@ -11,11 +11,11 @@ import asyncio
 import time
 
 import pytest
-from livekit_node import API_KEY, API_SECRET, live_node
-from netns_hosts import TestHost
 from sdk_runner import EXPECTED, close_to, run_client
 
 from mediafed.signal.livekit.tokens import VideoGrant, mint_token
+from tests.support.livekit_node import API_KEY, API_SECRET, live_node
+from tests.support.netns_hosts import TestHost
 
 
 @pytest.mark.slow

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from av import AudioFrame
 from livekit.protocol import models, rtc
-from livekit_node import live_node
 
 from mediafed.media import events
-from tests.media.aiortc_client import AiortcParticipant, ToneAudioTrack, wait_for
+from tests.support.aiortc_client import AiortcParticipant, ToneAudioTrack, wait_for
+from tests.support.livekit_node import live_node
 
 pytestmark = pytest.mark.slow
 

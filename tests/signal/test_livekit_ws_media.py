@@ -10,7 +10,8 @@ import asyncio
 
 import aiohttp
 from livekit.protocol import models, rtc
-from livekit_node import live_node
+
+from tests.support.livekit_node import live_node
 
 UNSUPPORTED_OFFER = "\r\n".join(
     [

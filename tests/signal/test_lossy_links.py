@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from livekit_node import LiveNode, live_node
-from netns_hosts import TestHost
 from sdk_runner import ScriptClient
 
 from loadtest.delayline import DelayLine
+from tests.support.livekit_node import LiveNode, live_node
+from tests.support.netns_hosts import TestHost
 
 HERE = Path(__file__).parent
 PUBLISHER = HERE / "lk_sdk_publisher.py"

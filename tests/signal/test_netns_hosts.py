@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from netns_hosts import TestHost
+from tests.support.netns_hosts import TestHost
 
 PROBE = """
 import socket, sys

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from livekit_node import LiveNode, live_node
-from netns_hosts import TestHost
 
 from mediafed.media.types import TrackKind
-from tests.browser import TIMEOUT_MS, chromium
+from tests.support.browser import TIMEOUT_MS, chromium
+from tests.support.livekit_node import LiveNode, live_node
+from tests.support.netns_hosts import TestHost
 
 PUBLISHER = Path(__file__).with_name("lk_sdk_publisher.py")
 RUN_S = 24

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from netns_hosts import TestHost
 from sdk_runner import ScriptClient
 
 from mediafed.signal.livekit.tokens import VideoGrant, mint_token
+from tests.support.netns_hosts import TestHost
 
 HERE = Path(__file__).parent
 PUBLISHER = HERE / "lk_sdk_publisher.py"

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 from aioice import stun
-from livekit_node import LiveNode, live_node
 from playwright.async_api import Page
 
 from mediafed.config import load_config
 from mediafed.errors import ConfigError
 from mediafed.transport.endpoint import EndpointState
 from mediafed.transport.turn import TurnServer, ice_servers_for
-from tests.browser import TIMEOUT_MS, chromium
+from tests.support.browser import TIMEOUT_MS, chromium
+from tests.support.livekit_node import LiveNode, live_node
 
 TURN_IP = "127.0.0.3"
 SECRET = "turn-shared-secret"

@@ -16,9 +16,9 @@ import itertools
 from pathlib import Path
 
 import pytest
-from livekit_node import live_node
 
-from tests.browser import TIMEOUT_MS, chromium
+from tests.support.browser import TIMEOUT_MS, chromium
+from tests.support.livekit_node import live_node
 
 WATCH_FRAMES = """() => {
   window.frameTimes = [];

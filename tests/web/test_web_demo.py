@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from livekit_node import LiveNode, live_node
 from playwright.async_api import BrowserContext, Page
 
-from tests.browser import TIMEOUT_MS, chromium
+from tests.support.browser import TIMEOUT_MS, chromium
+from tests.support.livekit_node import LiveNode, live_node
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "screenshot-call.png"

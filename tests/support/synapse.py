@@ -13,7 +13,7 @@ ids ``!`` and a hash, no server part) unless a test asks for another one
 
 Use it from a conftest::
 
-    from tests.synapse_fixture import synapse_session  # noqa: F401  (the fixture)
+    from tests.support.synapse import synapse_session  # noqa: F401  (the fixture)
 
 or build one yourself with :func:`start_synapse` (other test directories:
 federation tests need two instances with their own server names).

@@ -1,0 +1,1 @@
+"""Helpers the tests share: clients, running nodes, test hosts, Synapse, browsers."""
