@@ -19,123 +19,24 @@ new one).
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import aiohttp
 import pytest
 from sdk_runner import ScriptClient
 
-from mediafed.signal.livekit.tokens import VideoGrant, mint_token
 from tests.support.netns_hosts import TestHost
+from tests.support.relay import Relay
 
 HERE = Path(__file__).parent
 PUBLISHER = HERE / "lk_sdk_publisher.py"
 VIEWER = HERE / "lk_sdk_viewer.py"
-API_KEY = "reconnectkey"
-API_SECRET = "reconnect-secret-" + "x" * 24
 ROOM = "reconnect"
 RUN_S = 120
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port(kind: socket.SocketKind) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("0.0.0.0", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Relay:
-    """``mediafed serve`` in a process of its own, restartable on the same ports."""
-
-    def __init__(self, hosts: list[TestHost], workdir: Path) -> None:
-        self.http_port = _free_port(socket.SOCK_STREAM)
-        self.env = os.environ | {
-            "MEDIAFED_KEYS": f"{API_KEY}: {API_SECRET}",
-            "MEDIAFED_SERVER_BIND": "0.0.0.0",
-            "MEDIAFED_SERVER_HTTP_PORT": str(self.http_port),
-            "MEDIAFED_SERVER_DATA_DIR": str(workdir / "data"),
-            "MEDIAFED_RTC_UDP_PORT": str(_free_port(socket.SOCK_DGRAM)),
-            "MEDIAFED_RTC_TCP_PORT": str(_free_port(socket.SOCK_STREAM)),
-            "MEDIAFED_RTC_NODE_IP": ",".join(host.server_ip for host in hosts),
-        }
-        self.log_path = workdir / "mediafed.log"
-        self.proc: asyncio.subprocess.Process | None = None
-        self.url = f"http://127.0.0.2:{self.http_port}"
-
-    async def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "mediafed",
-                "serve",
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        async with aiohttp.ClientSession() as http:
-            while True:
-                if self.proc.returncode is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"mediafed serve did not start:\n{self.log()}")
-                try:
-                    async with http.get(f"{self.url}/healthz") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.1)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def token(self, identity: str, **grant: object) -> str:
-        return mint_token(
-            API_KEY,
-            API_SECRET,
-            identity=identity,
-            video=VideoGrant(room_join=True, room=ROOM, **grant),  # type: ignore[arg-type]
-        )
-
-    async def participants(self) -> dict[str, str]:
-        """Identity -> sid of the room's participants (RoomService, Twirp JSON)."""
-        token = self.token("admin", room_admin=True)
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(
-                f"{self.url}/twirp/livekit.RoomService/ListParticipants",
-                json={"room": ROOM},
-                headers={"Authorization": f"Bearer {token}"},
-            ) as response,
-        ):
-            if response.status != 200:
-                return {}
-            body = await response.json()
-        return {p["identity"]: p["sid"] for p in body.get("participants", [])}
 
 
 @asynccontextmanager
@@ -143,7 +44,7 @@ async def _call(tmp_path: Path) -> AsyncIterator[tuple[Relay, TestHost, ScriptCl
     """A relay, a publisher and a viewer whose video flows; yields (relay, the viewer's
     host, the viewer)."""
     with TestHost(11) as pub_host, TestHost(12) as viewer_host:
-        relay = Relay([pub_host, viewer_host], tmp_path)
+        relay = Relay([pub_host, viewer_host], tmp_path, room=ROOM)
         await relay.start()
         clients: list[ScriptClient] = []
         try:

@@ -1,0 +1,117 @@
+"""``mediafed serve`` in a process of its own, for tests that kill and restart it.
+
+Bound to every address of the test namespace and advertised on the given test
+hosts' server addresses (their clients reach it over their veth links); the
+participants of its room are read back through RoomService (Twirp JSON).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from mediafed.signal.livekit.tokens import VideoGrant, mint_token
+from tests.support.netns_hosts import TestHost
+
+API_KEY = "relaykey"
+API_SECRET = "relay-secret-" + "x" * 24
+
+
+def _free_port(kind: socket.SocketKind) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("0.0.0.0", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Relay:
+    """``mediafed serve`` in a process of its own, restartable on the same ports."""
+
+    def __init__(self, hosts: list[TestHost], workdir: Path, *, room: str) -> None:
+        self.room = room
+        self.http_port = _free_port(socket.SOCK_STREAM)
+        self.env = os.environ | {
+            "MEDIAFED_KEYS": f"{API_KEY}: {API_SECRET}",
+            "MEDIAFED_SERVER_BIND": "0.0.0.0",
+            "MEDIAFED_SERVER_HTTP_PORT": str(self.http_port),
+            "MEDIAFED_SERVER_DATA_DIR": str(workdir / "data"),
+            "MEDIAFED_RTC_UDP_PORT": str(_free_port(socket.SOCK_DGRAM)),
+            "MEDIAFED_RTC_TCP_PORT": str(_free_port(socket.SOCK_STREAM)),
+            "MEDIAFED_RTC_NODE_IP": ",".join(host.server_ip for host in hosts),
+        }
+        self.log_path = workdir / "mediafed.log"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.url = f"http://127.0.0.2:{self.http_port}"
+
+    async def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "mediafed",
+                "serve",
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as http:
+            while True:
+                if self.proc.returncode is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"mediafed serve did not start:\n{self.log()}")
+                try:
+                    async with http.get(f"{self.url}/healthz") as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.1)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def token(self, identity: str, **grant: object) -> str:
+        return mint_token(
+            API_KEY,
+            API_SECRET,
+            identity=identity,
+            video=VideoGrant(room_join=True, room=self.room, **grant),  # type: ignore[arg-type]
+        )
+
+    async def participants(self) -> dict[str, str]:
+        """Identity -> sid of the room's participants (RoomService, Twirp JSON)."""
+        token = self.token("admin", room_admin=True)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{self.url}/twirp/livekit.RoomService/ListParticipants",
+                json={"room": self.room},
+                headers={"Authorization": f"Bearer {token}"},
+            ) as response,
+        ):
+            if response.status != 200:
+                return {}
+            body = await response.json()
+        return {p["identity"]: p["sid"] for p in body.get("participants", [])}
