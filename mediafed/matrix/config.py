@@ -21,6 +21,10 @@ class MatrixConfig(BaseModel):
     allowed_homeservers: list[str] = Field(default_factory=list)
     """Server names whose users may get focus tokens. Empty: only ``server_name``;
     ``["*"]``: any homeserver."""
+    admit_room_members: bool = False
+    """Also give (subscribe-only) tokens to users of any other homeserver who are
+    joined to the Matrix room of the call, as the bridge bot sees its members
+    (needs ``registration``, and the bot in the room)."""
     verify_tls: bool = True
     """Check homeserver TLS certificates on OpenID look-ups. Only tests turn this off."""
     federation_url_overrides: dict[str, str] = Field(default_factory=dict)

@@ -43,6 +43,10 @@ from mediafed.signal.livekit.tokens import VideoGrant, mint_token
 log = logging.getLogger(__name__)
 
 
+RoomMembers = Callable[[str], Awaitable[Mapping[str, str] | None]]
+"""Matrix room id -> its joined members (user id -> display name), or None."""
+
+
 class RoomNotStartedError(AuthError):
     """A user of another homeserver asked for a call no local user has started here."""
 
@@ -245,6 +249,7 @@ class FocusService:
         keys: Mapping[str, str],
         public_url: str = "",
         room_exists: Callable[[str], bool] | None = None,
+        room_members: RoomMembers | None = None,
     ) -> None:
         if not keys:
             raise ConfigError(
@@ -261,18 +266,32 @@ class FocusService:
         self.verifier = verifier
         self.room_exists = room_exists
         """Whether a LiveKit room is open here (None: not known, nothing refused)."""
+        self.room_members = room_members if matrix.admit_room_members else None
+        """The joined members of a Matrix room, as the bridge bot sees them (None: the
+        bot is not in it), when ``admit_room_members`` is on."""
         self._api_key = api_key
         self._api_secret = keys[api_key]
 
-    async def verify(self, token: OpenIDToken) -> str:
-        """The Matrix user id behind ``token``, if its homeserver may use this relay."""
+    async def verify(self, token: OpenIDToken, matrix_room: str) -> str:
+        """The Matrix user id behind ``token``, if its homeserver may use this relay,
+        or (``admit_room_members``) the user is joined to ``matrix_room``."""
         parse_server_name(token.matrix_server_name)  # malformed names: 400, not 403
-        if not self.matrix.homeserver_allowed(token.matrix_server_name):
+        if self.matrix.homeserver_allowed(token.matrix_server_name):
+            return await self.verifier.user_id(token.access_token, token.matrix_server_name)
+        if self.room_members is None:
             raise HomeserverNotAllowedError(
                 f"homeserver {token.matrix_server_name} may not use this relay; its admin can "
                 "ask this relay's operator to add it to [matrix] allowed_homeservers"
             )
-        return await self.verifier.user_id(token.access_token, token.matrix_server_name)
+        user_id = await self.verifier.user_id(token.access_token, token.matrix_server_name)
+        members = await self.room_members(matrix_room)
+        if members is None or user_id not in members:
+            raise HomeserverNotAllowedError(
+                f"{user_id} is not a member of {matrix_room} as this relay's bridge sees it, "
+                f"and homeserver {token.matrix_server_name} is not in [matrix] "
+                "allowed_homeservers; join the room (with the bridge bot in it) first"
+            )
+        return user_id
 
     def admit(self, room: str, user_id: str) -> bool:
         """Whether ``user_id`` is local; a remote user is refused a room no local user
@@ -300,7 +319,7 @@ class FocusService:
         room = _text(body, "room", "`room`")
         token = _openid_token(body)
         device_id = _text(body, "device_id", "`device_id`")
-        user_id = await self.verify(token)
+        user_id = await self.verify(token, room)
         alias = livekit_room_alias(room, LEGACY_SLOT_ID)
         return FocusGrant(
             room=alias,
@@ -317,7 +336,7 @@ class FocusService:
         claimed_user = _text(member, "claimed_user_id", "`member.claimed_user_id`")
         claimed_device = _text(member, "claimed_device_id", "`member.claimed_device_id`")
         token = _openid_token(body)
-        user_id = await self.verify(token)
+        user_id = await self.verify(token, room_id)
         if claimed_user != user_id:
             raise OpenIDError(
                 f"member.claimed_user_id {claimed_user} does not match the OpenID token's "
@@ -390,17 +409,24 @@ def setup_focus(
     keys: Mapping[str, str],
     public_url: str = "",
     room_exists: Callable[[str], bool] | None = None,
+    room_members: RoomMembers | None = None,
 ) -> None:
     """Add the focus endpoints to ``app``; tokens are signed with one of ``keys``
     (``[matrix] focus_api_key``, else the first). ``room_exists`` tells whether a
-    LiveKit room is open (remote users may only join those)."""
+    LiveKit room is open (remote users may only join those); ``room_members``
+    lists a Matrix room's members (``admit_room_members``)."""
     verifier = OpenIDVerifier(
         verify_tls=matrix.verify_tls,
         overrides=matrix.federation_url_overrides,
         timeout_s=matrix.openid_timeout_s,
     )
     app[FOCUS_KEY] = FocusService(
-        matrix, verifier, keys=keys, public_url=public_url, room_exists=room_exists
+        matrix,
+        verifier,
+        keys=keys,
+        public_url=public_url,
+        room_exists=room_exists,
+        room_members=room_members,
     )
 
     async def close_verifier(app: web.Application) -> None:

@@ -52,8 +52,25 @@ def setup_matrix(
     if not matrix.server_name:
         log.info("- Matrix front-end off: set [matrix] server_name to enable it")
         return
+    if matrix.admit_room_members and matrix.registration is None:
+        raise ConfigError(
+            "[matrix] admit_room_members needs the appservice (the bridge bot sees the "
+            "room's members): set registration and homeserver_url, or turn it off"
+        )
     room_exists = None if rooms is None else (lambda name: rooms.get(name) is not None)
-    setup_focus(app, matrix, keys=keys, public_url=public_url, room_exists=room_exists)
+    members_of: list[AppServiceSender] = []
+
+    async def room_members(room_id: str) -> Mapping[str, str] | None:
+        return await members_of[0].joined_members(room_id) if members_of else None
+
+    setup_focus(
+        app,
+        matrix,
+        keys=keys,
+        public_url=public_url,
+        room_exists=room_exists,
+        room_members=room_members,
+    )
     if matrix.registration is None:
         return
     if not matrix.homeserver_url:
@@ -77,6 +94,7 @@ def setup_matrix(
         membership=membership,
         call_sink=call_sink,
     )
+    members_of.append(AppServiceSender(service))
     if call_sink is None and rooms is not None:
         bridge = MatrixCallBridge(
             rooms, registration, AppServiceSender(service), on_call_started=on_call_started

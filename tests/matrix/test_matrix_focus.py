@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,6 +24,7 @@ from mediafed.matrix.config import MatrixConfig
 from mediafed.matrix.focus import (
     CORS_HEADERS,
     FocusGrant,
+    RoomMembers,
     atob_safe,
     decode_payload_with_atob_rules,
     livekit_identity,
@@ -41,7 +43,10 @@ ROOM = "!abcdef:hs.example"
 
 @asynccontextmanager
 async def _focus(
-    config: Config, matrix: MatrixConfig, room_exists: Callable[[str], bool] | None = None
+    config: Config,
+    matrix: MatrixConfig,
+    room_exists: Callable[[str], bool] | None = None,
+    room_members: RoomMembers | None = None,
 ) -> AsyncIterator[str]:
     app = await server.build_app(
         config,
@@ -52,6 +57,7 @@ async def _focus(
                 keys=cfg.keys,
                 public_url=cfg.server.public_url,
                 room_exists=room_exists,
+                room_members=room_members,
             )
         ],
     )
@@ -382,6 +388,53 @@ async def test_users_of_other_homeservers_only_subscribe_to_calls_started_here(
         )
         assert status == 200, body
         assert not verify_token(body["jwt"], KEYS).video.can_publish
+
+
+async def test_members_of_the_matrix_room_may_be_admitted_from_any_homeserver(
+    fake_homeserver: tuple[FakeHomeserver, str],
+) -> None:
+    """``admit_room_members``: a user of a homeserver not on the allow-list gets a
+    (subscribe-only) token when the bridge sees it joined to the call's Matrix room."""
+    homeserver, hs_url = fake_homeserver
+    homeserver.tokens.update({"tok-rita": "@rita:other.example", "tok-max": "@max:third.example"})
+    asked: list[str] = []
+
+    async def members(room_id: str) -> dict[str, str] | None:
+        asked.append(room_id)
+        return {"@lou:hs.example": "Lou", "@rita:other.example": "Rita"}
+
+    matrix = MatrixConfig(
+        server_name=HS,
+        admit_room_members=True,
+        federation_url_overrides={"other.example": hs_url, "third.example": hs_url},
+    )
+    alias = livekit_room_alias(ROOM, "m.call#ROOM")
+    async with _focus(Config(keys=KEYS), matrix, {alias}.__contains__, members) as url:
+        status, body, _ = await _post(
+            f"{url}/sfu/get",
+            {"room": ROOM, "openid_token": _openid("tok-rita", "other.example"), "device_id": "D"},
+        )
+        assert status == 200, body
+        grant = verify_token(body["jwt"], KEYS).video
+        assert grant.can_subscribe and not grant.can_publish
+        status, body, _ = await _post(
+            f"{url}/sfu/get",
+            {"room": ROOM, "openid_token": _openid("tok-max", "third.example"), "device_id": "D"},
+        )
+        assert (status, body["errcode"]) == (403, "M_FORBIDDEN"), body
+        assert f"@max:third.example is not a member of {ROOM}" in body["error"]
+    assert asked == [ROOM, ROOM]
+
+
+def test_admitting_room_members_needs_the_appservice() -> None:
+    from aiohttp import web
+
+    from mediafed.errors import ConfigError
+    from mediafed.matrix.frontend import setup_matrix
+
+    matrix = MatrixConfig(server_name=HS, admit_room_members=True)
+    with pytest.raises(ConfigError, match="admit_room_members needs the appservice"):
+        setup_matrix(web.Application(), matrix, keys=KEYS, data_dir=Path("/nonexistent"))
 
 
 def test_element_call_can_decode_the_payload() -> None:

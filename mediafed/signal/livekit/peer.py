@@ -558,8 +558,7 @@ class SignalPeer:
             # the client reports it instead of waiting for an answer until it times out.
             self._refuse(
                 rtc.RequestResponse.UNSUPPORTED_TYPE,
-                "mediafed does not relay data tracks yet; send data packets "
-                "(publish_data) instead",
+                "mediafed does not relay data tracks yet; send data packets (publish_data) instead",
                 publish_data_track=request.publish_data_track_request,
             )
         elif which == "unpublish_data_track_request":
