@@ -47,7 +47,7 @@ import yaml
 from mediafed.matrix.cli import synapse_matrix_rtc
 from mediafed.matrix.registration import Registration, make_registration
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SYNAPSE_PYTHON = ROOT / ".venv-synapse" / "bin" / "python"
 INSTALL_HINT = "run scripts/install-synapse (installs matrix-synapse into .venv-synapse)"
 STARTUP_TIMEOUT_S = 90.0
