@@ -40,7 +40,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from loadtest.target import PublishResult, RoomPlan, TargetError, stop_process_group
+from loadtest.target import PublishResult, RoomPlan, ServerProcess, TargetError
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def compile_preload(directory: Path) -> Path:
     return output
 
 
-class JanusTarget:
+class JanusTarget(ServerProcess):
     """Janus VideoRoom started from a generated config in a temporary directory."""
 
     name = "janus"
@@ -160,8 +160,7 @@ class JanusTarget:
         self.binary = binary
         self.room_id = 0
         self.url = ""
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+        super().__init__()
         self._log_path: Path | None = None
 
     async def start(self, plan: RoomPlan) -> None:
@@ -230,19 +229,6 @@ class JanusTarget:
 
     def endpoint(self) -> JanusEndpoint:
         return JanusEndpoint(self.url, self.room_id)
-
-    def server_pids(self) -> list[int]:
-        if self._proc is None or self._proc.returncode is not None:
-            return []
-        return [self._proc.pid]
-
-    async def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            await stop_process_group(proc)
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
 
 
 _SUBPROTOCOL: Any = "janus-protocol"

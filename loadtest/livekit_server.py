@@ -45,7 +45,7 @@ from typing import Any
 from loadtest.gopeers import LIVEKIT_SERVER, GoPeer, missing_message
 from loadtest.janus import free_tcp_port, kill_group_at_exit
 from loadtest.livekit_target import LiveKitEndpoint, free_udp_port
-from loadtest.target import RoomPlan, TargetError, stop_process_group
+from loadtest.target import RoomPlan, ServerProcess, TargetError
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def server_config(
     }
 
 
-class LiveKitServerTarget:
+class LiveKitServerTarget(ServerProcess):
     """livekit-server started from a generated config in a temporary directory."""
 
     name = "livekit"
@@ -105,8 +105,7 @@ class LiveKitServerTarget:
         self.url = ""
         self.room = ""
         self.api_secret = ""
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+        super().__init__()
         self._log_path: Path | None = None
 
     async def start(self, plan: RoomPlan) -> None:
@@ -143,31 +142,8 @@ class LiveKitServerTarget:
         kill_group_at_exit(self._proc.pid)
         self.url = f"ws://{self.host}:{http_port}"
         self.room = plan.name
-        await self._wait_ready(http_port)
+        await self.wait_http_ok(self.host, http_port, "/", "livekit-server", self.log_tail, 30.0)
         log.info("- livekit-server pid %s up at %s", self._proc.pid, self.url)
-
-    async def _wait_ready(self, port: int, timeout_s: float = 30.0) -> None:
-        """livekit-server answers ``GET /`` with 200 "OK" once it serves."""
-        assert self._proc is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while loop.time() < deadline:
-            if self._proc.returncode is not None:
-                raise TargetError(f"livekit-server exited at start-up:\n{self.log_tail()}")
-            try:
-                reader, writer = await asyncio.open_connection(self.host, port)
-            except OSError:
-                await asyncio.sleep(0.1)
-                continue
-            writer.write(f"GET / HTTP/1.0\r\nHost: {self.host}\r\n\r\n".encode())
-            status = await reader.readline()
-            writer.close()
-            if b" 200 " in status:
-                return
-            await asyncio.sleep(0.1)
-        raise TargetError(
-            f"livekit-server did not answer on port {port} in {timeout_s:.0f} s:\n{self.log_tail()}"
-        )
 
     def log_tail(self, lines: int = 30) -> str:
         if self._log_path is None or not self._log_path.exists():
@@ -176,16 +152,3 @@ class LiveKitServerTarget:
 
     def endpoint(self) -> LiveKitEndpoint:
         return LiveKitEndpoint(self.url, self.room, API_KEY, self.api_secret, "livekit-server")
-
-    def server_pids(self) -> list[int]:
-        if self._proc is None or self._proc.returncode is not None:
-            return []
-        return [self._proc.pid]
-
-    async def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            await stop_process_group(proc)
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None

@@ -40,7 +40,7 @@ from websockets.asyncio.client import ClientConnection
 
 from loadtest.janus import free_tcp_port, kill_group_at_exit
 from loadtest.peer import parse_sdp
-from loadtest.target import PublishResult, RoomPlan, TargetError, stop_process_group
+from loadtest.target import PublishResult, RoomPlan, ServerProcess, TargetError
 from mediafed.signal.livekit.tokens import VideoGrant, mint_token
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-class MediafedTarget:
+class MediafedTarget(ServerProcess):
     """``mediafed serve --dev`` on free loopback ports, in its own process group."""
 
     name = "mediafed"
@@ -96,8 +96,7 @@ class MediafedTarget:
         server address for clients that skip loopback, such as ``lk``)."""
         self.url = ""
         self.room = ""
-        self._proc: asyncio.subprocess.Process | None = None
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        super().__init__()
         self._log_path: Path | None = None
 
     def log_tail(self, lines: int = 30) -> str:
@@ -140,27 +139,7 @@ class MediafedTarget:
         kill_group_at_exit(self._proc.pid)
         self.url = f"ws://{self.host}:{http_port}"
         self.room = plan.name
-        await self._wait_ready(http_port, log_path)
-
-    async def _wait_ready(self, port: int, log_path: Path, timeout_s: float = 20.0) -> None:
-        assert self._proc is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.returncode is not None:
-                tail = log_path.read_text(errors="replace")[-3000:]
-                raise TargetError(f"mediafed exited at start-up:\n{tail}")
-            try:
-                reader, writer = await asyncio.open_connection(self.host, port)
-            except OSError:
-                await asyncio.sleep(0.1)
-                continue
-            writer.write(f"GET /healthz HTTP/1.0\r\nHost: {self.host}\r\n\r\n".encode())
-            status = await reader.readline()
-            writer.close()
-            if b" 200 " in status:
-                return
-            await asyncio.sleep(0.1)
-        raise TargetError(f"mediafed did not answer /healthz on port {port} in {timeout_s:.0f} s")
+        await self.wait_http_ok(self.host, http_port, "/healthz", "mediafed", self.log_tail, 20.0)
 
     def endpoint(self) -> LiveKitEndpoint:
         return LiveKitEndpoint(self.url, self.room, API_KEY, API_SECRET, "mediafed")
@@ -169,14 +148,6 @@ class MediafedTarget:
         if self._proc is None or self._proc.returncode is not None:
             return []
         return descendants(self._proc.pid)
-
-    async def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            await stop_process_group(proc)
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -36,6 +37,53 @@ async def stop_process_group(proc: asyncio.subprocess.Process, grace_s: float = 
 
 class TargetError(Exception):
     """A target could not be started or refused a request; the message says what to fix."""
+
+
+class ServerProcess:
+    """What every target keeps of its server: one process group, started in a
+    temporary directory; stopping ends both."""
+
+    def __init__(self) -> None:
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+
+    def server_pids(self) -> list[int]:
+        if self._proc is None or self._proc.returncode is not None:
+            return []
+        return [self._proc.pid]
+
+    async def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            await stop_process_group(proc)
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    async def wait_http_ok(
+        self, host: str, port: int, path: str, what: str, tail: Callable[[], str], timeout_s: float
+    ) -> None:
+        """Until ``GET path`` answers 200: TargetError (with ``tail()``, the server's
+        log) if the server exits first or ``timeout_s`` passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            if self._proc is None or self._proc.returncode is not None:
+                raise TargetError(f"{what} exited at start-up:\n{tail()}")
+            try:
+                reader, writer = await asyncio.open_connection(host, port)
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+            status = await reader.readline()
+            writer.close()
+            if b" 200 " in status:
+                return
+            await asyncio.sleep(0.1)
+        raise TargetError(
+            f"{what} did not answer {path} on port {port} in {timeout_s:.0f} s:\n{tail()}"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,17 @@ def allocate(
     return choice
 
 
+def full_demand(demands: Sequence[Demand]) -> int:
+    """What every demand's best wanted layer takes together (bps)."""
+    total = 0
+    for demand in demands:
+        if not demand.layers:
+            continue
+        wanted = [q for q in demand.layers if q <= demand.max_quality]
+        total += demand.layers[max(wanted) if wanted else min(demand.layers)]
+    return total
+
+
 def shortfall(demands: Sequence[Demand], choice: dict[Hashable, int]) -> int | None:
     """The extra bps the cheapest upgrade not taken would need (a step up some demand
     wants and could have), or None when everyone has what they want."""

@@ -8,7 +8,8 @@ a hold so a noisy estimate does not flap (each switch costs a keyframe). A
 video whose lowest layer does not fit is paused (audio goes on) and the
 subscriber is told; it resumes, as any upgrade, after the hold. When a better
 layer is wanted but does not fit, a probe (padding on an RTX stream,
-media/probe.py) finds out whether the link carries it.
+media/probe.py) finds out whether the link carries it: at the rate everything
+wanted needs, up to three times the estimate; failed probes back off.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 
 ALLOCATE_INTERVAL_S = 0.5
 UPGRADE_HOLD_S = 2.0
+PROBE_REACH = 3.0
+"""A probe asks for at most this many times the current estimate."""
 PAUSE_HOLD_S = 2.0
 ESTIMATE_STALE_S = 5.0
 AUDIO_RESERVE_BPS = 64_000
@@ -156,7 +159,12 @@ class Downlink:
                     if choice.get(demand.key, allocation.PAUSED) != allocation.PAUSED
                 )
                 wanted = (spent + missing + audio) / 0.95
-                self._maybe_probe(max(wanted * 1.25, estimate * 1.5), now)
+                # Probe for what everyone wants, not only the next step, so a link that
+                # came back is found in one or two probes: at most PROBE_REACH times the
+                # estimate (a probe far above a narrow link costs it a queue's worth).
+                everything = (allocation.full_demand(demands) + audio) / 0.95
+                reach = min(everything * 1.25, estimate * PROBE_REACH)
+                self._maybe_probe(max(wanted * 1.25, estimate * 1.5, reach), now)
         for downtrack in videos:
             quality = choice.get(downtrack.track.sid, downtrack.allocated_quality)
             before = downtrack.allocated_quality

@@ -9,7 +9,7 @@ import struct
 import pylibsrtp
 
 from mediafed.media import LayerInfo, RoomManager, TrackKind
-from mediafed.media.allocation import PAUSED, Demand, allocate, shortfall
+from mediafed.media.allocation import PAUSED, Demand, allocate, full_demand, shortfall
 from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.srtp import SrtpContext
 from mediafed.wire import rtcp, rtp
@@ -74,6 +74,16 @@ def layer_packet(rid: str, seq: int, keyframe: bool) -> bytes:
     )
     vp8 = b"\x10" + (b"\x00" if keyframe else b"\x01")
     return bytes(header) + vp8 + rid.encode() * 30
+
+
+def test_what_a_probe_aims_for_is_everything_wanted() -> None:
+    layers = {0: 150_000, 1: 500_000, 2: 2_500_000}
+    demands = [
+        Demand("camera", 2, layers),
+        Demand("thumbnail", 0, layers),  # the subscriber shows it small
+        Demand("gone", 2, {}),
+    ]
+    assert full_demand(demands) == 2_500_000 + 150_000
 
 
 async def test_remb_moves_a_subscriber_between_simulcast_layers(

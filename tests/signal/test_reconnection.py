@@ -19,7 +19,6 @@ new one).
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -111,13 +110,7 @@ async def test_a_dropped_signal_socket_resumes_and_video_goes_on(tmp_path: Path)
         # the relay's end of the viewer's WebSocket reset, as a NAT that forgot it would
         # (the HTTP port's TCP connections from the viewer's host, killed by the kernel)
         first_line = len(viewer.lines)
-        killed = subprocess.run(
-            ["ss", "-K", "dst", host.client_ip, "sport", f"= :{relay.http_port}"],
-            capture_output=True,
-            text=True,
-        )
-        assert killed.returncode == 0, killed.stderr
-        assert "ESTAB" in killed.stdout, f"no connection was reset: {killed.stdout}"
+        relay.reset_signal_socket(host)
         await asyncio.sleep(6.0)
         after = await relay.participants()
         assert after.get("viewer") == before["viewer"], "the viewer rejoined instead of resuming"
@@ -130,10 +123,7 @@ async def test_a_dropped_signal_socket_resumes_and_video_goes_on(tmp_path: Path)
 async def test_a_restarted_relay_is_rejoined(tmp_path: Path) -> None:
     async with _call(tmp_path) as (relay, _host, viewer):
         before = await relay.participants()
-        relay.kill()
-        assert relay.proc is not None
-        await relay.proc.wait()
-        await relay.start()
+        await relay.restart()
         frames = viewer.seen()[0]
         back_s = await _until(
             "the viewer decodes video from the restarted relay",

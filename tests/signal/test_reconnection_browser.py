@@ -13,7 +13,6 @@ relay's RoomService.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -102,13 +101,7 @@ async def test_a_dropped_signal_socket_resumes_and_video_goes_on(tmp_path: Path)
     async with _call(tmp_path) as (relay, host, page):
         before = await relay.participants()
         await page.evaluate(WATCH_STALLS)
-        killed = subprocess.run(
-            ["ss", "-K", "dst", host.client_ip, "sport", f"= :{relay.http_port}"],
-            capture_output=True,
-            text=True,
-        )
-        assert killed.returncode == 0, killed.stderr
-        assert "ESTAB" in killed.stdout, f"no connection was reset: {killed.stdout}"
+        relay.reset_signal_socket(host)
         await asyncio.sleep(6.0)
         await _advances(page, 5, 5)
         longest_ms = await page.evaluate("() => window.stalls.longest")
@@ -122,10 +115,7 @@ async def test_a_dropped_signal_socket_resumes_and_video_goes_on(tmp_path: Path)
 async def test_a_restarted_relay_is_rejoined(tmp_path: Path) -> None:
     async with _call(tmp_path) as (relay, _host, page):
         before = await relay.participants()
-        relay.kill()
-        assert relay.proc is not None
-        await relay.proc.wait()
-        await relay.start()
+        await relay.restart()
         back_s = await _advances(page, 5, 10)
         after = await relay.participants()
         assert set(after) >= {"publisher", "viewer"}, after

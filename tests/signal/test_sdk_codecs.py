@@ -9,7 +9,8 @@ forwarded at all (AV1 was, until its aggregation header was read).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -43,9 +44,12 @@ def _mimes(node: LiveNode, room: str) -> set[str]:
     return {t.mime_lower for t in found.tracks.values() if t.kind is TrackKind.VIDEO}
 
 
-@pytest.mark.parametrize("codec", ["AV1", "VP9", "H264"])
-async def test_a_camera_in_each_codec_reaches_the_viewer(codec: str) -> None:
-    room = f"codec-{codec.lower()}"
+@asynccontextmanager
+async def _call(
+    room: str, *publisher_args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[LiveNode, ScriptClient]]:
+    """A node, an SDK publisher (640x360, ``publisher_args`` after the size) on one test
+    host and an SDK viewer on another; yields the node and the viewer."""
     with TestHost(13) as pub_host, TestHost(14) as viewer_host:
         settings = {
             "MEDIAFED_SERVER_BIND": "0.0.0.0",
@@ -60,7 +64,8 @@ async def test_a_camera_in_each_codec_reaches_the_viewer(codec: str) -> None:
                     node.token("publisher", room=room),
                     "40",
                     "640x360",
-                    codec,
+                    *publisher_args,
+                    env=env,
                 ),
                 await ScriptClient.start(
                     viewer_host,
@@ -70,69 +75,45 @@ async def test_a_camera_in_each_codec_reaches_the_viewer(codec: str) -> None:
                     "40",
                 ),
             ]
-            viewer = clients[1]
             try:
-                await _until(
-                    "the publisher's camera is published", lambda: bool(_mimes(node, room)), 20
-                )
-                assert _mimes(node, room) == {f"video/{codec.lower()}"}
-                await _until(f"the viewer decodes {codec}", lambda: viewer.seen()[0] >= 20, 30)
-                line = viewer.last("seen")
-                assert line is not None
-                sizes = {(v["width"], v["height"]) for v in line["video"].values()}
-                assert sizes == {(640, 360)}, sizes
+                yield node, clients[1]
             finally:
                 for client in clients:
                     await client.stop()
+
+
+@pytest.mark.parametrize("codec", ["AV1", "VP9", "H264"])
+async def test_a_camera_in_each_codec_reaches_the_viewer(codec: str) -> None:
+    room = f"codec-{codec.lower()}"
+    async with _call(room, codec) as (node, viewer):
+        await _until("the publisher's camera is published", lambda: bool(_mimes(node, room)), 20)
+        assert _mimes(node, room) == {f"video/{codec.lower()}"}
+        await _until(f"the viewer decodes {codec}", lambda: viewer.seen()[0] >= 20, 30)
+        line = viewer.last("seen")
+        assert line is not None
+        sizes = {(v["width"], v["height"]) for v in line["video"].values()}
+        assert sizes == {(640, 360)}, sizes
 
 
 async def test_frame_metadata_reaches_the_viewer() -> None:
     """The SDK's frame metadata (packet trailer: frame id, user timestamp) is declared in
     the track's info and arrives with each frame."""
     room = "metadata"
-    with TestHost(13) as pub_host, TestHost(14) as viewer_host:
-        settings = {
-            "MEDIAFED_SERVER_BIND": "0.0.0.0",
-            "MEDIAFED_RTC_NODE_IP": f"{pub_host.server_ip},{viewer_host.server_ip}",
+    async with _call(room, env={"FRAME_METADATA": "1"}) as (node, viewer):
+        await _until("the viewer decodes video", lambda: viewer.seen()[0] >= 20, 30)
+        found = node.rooms.get(room)
+        assert found is not None
+        (video,) = (t for t in found.tracks.values() if t.kind is TrackKind.VIDEO)
+        assert set(video.info.trailer_features) == {
+            models.PacketTrailerFeature.PTF_USER_TIMESTAMP,
+            models.PacketTrailerFeature.PTF_FRAME_ID,
         }
-        async with live_node(viewer_host.server_ip, settings=settings) as node:
-            clients = [
-                await ScriptClient.start(
-                    pub_host,
-                    PUBLISHER,
-                    f"ws://{pub_host.server_ip}:{node.http_port}",
-                    node.token("publisher", room=room),
-                    "40",
-                    "640x360",
-                    env={"FRAME_METADATA": "1"},
-                ),
-                await ScriptClient.start(
-                    viewer_host,
-                    VIEWER,
-                    f"ws://{viewer_host.server_ip}:{node.http_port}",
-                    node.token("viewer", room=room),
-                    "40",
-                ),
-            ]
-            viewer = clients[1]
-            try:
-                await _until("the viewer decodes video", lambda: viewer.seen()[0] >= 20, 30)
-                found = node.rooms.get(room)
-                assert found is not None
-                (video,) = (t for t in found.tracks.values() if t.kind is TrackKind.VIDEO)
-                assert set(video.info.trailer_features) == {
-                    models.PacketTrailerFeature.PTF_USER_TIMESTAMP,
-                    models.PacketTrailerFeature.PTF_FRAME_ID,
-                }
-                first = _metadata(viewer)
-                await asyncio.sleep(1.0)
-                last = _metadata(viewer)
-                assert first is not None and last is not None, viewer.last("seen")
-                assert last["frame_id"] > first["frame_id"], (first, last)
-                assert 0 <= last["age_us"] < 2_000_000, last
-            finally:
-                for client in clients:
-                    await client.stop()
+        first = _metadata(viewer)
+        await asyncio.sleep(1.0)
+        last = _metadata(viewer)
+        assert first is not None and last is not None, viewer.last("seen")
+        assert last["frame_id"] > first["frame_id"], (first, last)
+        assert 0 <= last["age_us"] < 2_000_000, last
 
 
 def _metadata(viewer: ScriptClient) -> dict[str, int] | None:

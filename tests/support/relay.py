@@ -76,6 +76,24 @@ class Relay:
                     pass
                 await asyncio.sleep(0.1)
 
+    def reset_signal_socket(self, host: TestHost) -> None:
+        """Reset (RST) the relay's end of ``host``'s HTTP connections, its signaling
+        WebSocket among them, as a NAT that forgot them would."""
+        killed = subprocess.run(
+            ["ss", "-K", "dst", host.client_ip, "sport", f"= :{self.http_port}"],
+            capture_output=True,
+            text=True,
+        )
+        assert killed.returncode == 0, killed.stderr
+        assert "ESTAB" in killed.stdout, f"no connection was reset: {killed.stdout}"
+
+    async def restart(self) -> None:
+        """SIGKILL, then start again on the same ports."""
+        self.kill()
+        assert self.proc is not None
+        await self.proc.wait()
+        await self.start()
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.send_signal(signal.SIGKILL)
