@@ -203,6 +203,8 @@ async def run_one(
             result.output_tail = text.splitlines()[-60:]
             if result.packets:
                 result.cpu_us_per_packet = 1e6 * result.server_cpu_s / result.packets
+            else:  # nothing arrived: what the server said is where to look
+                result.output_tail += ["--- server log:", *target.log_tail(40).splitlines()]
         finally:
             await target.stop()
     return result

@@ -165,11 +165,16 @@ def answer_offer(
     session_id: int,
     version: int,
     send_slots: dict[str, OutgoingSlot] | None = None,
+    preferred: dict[str, str] | None = None,
 ) -> tuple[SessionDescription, list[AcceptedMedia]]:
     """Our answer to a client's offer, and the media sections we will receive.
 
     ``send_slots`` (mid -> slot) lets a bidirectional peer (a classic Matrix
     call) send on sections the client offered as sendrecv/recvonly.
+    ``preferred`` (msid track id -> lower-case MIME type) names the codec a
+    client said it publishes a track in: chosen when offered, else the first
+    offered codec mediafed takes (a client whose track only encodes one codec
+    cannot send another, whatever else its offer lists).
     """
     answer = _new_description(session_id, version)
     accepted: list[AcceptedMedia] = []
@@ -194,6 +199,16 @@ def answer_offer(
                 section.direction = "sendrecv"
         elif media.kind in ("audio", "video") and not rejected:
             chosen = next((c for c in media.codecs if codecs.find_spec(c) is not None), None)
+            wanted_codec = (preferred or {}).get(_stream_and_track(media)[1])
+            if wanted_codec:
+                chosen = next(
+                    (
+                        c
+                        for c in media.codecs
+                        if c.mime.lower() == wanted_codec and codecs.find_spec(c) is not None
+                    ),
+                    chosen,
+                )
             slot = (send_slots or {}).get(mid)
             if slot is not None and slot.active:
                 # We send a given track here: its codec must be the one chosen.

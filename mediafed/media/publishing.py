@@ -55,6 +55,7 @@ class Publishing:
         encryption: int,
         stream: str,
         trailer_features: tuple[int, ...] = (),
+        codec: str = "",
     ) -> TrackInfo:
         session = self.session
         if not cid:
@@ -89,6 +90,7 @@ class Publishing:
             encryption=encryption,
             stream=stream,
             trailer_features=trailer_features,
+            mime=codec,  # until the offer is answered: the codec the client asked for
         )
         self.pending[cid] = info
         return info
@@ -104,6 +106,7 @@ class Publishing:
             session.local_transport(peer, local_setup),
             session_id=session.sdp_session_id,
             version=self.sdp_version,
+            preferred={cid: info.mime for cid, info in self.pending.items() if info.mime},
         )
         refused = self.apply(accepted)
         application = next(

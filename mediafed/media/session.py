@@ -218,8 +218,10 @@ class Session:
         encryption: int = 0,
         stream: str = "",
         trailer_features: tuple[int, ...] = (),
+        codec: str = "",
     ) -> TrackInfo:
-        """Declare a track before the offer that carries it (LiveKit's AddTrackRequest)."""
+        """Declare a track before the offer that carries it (LiveKit's AddTrackRequest);
+        ``codec``, the MIME type the client sends it in, is preferred in the answer."""
         self._check_open()
         return self.publishing.announce(
             cid,
@@ -233,6 +235,7 @@ class Session:
             encryption=encryption,
             stream=stream,
             trailer_features=trailer_features,
+            codec=codec,
         )
 
     async def answer_publisher_offer(self, sdp: str) -> str:

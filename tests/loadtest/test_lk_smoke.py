@@ -20,14 +20,15 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def test_lk_load_test_receives_every_track_from_mediafed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
+def test_lk_load_test_receives_every_track_from_mediafed(tmp_path: Path, codec: str) -> None:
     # Built by scripts/install-test-deps (scripts/test runs it first): fail, never skip.
     assert LK.binary.exists(), missing_message(LK)
     out = tmp_path / "lk.json"
     cmd = [
         sys.executable, "-m", "loadtest.lk", "--target", "mediafed", "--video-publishers", "1",
         "--audio-publishers", "1", "--subscribers", "2", "--duration", "5", "--json", str(out),
-        "--", "--video-codec", "vp8",
+        "--", "--video-codec", codec,
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]

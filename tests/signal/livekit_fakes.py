@@ -92,6 +92,7 @@ class FakeSession:
         encryption: int = 0,
         stream: str = "",
         trailer_features: tuple[int, ...] = (),
+        codec: str = "",
     ) -> TrackInfo:
         from mediafed.errors import AuthError, LocalProtocolError
 

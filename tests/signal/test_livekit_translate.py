@@ -86,6 +86,9 @@ def test_add_track_request_to_announcement() -> None:
     )
     options = translate.add_track_kwargs(request, LayerInfo)
     assert options["trailer_features"] == (models.PacketTrailerFeature.PTF_USER_TIMESTAMP,)
+    assert options["codec"] == ""  # none named: the offer decides
+    request.simulcast_codecs.append(rtc.SimulcastCodec(codec="h264", cid="c9"))
+    assert translate.add_track_kwargs(request, LayerInfo)["codec"] == "video/h264"
     assert options["source"] == "screen_share" and options["muted"]
     assert options["layers"] == (LayerInfo(1, 960, 540, 0, "h"),)
     assert options["encryption"] == models.Encryption.CUSTOM and options["stream"] == "s1"

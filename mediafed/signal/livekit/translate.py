@@ -245,7 +245,19 @@ def add_track_kwargs(
         "encryption": int(request.encryption),
         "stream": request.stream,
         "trailer_features": tuple(int(f) for f in request.packet_trailer_features),
+        "codec": _requested_codec(request),
     }
+
+
+def _requested_codec(request: rtc.AddTrackRequest) -> str:
+    """The codec the client publishes with (its first ``simulcast_codecs`` entry, as
+    ``h264`` or ``video/h264``), as a lower-case MIME type; "" when it names none."""
+    for entry in request.simulcast_codecs:
+        codec = entry.codec.strip().lower()
+        if codec:
+            kind = "audio" if request.type == models.TrackType.AUDIO else "video"
+            return codec if "/" in codec else f"{kind}/{codec}"
+    return ""
 
 
 def subscribed_quality_update(
