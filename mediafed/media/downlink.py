@@ -215,15 +215,17 @@ class Downlink:
         and probing it again soon only drops its packets. After each failure the wait
         doubles, up to PROBE_BACKOFF_MAX_S; a probe that succeeds resets it.
         """
-        if self._probe is not None or now - self._probed_at < self._probe_interval_s:
+        if self._probe is not None:
             return
-        if self._cluster:
-            if self.bwe.estimate_bps > 1.1 * self._estimate_at_probe:
-                self._probe_interval_s = probe.PROBE_INTERVAL_S
-            else:
-                self._probe_interval_s = min(2 * self._probe_interval_s, probe.PROBE_BACKOFF_MAX_S)
-                if now - self._probed_at < self._probe_interval_s:
-                    return
+        found_room = self._cluster and self.bwe.estimate_bps > 1.1 * self._estimate_at_probe
+        if found_room:
+            self._probe_interval_s = probe.PROBE_INTERVAL_S  # climb on without the backoff
+        if now - self._probed_at < self._probe_interval_s:
+            return
+        if self._cluster and not found_room:
+            self._probe_interval_s = min(2 * self._probe_interval_s, probe.PROBE_BACKOFF_MAX_S)
+            if now - self._probed_at < self._probe_interval_s:
+                return
         target = self.session.subscriber.endpoint.target
         if not target.ready or not 1 <= target.twcc_id <= 14:
             return
