@@ -81,8 +81,8 @@ def feed(publisher: Session, packet: bytes, now: float) -> None:
     publisher.publisher.on_rtp(publisher.publisher.endpoint, buf, size, now)
 
 
-async def received(sink: socket.socket) -> list[tuple[int, int, int]]:
-    """(seq, ts, ssrc) of every RTP packet the sink got, duplicates included."""
+async def plaintext(sink: socket.socket) -> list[bytes]:
+    """Every RTP packet the sink got, decrypted, duplicates included (RTCP skipped)."""
     await asyncio.sleep(0.05)
     out = []
     while True:
@@ -96,8 +96,12 @@ async def received(sink: socket.socket) -> list[tuple[int, int, int]]:
         rx = pylibsrtp.Session(
             pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND)
         )
-        _b0, _b1, seq, ts, ssrc = RTP.unpack_from(rx.unprotect(data), 0)
-        out.append((seq, ts, ssrc))
+        out.append(rx.unprotect(data))
+
+
+async def received(sink: socket.socket) -> list[tuple[int, int, int]]:
+    """(seq, ts, ssrc) of every RTP packet the sink got, duplicates included."""
+    return [tuple(RTP.unpack_from(p, 0)[2:]) for p in await plaintext(sink)]  # type: ignore[misc]
 
 
 async def test_output_continues_across_a_publisher_restart(
@@ -481,21 +485,11 @@ async def resent(sink: socket.socket) -> list[tuple[int, int]]:
     """(original sequence number, timestamp) of each RTX packet the sink got."""
     from mediafed.wire import rtp
 
-    await asyncio.sleep(0.05)
     out = []
-    while True:
-        try:
-            data = sink.recv(2048)
-        except BlockingIOError:
-            return out
-        if 192 <= data[1] <= 223:
-            continue
-        rx = pylibsrtp.Session(
-            pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND)
-        )
-        plain = rx.unprotect(data)
+    for plain in await plaintext(sink):
         start = rtp.payload_offset(plain, len(plain))
         out.append((struct.unpack_from("!H", plain, start)[0], RTP.unpack_from(plain, 0)[3]))
+    return out
 
 
 def padding_packet(ssrc: int, seq: int, ts: int) -> bytes:
