@@ -6,8 +6,8 @@ sets ``[rtc] udp_port``; ``MEDIAFED_KEYS="key1: secret1, key2: secret2"`` sets
 the API key pairs (the LiveKit convention). A key or variable that names no
 setting is an error that names the closest one: a typo never passes silently.
 
-The node's own sections (``[server]``, ``[rtc]``, ``[log]``, ``[keys]``) are
-defined here; each front-end defines its own (``[matrix]`` in
+The node's own sections (``[server]``, ``[rtc]``, ``[log]``, ``[room]``, ``[keys]``,
+``[webhook]``) are defined here; each front-end defines its own (``[matrix]`` in
 :mod:`mediafed.matrix.config`, ``[rocketchat]`` in :mod:`mediafed.rocketchat.config`)
 and this module composes them. Configuration flows downward: the composition
 roots (:mod:`mediafed.server`, :mod:`mediafed.cli`) hand each front-end its
@@ -29,6 +29,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -125,14 +126,42 @@ class LogConfig(_Section):
         return upper
 
 
+class RoomConfig(_Section):
+    """How rooms may be administered (LiveKit's ``room`` section)."""
+
+    enable_remote_unmute: bool = False
+    """RoomService ``MutePublishedTrack`` may unmute a participant's track, not only
+    mute it (LiveKit's ``room.enable_remote_unmute``; off: a privacy safeguard)."""
+
+
+class WebhookConfig(_Section):
+    """LiveKit webhooks (``room_started``, ``participant_joined``, ...): POSTed to each
+    of ``urls``, signed with the secret of ``api_key`` (LiveKit's ``webhook`` section)."""
+
+    urls: list[str] = Field(default_factory=list)
+    api_key: str = ""
+    """The key of ``[keys]`` whose secret signs the webhooks; receivers verify with it."""
+
+    @field_validator("urls")
+    @classmethod
+    def _http_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return urls
+
+
 class Config(_Section):
     server: ServerConfig = ServerConfig()
     rtc: RtcConfig = RtcConfig()
     log: LogConfig = LogConfig()
+    room: RoomConfig = RoomConfig()
     matrix: MatrixConfig = MatrixConfig()
     rocketchat: RocketChatConfig = RocketChatConfig()
     keys: dict[str, str] = Field(default_factory=dict)
     """API key -> secret pairs that sign and verify access tokens."""
+    webhook: WebhookConfig = WebhookConfig()
+    """Checked after ``keys``: its ``api_key`` must name one of them."""
 
     @field_validator("keys")
     @classmethod
@@ -141,6 +170,28 @@ class Config(_Section):
             if not key or not secret:
                 raise ValueError("API keys and secrets must not be empty")
         return keys
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook_key_known(cls, webhook: WebhookConfig, info: ValidationInfo) -> WebhookConfig:
+        if not webhook.urls:
+            return webhook
+        keys = info.data.get("keys")
+        if keys is None:
+            return webhook  # [keys] is invalid itself: that error is reported
+        known = ", ".join(sorted(keys)) or "none"
+        if not webhook.api_key:
+            raise ValueError(
+                f"urls are set but api_key is empty; set it to the key of [keys] whose "
+                f"secret signs the webhooks (configured keys: {known})"
+            )
+        if webhook.api_key not in keys:
+            raise ValueError(
+                f"api_key {webhook.api_key!r} is not one of [keys] (configured keys: "
+                f"{known}); webhooks are signed with that key's secret, so add it to [keys] "
+                f"or name one that is there"
+            )
+        return webhook
 
     def advertised_ips(self) -> list[str]:
         if self.rtc.node_ip:

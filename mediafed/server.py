@@ -31,6 +31,7 @@ from mediafed.signal.livekit.tokens import MIN_SECRET_LENGTH
 from mediafed.worker import Worker
 
 if TYPE_CHECKING:
+    from mediafed.operator.webhooks import WebhookNotifier
     from mediafed.store import Store
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ Extension = Callable[[web.Application, Config], Awaitable[None] | None]
 
 CONFIG_KEY = web.AppKey("config", Config)
 ROOMS_KEY = web.AppKey("rooms", RoomManager)
+WEBHOOKS_KEY: web.AppKey[WebhookNotifier] = web.AppKey("webhooks")
 
 
 def static_dir() -> Path | None:
@@ -80,9 +82,38 @@ def room_service_extension(rooms: RoomManager) -> Extension:
     from mediafed.operator.twirp import add_twirp_routes
 
     def room_service(app: web.Application, config: Config) -> None:
-        add_twirp_routes(app, config.keys, rooms)
+        add_twirp_routes(
+            app, config.keys, rooms, enable_remote_unmute=config.room.enable_remote_unmute
+        )
 
     return room_service
+
+
+def webhook_extension(rooms: RoomManager, **options: Any) -> Extension:
+    """LiveKit webhooks of ``rooms`` to ``[webhook] urls``, when there are any;
+    ``options`` go to :class:`~mediafed.operator.webhooks.WebhookNotifier`."""
+    from mediafed.operator.webhooks import WebhookNotifier
+
+    def webhooks(app: web.Application, config: Config) -> None:
+        section = config.webhook
+        if not section.urls:
+            return
+        # config.py checked that api_key names one of [keys]
+        secret = config.keys[section.api_key]
+        notifier = WebhookNotifier(section.urls, section.api_key, secret, **options)
+        rooms.add_observer(notifier.observe)
+        app[WEBHOOKS_KEY] = notifier
+
+        async def start(app: web.Application) -> None:
+            await notifier.start()
+
+        async def stop(app: web.Application) -> None:
+            await notifier.close()
+
+        app.on_startup.append(start)
+        app.on_cleanup.append(stop)
+
+    return webhooks
 
 
 def call_api_extension(
@@ -152,7 +183,13 @@ def front_ends(rooms: RoomManager) -> list[Extension]:
             on_call_started=service.call_started_elsewhere if service is not None else None,
         )
 
-    return [livekit_extension(rooms), room_service_extension(rooms), calls, matrix]
+    return [
+        livekit_extension(rooms),
+        room_service_extension(rooms),
+        webhook_extension(rooms),
+        calls,
+        matrix,
+    ]
 
 
 async def build_app(
@@ -214,7 +251,9 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
             )
     worker = Worker.from_config(config)
     app = await build_app(config, front_ends(worker.rooms), worker=worker)
-    runner = web.AppRunner(app, access_log=None)
+    # A v1 join request (the first offer, when a client cannot gzip it) makes the
+    # request line longer than aiohttp's default 8 KiB.
+    runner = web.AppRunner(app, access_log=None, handler_args={"max_line_size": 1 << 16})
     await runner.setup()
     site = web.TCPSite(runner, config.server.bind, config.server.http_port)
     await site.start()

@@ -61,7 +61,8 @@ def _toml(tmp_path: Path, text: str) -> Path:
         (
             "MEDIAFED_COLOUR",
             "unknown setting MEDIAFED_COLOUR; settings are MEDIAFED_KEYS and "
-            "MEDIAFED_<SECTION>_<FIELD> with SECTION one of SERVER, RTC, LOG, MATRIX, ROCKETCHAT",
+            "MEDIAFED_<SECTION>_<FIELD> with SECTION one of SERVER, RTC, LOG, ROOM, MATRIX, "
+            "ROCKETCHAT, WEBHOOK",
         ),
     ],
 )
@@ -90,7 +91,7 @@ def test_unknown_variable_names_the_closest_setting(variable: str, message: str)
         (
             "colour = 'blue'\n",
             "unknown setting colour in {path}; the tables are "
-            "[server], [rtc], [log], [matrix], [rocketchat], [keys]",
+            "[server], [rtc], [log], [room], [matrix], [rocketchat], [keys], [webhook]",
         ),
     ],
 )

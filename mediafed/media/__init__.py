@@ -5,6 +5,7 @@ docstring) through the names exported here, never ``mediafed.transport``.
 """
 
 from mediafed.media import events
+from mediafed.media.permissions import SubscriptionPermission, TrackPermission
 from mediafed.media.room import Room, RoomManager
 from mediafed.media.session import Session, SessionListener
 from mediafed.media.types import (
@@ -26,8 +27,10 @@ __all__ = [
     "RoomManager",
     "Session",
     "SessionListener",
+    "SubscriptionPermission",
     "TrackInfo",
     "TrackKind",
+    "TrackPermission",
     "TrackSource",
     "events",
 ]

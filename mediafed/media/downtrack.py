@@ -69,6 +69,7 @@ class DownTrack(native.Forwarder):
         "pending",
         "previous",
         "report",
+        "resends",
         "retransmitted",
         "rtt_ms",
         "rtx_payload_type",
@@ -137,6 +138,9 @@ class DownTrack(native.Forwarder):
         self.nacked = 0
         """Sequence numbers the subscriber asked for again (NACK)."""
         self.retransmitted = 0
+        self.resends: dict[int, tuple[float, int]] | None = None
+        """Output sequence number -> (when last resent, times resent), for the packets
+        asked for lately; made on the first NACK."""
         self.report: tuple[int, float] | None = None
         """(fraction lost of 256, jitter in ms) of the subscriber's last report; taken
         by connection quality."""
@@ -194,7 +198,11 @@ class DownTrack(native.Forwarder):
         if self.track.kind is TrackKind.VIDEO:
             self.needs_keyframe = True
             target.keyframe_waiters += 1
-            self.track.request_keyframe(now)
+            if self.peer.endpoint.srtp is not None:
+                # (not yet connected: the keyframe would come before the subscriber
+                # can take it, and hold back, by the request interval, the one asked
+                # for when it connects)
+                self.track.request_keyframe(now)
 
     def _cancel_switch(self) -> None:
         pending = self.pending
@@ -376,13 +384,32 @@ class DownTrack(native.Forwarder):
 
     # -- repair ----------------------------------------------------------------
     def retransmit(self, sequences: list[int], now: float) -> int:
-        """Answer a subscriber's NACK from the cache (RTX when negotiated). Count sent."""
+        """Answer a subscriber's NACK from the cache (RTX when negotiated). Count sent.
+
+        A packet is resent at most RESEND_MAX_TIMES, and not again within a round
+        trip (at least RESEND_MIN_GAP_S) of its last resend: libwebrtc asks again
+        when the repair is late, and on a full link it is late because it waits in
+        the queue, where resending it once more only makes the queue longer.
+        """
         self.nacked += len(sequences)
         layer = self.layer
         if layer is None or not self.target.ready:
             return 0
+        resends = self.resends
+        if resends is None:
+            resends = self.resends = {}
+        elif len(resends) > RESENDS_KEPT:
+            for old in [seq for seq, (at, _) in resends.items() if now - at > RESENDS_FORGET_S]:
+                del resends[old]
+        gap = max(RESEND_MIN_GAP_S, self.rtt_ms / 1000.0)
         sent = 0
         for seq_out in sequences:
+            last = resends.get(seq_out)
+            if last is not None and now - last[0] > RESENDS_FORGET_S:
+                last = None  # long ago: a packet of an earlier turn of the numbers
+            if last is not None and (now - last[0] < gap or last[1] >= RESEND_MAX_TIMES):
+                continue
+            resends[seq_out] = (now, 1 if last is None else last[1] + 1)
             source, (seq_off, ts_off) = layer, (self.seq_off, self.ts_off)
             history = self.seq_history
             vp8_offsets = None
@@ -480,6 +507,13 @@ def _offset_for(seq: int, seq_off: int, history: list[tuple[int, int]]) -> int:
             break
         seq_off = before
     return seq_off
+
+
+RESEND_MAX_TIMES = 4
+RESEND_MIN_GAP_S = 0.05
+RESENDS_KEPT = 512
+"""Past this many remembered resends, those older than RESENDS_FORGET_S are dropped."""
+RESENDS_FORGET_S = 2.0
 
 
 def _input_seq(seq_out: int, seq_off: int, history: list[tuple[int, int]]) -> int:

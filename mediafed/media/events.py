@@ -55,6 +55,29 @@ class DataReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class PacketRelayed:
+    """A data packet in a front-end's own format (``protocol``: ``"livekit"`` for a
+    LiveKit ``DataPacket``), relayed as it is: that front-end asserted the sender in
+    it; front-ends of other protocols ignore it. ``kind``: reliable or lossy."""
+
+    sender: ParticipantInfo
+    protocol: str
+    packet: bytes
+    kind: str
+    destination_identities: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionPermissionChanged:
+    """To a subscriber only: the publisher of ``track`` no longer lets it subscribe
+    (its subscription is removed), or lets it again (LiveKit's
+    ``SubscriptionPermissionUpdate``)."""
+
+    track: TrackInfo
+    allowed: bool
+
+
+@dataclass(frozen=True, slots=True)
 class SessionClosed:
     reason: str
 
@@ -78,6 +101,30 @@ class StreamStateChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomCreated:
+    """A room began: made by a join or the RoomService API (observers only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RpcRequested:
+    """To one participant only: the server calls ``method`` of its client (RoomService
+    ``PerformRpc``); the answer goes back through ``Room.rpc`` (media/rpc.py)."""
+
+    request_id: str
+    method: str
+    payload: str
+    response_timeout_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoomMetadataChanged:
+    """The room's metadata was changed (RoomService ``UpdateRoomMetadata``): every
+    client is told the room's new state (LiveKit's ``room_update``)."""
+
+    metadata: str
+
+
+@dataclass(frozen=True, slots=True)
 class RoomClosed:
     """The room was deleted or expired empty (observers only)."""
 
@@ -93,8 +140,13 @@ RoomEvent = (
     | TrackMuted
     | SpeakersChanged
     | DataReceived
+    | PacketRelayed
+    | SubscriptionPermissionChanged
     | SessionClosed
     | SubscribedQualitiesChanged
     | StreamStateChanged
+    | RoomCreated
+    | RpcRequested
+    | RoomMetadataChanged
     | RoomClosed
 )

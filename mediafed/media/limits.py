@@ -13,11 +13,21 @@ MAX_STRAY_SSRCS = 16
 yet learned). libsrtp keeps a stream per SSRC it ever decrypted and searches them one
 by one; beyond this, such streams are removed again as they come."""
 MAX_DATA_BYTES = 64 * 1024
-"""The largest data packet payload relayed (LiveKit clients chunk larger streams)."""
+"""The largest data relayed: a payload (``Session.send_data``) or a front-end's whole
+packet (``Session.relay_packet``). LiveKit clients send messages of at most 64 KiB
+and chunk larger streams."""
 DATA_PACKETS_PER_S = 200.0
 DATA_PACKET_BURST = 400.0
 DATA_BYTES_PER_S = 2.0 * 1024 * 1024
 DATA_BYTE_BURST = 4.0 * 1024 * 1024
+MAX_NAME_BYTES = 256
+"""The longest room or participant name (LiveKit's ``max_room_name_length`` and
+``max_participant_name_length``)."""
+MAX_METADATA_BYTES = 512 * 1024
+"""The largest room or participant metadata (LiveKit's ``max_metadata_size``)."""
+MAX_ATTRIBUTES_BYTES = 64 * 1024
+"""The most a participant's attributes may add up to, keys and values (LiveKit's
+``max_attributes_size``)."""
 SIGNAL_MESSAGES_PER_S = 50.0
 SIGNAL_MESSAGE_BURST = 200.0
 """Signaling requests a client may send; a client far beyond is disconnected."""

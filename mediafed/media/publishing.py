@@ -106,7 +106,7 @@ class Publishing:
             session.local_transport(peer, local_setup),
             session_id=session.sdp_session_id,
             version=self.sdp_version,
-            preferred={cid: info.mime for cid, info in self.pending.items() if info.mime},
+            preferred=self.preferred_codecs(),
         )
         refused = self.apply(accepted)
         application = next(
@@ -120,6 +120,10 @@ class Publishing:
                 section.rids = []
                 section.simulcast = None
         return serialize_sdp(answer)
+
+    def preferred_codecs(self) -> dict[str, str]:
+        """The codec each announced track is sent in, by client track id (cid)."""
+        return {cid: info.mime for cid, info in self.pending.items() if info.mime}
 
     def apply(self, accepted: list[negotiation.AcceptedMedia]) -> set[str]:
         """Publish what the offer carries, unpublish what it no longer does; the mids
@@ -276,6 +280,15 @@ class Publishing:
                 for downtrack in track.downtracks.values():
                     downtrack.select_layer(now)
         return track.info
+
+    def mute_pending(self, track_sid: str, muted: bool) -> TrackInfo | None:
+        """Mute or unmute an announced track its offer has not carried yet (LiveKit's
+        ``setTrackMuted`` does so too); None if no such track is announced."""
+        for cid, info in self.pending.items():
+            if info.sid == track_sid:
+                self.pending[cid] = replace(info, muted=muted)
+                return self.pending[cid]
+        return None
 
     def close(self, reason: str) -> None:
         for track in list(self.published.values()):

@@ -11,6 +11,7 @@ quality and room expiry; every 300 ms the active speakers).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import random
@@ -21,6 +22,8 @@ from mediafed.errors import LocalProtocolError
 from mediafed.media import events
 from mediafed.media.downtrack import DownTrack
 from mediafed.media.peer import MediaPeer
+from mediafed.media.permissions import SubscriptionPermission, TrackAccess
+from mediafed.media.rpc import DEFAULT_RESPONSE_TIMEOUT_S, RpcCalls, RpcCode, RpcError
 from mediafed.media.session import Session, SessionListener
 from mediafed.media.track import PublishedTrack
 from mediafed.media.types import ParticipantInfo, Permission, TrackInfo, TrackKind, new_sid
@@ -57,8 +60,12 @@ class Room:
         self.tracks: dict[str, PublishedTrack] = {}
         self.empty_since: float | None = manager.clock()
         self.closed = False
+        self.access = TrackAccess()
+        """Who may subscribe to whose tracks (publishers' subscription permissions)."""
         self._speakers: tuple[str, ...] = ()
         self._levels: dict[str, float] = {}
+        self.rpc = RpcCalls()
+        """The server's calls to participants' clients (RoomService ``PerformRpc``)."""
 
     # -- queries ----------------------------------------------------------------
     @property
@@ -84,9 +91,11 @@ class Room:
         listener: SessionListener,
         auto_subscribe: bool = True,
         single_connection: bool = False,
+        answer_only: bool = False,
     ) -> Session:
         """Join; ``single_connection`` for clients with one peer connection both ways
-        (classic Matrix calls): see :meth:`Session.answer_offer`.
+        (classic Matrix calls, LiveKit's ``/rtc/v1``): see :meth:`Session.answer_offer`;
+        ``answer_only`` when only the client may offer on it (LiveKit's ``/rtc/v1``).
 
         Nothing reaches the new session's listener before this returns (room
         events do from then on). The front-end answers the join first (who is in
@@ -114,6 +123,7 @@ class Room:
             listener=listener,
             auto_subscribe=auto_subscribe,
             single_connection=single_connection,
+            answer_only=answer_only,
         )
         self.sessions[identity] = session
         self.empty_since = None
@@ -131,6 +141,8 @@ class Room:
             return
         del self.sessions[session.identity]
         session.close(reason)
+        self.rpc.disconnected(session.identity)
+        self.access.forget_participant(session.sid)
         log.info("- room=%s participant=%s left: %s", self.name, session.identity, reason)
         if not session.permission.hidden:
             self.broadcast(events.ParticipantLeft(session.info(), reason))
@@ -146,9 +158,15 @@ class Room:
 
     def mute_published_track(self, identity: str, track_sid: str, muted: bool) -> TrackInfo | None:
         session = self.sessions.get(identity)
-        if session is None or track_sid not in session.published:
+        if session is None:
             return None
-        return session.mute(track_sid, muted)
+        if track_sid in session.published:
+            return session.mute(track_sid, muted)
+        info = session.publishing.mute_pending(track_sid, muted)
+        if info is not None:
+            # nobody else knows the track yet; its publisher follows
+            session.listener.on_room_event(events.TrackMuted(info, muted))
+        return info
 
     def update_participant(
         self,
@@ -166,6 +184,42 @@ class Room:
             metadata=metadata, name=name, attributes=attributes, permission=permission
         )
 
+    def update_metadata(self, metadata: str) -> None:
+        """Set the room's metadata; every participant is told at once."""
+        self.metadata = metadata
+        log.info("- room=%s metadata set (%d bytes)", self.name, len(metadata))
+        self.broadcast(events.RoomMetadataChanged(metadata))
+
+    def update_subscriptions(
+        self, identity: str, track_sids: Sequence[str], *, subscribe: bool
+    ) -> bool:
+        """Subscribe ``identity`` to these tracks, or unsubscribe it, as if it had asked
+        itself; sids of tracks the room does not have are skipped. False if no such
+        participant."""
+        session = self.sessions.get(identity)
+        if session is None:
+            return False
+        for track_sid in track_sids:
+            if subscribe and track_sid not in self.tracks:
+                log.info("x %s cannot subscribe to %s: no such track", session.label, track_sid)
+                continue
+            session.set_subscribed(track_sid, subscribe)
+        return True
+
+    async def perform_rpc(
+        self,
+        identity: str,
+        method: str,
+        payload: str,
+        *,
+        response_timeout_s: float = DEFAULT_RESPONSE_TIMEOUT_S,
+    ) -> str | RpcError:
+        """Call ``method`` of the client of ``identity``: its answer, or why there is none."""
+        session = self.sessions.get(identity)
+        if session is None:
+            return RpcError.of(RpcCode.RECIPIENT_NOT_FOUND)
+        return await self.rpc.call(session, method, payload, response_timeout_s=response_timeout_s)
+
     def send_data(
         self,
         payload: bytes,
@@ -180,12 +234,89 @@ class Room:
         event = events.DataReceived(
             sender_info, payload, topic, kind, tuple(destination_identities)
         )
+        self._deliver_data(event, origin)
+
+    def relay_packet(
+        self,
+        origin: Session,
+        packet: bytes,
+        *,
+        protocol: str,
+        kind: str = "reliable",
+        destination_identities: Sequence[str] = (),
+    ) -> None:
+        """Relay a front-end's own data packet as it is (see ``events.PacketRelayed``)."""
+        event = events.PacketRelayed(
+            origin.info(), protocol, packet, kind, tuple(destination_identities)
+        )
+        self._deliver_data(event, origin)
+
+    def _deliver_data(
+        self, event: events.DataReceived | events.PacketRelayed, origin: Session | None
+    ) -> None:
+        """To everyone but the sender, or only to the participants the event names."""
+        destinations = event.destination_identities
         for identity, session in list(self.sessions.items()):
-            if session is origin:
+            if session is origin or (destinations and identity not in destinations):
                 continue
-            if destination_identities and identity not in destination_identities:
-                continue
+            try:
+                session.listener.on_room_event(event)
+            except Exception:
+                log.exception("x room=%s listener of %s failed", self.name, identity)
+
+    # -- subscription permissions (media/permissions.py) ------------------------
+    def may_subscribe(self, session: Session, track: PublishedTrack) -> bool:
+        """Whether the publisher of ``track`` lets ``session`` subscribe to it. A refusal
+        is told to the subscriber, and so is the end of one."""
+        info = track.info
+        if self.access.allows(info, session.identity):
+            if self.access.grant(session.sid, info.sid):
+                self._tell_access(session, info, allowed=True)
+            return True
+        log.info("- %s may not subscribe to %s (publisher's permission)", session.label, info.sid)
+        self.access.refuse(session.sid, info.sid)
+        self._tell_access(session, info, allowed=False)
+        return False
+
+    def set_subscription_permission(
+        self, publisher: Session, permission: SubscriptionPermission
+    ) -> None:
+        """Who may subscribe to ``publisher``'s tracks from now on: subscriptions no
+        longer allowed are removed, refused ones that are allowed now come back (as
+        LiveKit's revocation and reconcile do)."""
+        access = self.access
+        access.set_rules(publisher.sid, permission)
+        log.info("- %s lets subscribe: %s", publisher.label, permission.describe())
+        for track in list(publisher.published.values()):
+            info = track.info
+            for other in list(self.sessions.values()):
+                if other is publisher:
+                    continue
+                if not access.allows(info, other.identity):
+                    if info.sid in other.downtracks:
+                        log.info("- %s loses %s (publisher's permission)", other.label, info.sid)
+                        other.unsubscribe(info.sid)
+                        access.refuse(other.sid, info.sid)
+                        self._tell_access(other, info, allowed=False)
+                elif access.refused(other.sid, info.sid):
+                    if info.sid in other.unsubscribed:
+                        access.grant(other.sid, info.sid)
+                        self._tell_access(other, info, allowed=True)
+                    else:
+                        other.subscribe(track)  # may_subscribe tells it
+
+    def _tell_access(self, session: Session, track: TrackInfo, *, allowed: bool) -> None:
+        # Soon rather than now: this may happen within join, before it returns.
+        event = events.SubscriptionPermissionChanged(track, allowed)
+        asyncio.get_running_loop().call_soon(self._deliver_to, session, event)
+
+    def _deliver_to(self, session: Session, event: events.RoomEvent) -> None:
+        if session.closed or self.sessions.get(session.identity) is not session:
+            return
+        try:
             session.listener.on_room_event(event)
+        except Exception:
+            log.exception("x room=%s listener of %s failed", self.name, session.identity)
 
     # -- tracks ---------------------------------------------------------------
     def publish(self, session: Session, track: PublishedTrack) -> None:
@@ -202,6 +333,7 @@ class Room:
 
     def unpublish(self, session: Session, track: PublishedTrack) -> None:
         self.tracks.pop(track.sid, None)
+        self.access.forget_track(track.sid)
         for other in self.sessions.values():
             other.unsubscribe(track.sid)
         track.close()
@@ -349,6 +481,7 @@ class RoomManager:
             )
             self._rooms[name] = room
             log.info("- room=%s created (%s)", name, room.sid)
+            self.notify(room, events.RoomCreated())
         return room
 
     def get(self, name: str) -> Room | None:

@@ -38,6 +38,7 @@ from mediafed.media import events, limits, negotiation, quality
 from mediafed.media.downlink import Downlink
 from mediafed.media.downtrack import DownTrack
 from mediafed.media.peer import MediaPeer
+from mediafed.media.permissions import SubscriptionPermission
 from mediafed.media.publishing import Publishing
 from mediafed.media.subscribing import LOSSY_LABEL, RELIABLE_LABEL, Subscribing
 from mediafed.media.track import PublishedTrack
@@ -74,6 +75,14 @@ class SessionListener(Protocol):
         """A local ICE candidate (ICE-lite puts them in the SDP; rarely called)."""
 
 
+class SectionsListener(Protocol):
+    """Listener method of answer-only sessions (LiveKit ``/rtc/v1``)."""
+
+    def on_media_sections_requirement(self, audios: int, videos: int) -> None:
+        """Ask the client for an offer with this many more receive-only audio and video
+        sections (0 and 0: an offer all the same, carrying what changed)."""
+
+
 class DataMessageListener(Protocol):
     """Optional listener method: raw data-channel messages from the client."""
 
@@ -103,6 +112,7 @@ class Session:
         listener: SessionListener,
         auto_subscribe: bool,
         single_connection: bool = False,
+        answer_only: bool = False,
     ) -> None:
         self.room = room
         self.identity = identity
@@ -118,20 +128,23 @@ class Session:
         self._state = "joined"
         self.joined_at = time.time()
         self.closed = False
-        self.single = single_connection
+        self.single = single_connection or answer_only
+        self.answer_only = answer_only
+        """One connection on which only the client offers (LiveKit's ``/rtc/v1``): when
+        tracks need sections we ask for them (``on_media_sections_requirement``)."""
         self._quality = quality.QualityScorer()
         self._data_packets = limits.TokenBucket(limits.DATA_PACKETS_PER_S, limits.DATA_PACKET_BURST)
         self._data_bytes = limits.TokenBucket(limits.DATA_BYTES_PER_S, limits.DATA_BYTE_BURST)
         self.publisher = MediaPeer(self, PeerRole.PUBLISHER)
         # One connection both ways (classic Matrix calls) or LiveKit's two.
-        self.subscriber = (
-            self.publisher if single_connection else MediaPeer(self, PeerRole.SUBSCRIBER)
-        )
+        self.subscriber = self.publisher if self.single else MediaPeer(self, PeerRole.SUBSCRIBER)
         self.sdp_session_id = negotiation.new_session_id()
         self.publishing = Publishing(self)
         self.subscribing = Subscribing(self)
         self.downlink = Downlink(self)
         self._removal: asyncio.Task[None] | None = None
+        self._withheld: frozenset[str] = frozenset()
+        """Tracks wanted while subscribing is not permitted: subscribed once it is."""
 
     # -- info -----------------------------------------------------------------
     def info(self) -> ParticipantInfo:
@@ -200,8 +213,33 @@ class Session:
             self._attributes = merged
         if permission is not None:
             self._permission = permission
+            self._apply_permission()
         self._changed()
         return self.info()
+
+    def _apply_permission(self) -> None:
+        """A changed permission takes effect at once, as LiveKit's does: tracks it no
+        longer allows are unpublished (and the client told); without ``can_subscribe``
+        nothing is received, and with it again what was received (or, auto-subscribing,
+        the room's tracks) comes back."""
+        permission = self._permission
+        for track in list(self.published.values()):
+            if not permission.may_publish(track.info.source):
+                info = track.info
+                self.publishing.remove(track, "publishing no longer permitted")
+                # the room tells the others; the publisher learns it here
+                self.listener.on_room_event(events.TrackUnpublished(info))
+        if not permission.can_subscribe:
+            self._withheld = self._withheld | frozenset(self.downtracks)
+            for track_sid in list(self.downtracks):
+                self.subscribing.unsubscribe(track_sid)
+            return
+        withheld, self._withheld = self._withheld, frozenset()
+        for track in list(self.room.tracks.values()):
+            if track.sid in withheld or (
+                self.auto_subscribe and track.sid not in self.unsubscribed
+            ):
+                self.subscribe(track)
 
     # -- publishing (media/publishing.py) ---------------------------------------
     def announce_track(
@@ -252,6 +290,12 @@ class Session:
     # -- subscribing (media/subscribing.py) -------------------------------------
     def set_subscribed(self, track_sid: str, subscribed: bool) -> None:
         self._check_open()
+        if not self._permission.can_subscribe and track_sid in self.room.tracks:
+            # kept for when subscribing is permitted again
+            if subscribed:
+                self._withheld = self._withheld | {track_sid}
+            else:
+                self._withheld = self._withheld - {track_sid}
         self.subscribing.set_subscribed(track_sid, subscribed)
 
     def subscribe(self, track: PublishedTrack) -> None:
@@ -259,6 +303,12 @@ class Session:
 
     def unsubscribe(self, track_sid: str) -> None:
         self.subscribing.unsubscribe(track_sid)
+
+    def set_subscription_permission(self, permission: SubscriptionPermission) -> None:
+        """Who may subscribe to this participant's tracks (media/permissions.py):
+        subscribers no longer allowed lose them, those allowed again get them back."""
+        self._check_open()
+        self.room.set_subscription_permission(self, permission)
 
     def update_track_settings(
         self,
@@ -296,6 +346,11 @@ class Session:
         """What we send, by msid stream id: Matrix ``sdp_stream_metadata``."""
         return self.subscribing.stream_metadata()
 
+    def sending_tracks(self) -> dict[str, str]:
+        """Single connection: the track sid we send on each mid of our last answer
+        (LiveKit's ``mid_to_track_id``)."""
+        return self.subscribing.sending_tracks()
+
     # -- one connection both ways ---------------------------------------------
     async def answer_offer(self, sdp: str) -> str:
         """Single-connection sessions: answer the client's offer (first or renegotiation).
@@ -323,11 +378,20 @@ class Session:
             session_id=self.sdp_session_id,
             version=self.publishing.sdp_version + self.subscribing.sdp_version,
             send_slots=send_slots,
+            preferred=self.publishing.preferred_codecs(),
         )
         refused = self.publishing.apply(accepted)
+        application = next(
+            (m for m in offer.media if m.kind == "application" and m.port != 0), None
+        )
+        if application is not None:
+            # the client opens its data channels on this connection; ours go there too
+            self.publisher.endpoint.enable_data_channels(application.sctp_port)
         for section in answer.media:
             if section.mid in refused:
                 section.direction = "sendonly" if section.direction == "sendrecv" else "inactive"
+                section.rids = []
+                section.simulcast = None
         self.subscribing.answered(answer)
         return serialize_sdp(answer)
 
@@ -377,19 +441,8 @@ class Session:
         kind: str = "reliable",
         destination_identities: Sequence[str] = (),
     ) -> None:
-        if not self._permission.can_publish_data:
-            raise AuthError(f"{self.identity} may not publish data; the token does not allow it")
-        manager = self.room.manager
-        if len(payload) > limits.MAX_DATA_BYTES:
-            manager.drop(
-                "data_size",
-                self.label,
-                f"data packet of {len(payload)} bytes is over {limits.MAX_DATA_BYTES}",
-            )
-            return
-        now = manager.clock()
-        if not (self._data_packets.take(now) and self._data_bytes.take(now, len(payload))):
-            manager.drop("data_rate", self.label, "sends data faster than the limit")
+        """Send ``payload`` to the others in the room (or those named): ``events.DataReceived``."""
+        if not self._admit_data(len(payload)):
             return
         self.room.send_data(
             payload,
@@ -398,6 +451,46 @@ class Session:
             destination_identities=destination_identities,
             sender=self.identity,
         )
+
+    def relay_packet(
+        self,
+        packet: bytes,
+        *,
+        protocol: str,
+        kind: str = "reliable",
+        destination_identities: Sequence[str] = (),
+    ) -> None:
+        """Relay a data packet in the front-end's own ``protocol`` as it is to the others
+        (or those named): ``events.PacketRelayed``. The front-end has asserted this
+        participant as its sender; the grant and limits of :meth:`send_data` apply."""
+        if not self._admit_data(len(packet)):
+            return
+        self.room.relay_packet(
+            self,
+            packet,
+            protocol=protocol,
+            kind=kind,
+            destination_identities=destination_identities,
+        )
+
+    def _admit_data(self, size: int) -> bool:
+        """Whether ``size`` bytes of data may go out now; over a limit they are dropped
+        and counted. Raises AuthError if the token does not allow data at all."""
+        if not self._permission.can_publish_data:
+            raise AuthError(f"{self.identity} may not publish data; the token does not allow it")
+        manager = self.room.manager
+        if size > limits.MAX_DATA_BYTES:
+            manager.drop(
+                "data_size",
+                self.label,
+                f"data packet of {size} bytes is over {limits.MAX_DATA_BYTES}",
+            )
+            return False
+        now = manager.clock()
+        if not (self._data_packets.take(now) and self._data_bytes.take(now, size)):
+            manager.drop("data_rate", self.label, "sends data faster than the limit")
+            return False
+        return True
 
     def send_data_message(self, kind: str, data: bytes) -> bool:
         """Send one message on the subscriber connection's ``_reliable`` or ``_lossy``
@@ -459,7 +552,10 @@ class Session:
                 for downtrack in self.downtracks.values():
                     if downtrack.negotiated:
                         downtrack.select_layer(now)
-                        downtrack.track.request_keyframe(now)
+                        # what went out before the connection was lost on the way: start
+                        # on a keyframe asked for now
+                        downtrack.resync()
+                        downtrack.track.request_keyframe(now, soon=True)
         elif state in (EndpointState.FAILED, EndpointState.CLOSED) and not self.closed:
             # The peer vanished (consent expired) or closed DTLS: the session is over.
             what = "failed" if state is EndpointState.FAILED else "closed by the peer"

@@ -6,14 +6,18 @@ With LiveKit's two connections we offer the subscriber connection: offers
 are serialized, one outstanding at a time, and changes made meanwhile are
 folded into the next one. On a single connection (classic Matrix calls) the
 client offers first; tracks go out on the sections it lets us send on, and
-those that find none come in an offer of ours. A slot freed by an
-unsubscribe is reused by the next track of its kind once an offer has shown
-the client it is inactive.
+those that find none come in an offer of ours. On LiveKit's single
+connection (``/rtc/v1``) only the client offers: we ask it for an offer with
+enough receive sections instead (``media_sections_requirement``), and for an
+offer all the same when what we send changed. A slot freed by an
+unsubscribe is reused by the next track of its kind once a negotiation has
+shown the client it is inactive.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from mediafed.errors import LocalProtocolError, NegotiationError
@@ -24,7 +28,7 @@ from mediafed.wire import rtp
 from mediafed.wire.sdp import Codec, SessionDescription, serialize_sdp
 
 if TYPE_CHECKING:
-    from mediafed.media.session import Session
+    from mediafed.media.session import SectionsListener, Session
     from mediafed.media.track import PublishedTrack
 
 DATA_CHANNEL_MID = "0"
@@ -40,6 +44,7 @@ class Subscribing:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.single = session.single
+        self.answer_only = session.answer_only
         self.downtracks: dict[str, DownTrack] = {}
         self.slots: list[negotiation.OutgoingSlot] = []
         self.slot_of: dict[str, negotiation.OutgoingSlot] = {}
@@ -56,6 +61,11 @@ class Subscribing:
         self.last_local: SessionDescription | None = None
         """Single connection: our last answer or accepted offer."""
         self._pending_local: SessionDescription | None = None
+        self._spare: Counter[str] = Counter()
+        """Answer-only: sections of the client's last offer we may send on and no track
+        took, by kind."""
+        self._asked: Counter[str] = Counter()
+        """Answer-only: sections asked for since our last answer, by kind."""
 
     # -- what is subscribed ------------------------------------------------------
     def set_subscribed(self, track_sid: str, subscribed: bool) -> None:
@@ -78,6 +88,8 @@ class Subscribing:
             return
         if not session.permission.can_subscribe:
             return
+        if not session.room.may_subscribe(session, track):
+            return  # its publisher does not allow it (media/permissions.py)
         spec = codecs.BY_MIME.get(track.mime_lower)
         if spec is None:
             return
@@ -101,7 +113,7 @@ class Subscribing:
         slot.rtx = rtx
         slot.ssrc = downtrack.ssrc
         slot.rtx_ssrc = downtrack.rtx_ssrc if rtx else 0
-        if self.single:
+        if self.single and not self.answer_only:
             # One stream per person and purpose (Matrix sdp_stream_metadata).
             screen = track.info.source in SCREEN_SOURCES
             slot.stream = track.info.participant_sid + ("-screen" if screen else "")
@@ -121,6 +133,8 @@ class Subscribing:
     def _free_slot(self, kind: TrackKind) -> negotiation.OutgoingSlot | None:
         """An inactive slot of this kind the client has seen inactive."""
         offered_active = {mid for mid, slot in self._offered_slots.items() if slot.active}
+        if self.single and self.last_local is not None:
+            offered_active |= _sending_mids(self.last_local)
         return next(
             (
                 slot
@@ -194,6 +208,9 @@ class Subscribing:
         session = self.session
         self._offer_scheduled = False
         if session.closed or self._outstanding is not None:
+            return
+        if self.answer_only:
+            self._ask_for_sections()
             return
         self._dirty = False
         self._offer_id += 1
@@ -274,6 +291,20 @@ class Subscribing:
         if self._dirty:
             self.negotiate()
 
+    def _ask_for_sections(self) -> None:
+        """Answer-only: have the client offer again, with receive sections for the
+        tracks that have none (LiveKit's ``media_sections_requirement``)."""
+        assert self.last_local is not None
+        answered = {m.mid for m in self.last_local.media}
+        unplaced = Counter(s.kind for s in self.slots if s.active and s.mid not in answered)
+        wanted = {
+            kind: max(0, unplaced[kind] - self._spare[kind] - self._asked[kind])
+            for kind in ("audio", "video")
+        }
+        self._asked.update(wanted)
+        listener: SectionsListener = self.session.listener  # type: ignore[assignment]
+        listener.on_media_sections_requirement(wanted["audio"], wanted["video"])
+
     def withdraw_offer(self, offer_id: int) -> bool:
         """Give up on an offer the client never answered (its lifetime ran out).
 
@@ -307,6 +338,7 @@ class Subscribing:
             self._dirty = True
         known = {m.mid for m in (self.last_local.media if self.last_local else [])}
         taken = {slot.mid for slot in self.slots if slot.mid in known}
+        self._spare = Counter()
         for media in offer.media:
             if media.mid is None or media.mid in taken or media.port == 0:
                 continue
@@ -321,6 +353,8 @@ class Subscribing:
                             downtrack.mid = media.mid
                     taken.add(media.mid)
                     break
+            else:
+                self._spare[media.kind] += 1
         return {slot.mid: slot for slot in self.slots}
 
     def answered(self, answer: SessionDescription) -> None:
@@ -344,9 +378,19 @@ class Subscribing:
                 downtrack.detach()
         answered = {m.mid for m in answer.media}
         unsent = [slot for slot in self.slots if slot.active and slot.mid not in answered]
+        self._asked = Counter()
         if unsent or self._dirty:
             self._dirty = False
             self.negotiate()
+
+    def sending_tracks(self) -> dict[str, str]:
+        """The track sid we send on each mid of our last local description."""
+        if self.last_local is None:
+            return {}
+        sending = _sending_mids(self.last_local)
+        return {
+            slot.mid: slot.track_id for slot in self.slots if slot.active and slot.mid in sending
+        }
 
     def stream_metadata(self) -> dict[str, dict[str, object]]:
         """What we send, by msid stream id: Matrix ``sdp_stream_metadata``."""
@@ -371,6 +415,14 @@ class Subscribing:
     def close(self) -> None:
         for track_sid in list(self.downtracks):
             self.unsubscribe(track_sid)
+
+
+def _sending_mids(description: SessionDescription) -> set[str]:
+    return {
+        m.mid
+        for m in description.media
+        if m.mid is not None and m.port != 0 and m.direction in ("sendonly", "sendrecv")
+    }
 
 
 def _quality_for(track: PublishedTrack, width: int, height: int) -> int:

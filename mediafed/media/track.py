@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from mediafed.media.peer import MediaPeer
 
 KEYFRAME_REQUEST_INTERVAL_S = 0.5
+KEYFRAME_SOON_S = 0.1
+"""The interval for a subscriber that has just connected: what was asked for before
+could not reach it, and waiting out the whole interval shows a black tile."""
 KEYFRAME_RETRY_S = 1.0
 
 
@@ -67,6 +70,7 @@ class PublishedTrack:
         self.downtracks: dict[str, DownTrack] = {}
         self.last_keyframe_request = -1.0
         self.keyframe_pending = False
+        self.keyframe_soon = False
         self.keyframe_requests = 0
         """PLIs sent to the publisher."""
         self.reported_qualities: tuple[int, ...] | None = None
@@ -107,18 +111,22 @@ class PublishedTrack:
             return max(fitting, key=lambda layer: layer.quality)
         return min(active, key=lambda layer: layer.quality)
 
-    def request_keyframe(self, now: float) -> None:
-        """Ask the publisher for a keyframe (PLI), at most every 500 ms.
+    def request_keyframe(self, now: float, *, soon: bool = False) -> None:
+        """Ask the publisher for a keyframe (PLI), at most every 500 ms (100 ms when
+        ``soon``: for a subscriber that has just connected).
 
         A request inside the interval is not dropped but deferred to its end
         (:meth:`tick`): the subscriber that asked may be the only one waiting.
         """
         if self.kind is not TrackKind.VIDEO or self.closed:
             return
-        if now - self.last_keyframe_request < KEYFRAME_REQUEST_INTERVAL_S:
+        interval = KEYFRAME_SOON_S if soon else KEYFRAME_REQUEST_INTERVAL_S
+        if now - self.last_keyframe_request < interval:
             self.keyframe_pending = True
+            self.keyframe_soon = self.keyframe_soon or soon
             return
         self.keyframe_pending = False
+        self.keyframe_soon = False
         self.last_keyframe_request = now
         self.keyframe_requests += 1
         self.publisher.send_pli(self)
@@ -175,12 +183,13 @@ class PublishedTrack:
         if self.kind is not TrackKind.VIDEO:
             return
         since = now - self.last_keyframe_request
-        deferred = self.keyframe_pending and since >= KEYFRAME_REQUEST_INTERVAL_S
+        interval = KEYFRAME_SOON_S if self.keyframe_soon else KEYFRAME_REQUEST_INTERVAL_S
+        deferred = self.keyframe_pending and since >= interval
         waiting = since >= KEYFRAME_RETRY_S and any(
             layer.keyframe_waiters for layer in self.layers.values()
         )
         if deferred or waiting:
-            self.request_keyframe(now)
+            self.request_keyframe(now, soon=self.keyframe_soon)
 
     def close(self) -> None:
         self.closed = True

@@ -4,5 +4,7 @@
 - :mod:`.metrics` serves ``GET /metrics`` (Prometheus text format);
 - :mod:`.twirp` serves LiveKit's RoomService API over Twirp
   (``/twirp/livekit.RoomService/*``), which operators' tools, livekit-api and
-  lk-jwt-service call.
+  lk-jwt-service call;
+- :mod:`.webhooks` posts LiveKit webhooks (``room_started``, ``participant_joined``,
+  ...) to ``[webhook] urls``, signed as livekit-server signs them.
 """

@@ -523,3 +523,26 @@ async def test_padding_is_not_forwarded_and_the_numbers_close_over_it(
     # padding out of order (something before it is missing) is forwarded, not renumbered
     feed(publisher, padding_packet(PUB_SSRC, 108, 6000), 10.06)
     assert [seq for seq, _, _ in await received(sink)] == [first + 5]
+
+
+async def test_a_packet_is_resent_once_a_round_trip_and_a_few_times_at_most(
+    wired: tuple[Session, Session, socket.socket],
+) -> None:
+    """NACKs repeated while the repair waits in a full link's queue do not resend the
+    packet again: once per round trip (50 ms at least), RESEND_MAX_TIMES in all."""
+    publisher, subscriber, sink = wired
+    downtrack = next(iter(subscriber.downtracks.values()))
+    feed(publisher, vp8_packet(PUB_SSRC, 100, 3000, keyframe=True), 10.0)
+    feed(publisher, vp8_packet(PUB_SSRC, 101, 3000, keyframe=False), 10.0)
+    first = (await received(sink))[0][0]
+    assert downtrack.retransmit([first, first + 1], 10.02) == 2
+    assert downtrack.retransmit([first, first + 1], 10.04) == 0, "within 50 ms of the resend"
+    assert downtrack.retransmit([first + 1], 10.08) == 1
+    downtrack.rtt_ms = 200.0  # a longer round trip spaces the resends further
+    assert downtrack.retransmit([first + 1], 10.2) == 0
+    assert downtrack.retransmit([first + 1], 10.29) == 1
+    assert downtrack.retransmit([first + 1], 10.5) == 1  # the fourth time
+    assert downtrack.retransmit([first + 1], 10.8) == 0, "no fifth"
+    assert downtrack.retransmit([first], 10.8) == 1
+    assert downtrack.nacked == 10 and downtrack.retransmitted == 6
+    assert len(await resent(sink)) == 6

@@ -19,6 +19,7 @@ _ids = itertools.count(1)
 # The real values and events of the room core: only its behaviour is faked here.
 from mediafed.media.events import (  # noqa: E402
     DataReceived,
+    PacketRelayed,
     ParticipantJoined,
     ParticipantLeft,
     ParticipantUpdated,
@@ -67,11 +68,17 @@ class FakeSession:
         self.sent_data: list[tuple[bytes, str, str, tuple[str, ...]]] = []
         self.ice_restarts = 0
         self.channel_out: list[tuple[str, bytes]] = []
+        self.single = False
+        """Only v0 (two connections) is faked; v1 runs against real sessions."""
         self.max_pending = 8
         self.started = False
 
     def info(self) -> ParticipantInfo:
         return self._info
+
+    @property
+    def permission(self) -> Permission:
+        return self._info.permission
 
     def _bump(self, **changes: Any) -> ParticipantInfo:
         self._info = replace(self._info, version=self._info.version + 1, **changes)
@@ -234,6 +241,29 @@ class FakeSession:
             sender=self.identity,
         )
 
+    def relay_packet(
+        self,
+        packet: bytes,
+        *,
+        protocol: str,
+        kind: str = "reliable",
+        destination_identities: Sequence[str] = (),
+    ) -> None:
+        from mediafed.errors import AuthError
+
+        if not self._info.permission.can_publish_data:
+            raise AuthError(f"{self.identity} may not publish data")
+        self.room.relay_packet(
+            self,
+            packet,
+            protocol=protocol,
+            kind=kind,
+            destination_identities=destination_identities,
+        )
+
+    def set_subscription_permission(self, permission: Any) -> None:
+        self.subscription_permission = permission
+
     def send_data_message(self, kind: str, data: bytes) -> bool:
         self.channel_out.append((kind, data))
         return True
@@ -288,6 +318,7 @@ class FakeRoom:
         permission: Any = DEFAULT_PERMISSION,
         listener: Any,
         auto_subscribe: bool = True,
+        answer_only: bool = False,
     ) -> FakeSession:
         old = self.sessions.get(identity)
         if old is not None:
@@ -371,6 +402,22 @@ class FakeRoom:
             if identity == sender:
                 continue
             if destination_identities and identity not in destination_identities:
+                continue
+            session.listener.on_room_event(event)
+
+    def relay_packet(
+        self,
+        origin: FakeSession,
+        packet: bytes,
+        *,
+        protocol: str,
+        kind: str = "reliable",
+        destination_identities: Sequence[str] = (),
+    ) -> None:
+        destinations = tuple(destination_identities)
+        event = PacketRelayed(origin.info(), protocol, packet, kind, destinations)
+        for identity, session in self.sessions.items():
+            if session is origin or (destinations and identity not in destinations):
                 continue
             session.listener.on_room_event(event)
 

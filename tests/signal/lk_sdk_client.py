@@ -1,6 +1,7 @@
 """A Python ``livekit`` SDK participant, run inside a veth test host by the e2e tests.
 
-Usage: ``lk_sdk_client.py URL TOKEN ROLE``. It publishes synthetic media whose
+Usage: ``lk_sdk_client.py URL TOKEN ROLE [v0]`` (``v0``: two peer connections,
+signal protocol v0; else the SDK's default, one, v1). It publishes synthetic media whose
 content tells who sent it — camera frames of one solid colour, a screenshare
 of another, a sine tone of a known pitch — and reports, as JSON lines on
 stdout, what it receives from the others: mean frame colours, frame sizes,
@@ -95,7 +96,7 @@ async def watch_audio(track: rtc.Track, who: str) -> None:
             say(event="audio", sender=who, peak_hz=round(peak_hz))
 
 
-async def main(url: str, token: str, role: str) -> None:
+async def main(url: str, token: str, role: str, v0: bool) -> None:
     camera_rgb, screen_rgb, tone_hz = PATTERNS[role]
     room = rtc.Room()
     tasks: set[asyncio.Task[None]] = set()
@@ -130,7 +131,7 @@ async def main(url: str, token: str, role: str) -> None:
 
     started = time.monotonic()
     try:
-        await room.connect(url, token)
+        await room.connect(url, token, rtc.RoomOptions(single_peer_connection=not v0))
     except rtc.ConnectError as exc:
         say(event="refused", error=str(exc))
         return
@@ -175,4 +176,4 @@ async def main(url: str, token: str, role: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:5] == ["v0"]))

@@ -17,6 +17,8 @@ from typing import Any
 from tests.support.netns_hosts import TestHost
 
 CLIENT = Path(__file__).with_name("lk_sdk_client.py")
+SIGNAL_IDS = ["v1", "v0", "v1+v0"]
+"""Test ids of (first, second) participant on v0: both v1, both v0, one of each."""
 EXPECTED = {
     # sender: (camera RGB, screenshare RGB, tone Hz) — see lk_sdk_client.PATTERNS
     "alice": ((220, 40, 40), (40, 200, 60), 440),
@@ -24,9 +26,12 @@ EXPECTED = {
 }
 
 
-async def run_client(host: TestHost, url: str, token: str, role: str) -> list[dict[str, Any]]:
+async def run_client(
+    host: TestHost, url: str, token: str, role: str, *, v0: bool = False
+) -> list[dict[str, Any]]:
+    """Run one participant; ``v0`` connects with two peer connections (signal v0)."""
     proc = await host.spawn(
-        [sys.executable, CLIENT, url, token, role],
+        [sys.executable, CLIENT, url, token, role, *(["v0"] if v0 else [])],
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -15,7 +15,8 @@ from tests.support.netns_hosts import TestHost
 
 
 @pytest.mark.slow
-async def test_sdk_clients_without_udp_connect_over_tcp() -> None:
+@pytest.mark.parametrize("v0", [False, True], ids=["v1", "v0"])
+async def test_sdk_clients_without_udp_connect_over_tcp(v0: bool) -> None:
     with TestHost(3) as host:
         host.link.block_udp()
         async with live_node(host.server_ip) as node:
@@ -38,10 +39,10 @@ async def test_sdk_clients_without_udp_connect_over_tcp() -> None:
             try:
                 async with asyncio.TaskGroup() as both:
                     alice_run = both.create_task(
-                        run_client(host, node.ws_url, node.token("alice"), "alice")
+                        run_client(host, node.ws_url, node.token("alice"), "alice", v0=v0)
                     )
                     bob_run = both.create_task(
-                        run_client(host, node.ws_url, node.token("bob"), "bob")
+                        run_client(host, node.ws_url, node.token("bob"), "bob", v0=v0)
                     )
             finally:
                 watcher.cancel()
@@ -53,5 +54,7 @@ async def test_sdk_clients_without_udp_connect_over_tcp() -> None:
         assert close_to(camera[-1]["rgb"], camera_rgb), (me, camera[-1])
         tones = [e["peak_hz"] for e in seen if e["event"] == "audio" and e["sender"] == other]
         assert tones and abs(tones[0] - tone) <= 10, (me, tones)
-    # two connections per participant, each connected on TCP and only on TCP
-    assert len(paths) == 4 and all(seen == {"tcp"} for seen in paths.values()), paths
+    # one connection per participant on signal v1 (the SDK's default), two on v0; each
+    # connected on TCP and only on TCP
+    assert len(paths) == (4 if v0 else 2), paths
+    assert all(seen == {"tcp"} for seen in paths.values()), paths

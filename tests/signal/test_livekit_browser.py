@@ -1,8 +1,10 @@
 """livekit-client (2.23, in headless Chromium) against a real mediafed node: data
-permissions and an ICE restart, where a stand-in session proves nothing.
+permissions and an ICE restart, where a stand-in session proves nothing; each
+on both signal protocols (v1, one peer connection, the client's default; v0,
+two, with ``singlePeerConnection: false``).
 
-Pages join through web-demo join links (``/?token=…``) and drive the live
-``Room`` object the demo exposes (``window.mediafedDemo.room``).
+Pages join through web-demo join links (``/?token=…``, ``&v0=1`` for v0) and
+drive the live ``Room`` object the demo exposes (``window.mediafedDemo.room``).
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ SEND_DATA = """text => window.mediafedDemo.room.localParticipant.publishData(
 REMOTE_FRAMES = """() => [...document.querySelectorAll('#grid .tile[data-source="camera"] video')]
   .filter(v => v.videoWidth > 0)
   .map(v => v.getVideoPlaybackQuality().totalVideoFrames)"""
-SUBSCRIBER_REMOTE_SDP = """() =>
-  window.mediafedDemo.room.engine.pcManager.subscriber.pc.currentRemoteDescription.sdp"""
+RECEIVING_REMOTE_SDP = """() => { const manager = window.mediafedDemo.room.engine.pcManager;
+  return (manager.subscriber ?? manager.publisher).pc.currentRemoteDescription.sdp; }"""
+PROTOCOLS = pytest.mark.parametrize("v0", [False, True], ids=["v1", "v0"])
 
 
 @pytest.fixture
@@ -48,12 +51,21 @@ async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
 
 
 async def _join(
-    browser: BrowserContext, node: LiveNode, identity: str, room: str, media: str, **grant: object
+    browser: BrowserContext,
+    node: LiveNode,
+    identity: str,
+    room: str,
+    media: str,
+    v0: bool = False,
+    **grant: object,
 ) -> Page:
     page = await browser.new_page()
     token = node.token(identity, room=room, **grant)
-    await page.goto(f"http://127.0.0.1:{node.http_port}/?token={token}&{media}")
+    query = f"token={token}&{media}" + ("&v0=1" if v0 else "")
+    await page.goto(f"http://127.0.0.1:{node.http_port}/?{query}")
     await page.wait_for_selector("#controls:not([hidden])", timeout=TIMEOUT_MS)
+    single = await page.evaluate("() => window.mediafedDemo.room.engine.pcManager.mode")
+    assert (single == "publisher-only") is not v0, single
     return page
 
 
@@ -75,13 +87,14 @@ async def _video_advances(page: Page, frames: int = 15) -> None:
     )
 
 
+@PROTOCOLS
 async def test_data_without_can_publish_data_reaches_nobody(
-    node: LiveNode, browser: BrowserContext, caplog: pytest.LogCaptureFixture
+    node: LiveNode, browser: BrowserContext, caplog: pytest.LogCaptureFixture, v0: bool
 ) -> None:
     caplog.set_level(logging.INFO, logger="mediafed.signal.livekit.peer")
-    quiet = await _join(browser, node, "quiet", "data", "mic=0&cam=0", can_publish_data=False)
-    ada = await _join(browser, node, "ada", "data", "mic=0&cam=0")
-    grace = await _join(browser, node, "grace", "data", "mic=0&cam=0")
+    quiet = await _join(browser, node, "quiet", "data", "mic=0&cam=0", v0, can_publish_data=False)
+    ada = await _join(browser, node, "ada", "data", "mic=0&cam=0", v0)
+    grace = await _join(browser, node, "grace", "data", "mic=0&cam=0", v0)
     for page in (quiet, ada, grace):
         await page.evaluate(RECORD_DATA)
 
@@ -111,15 +124,18 @@ def _ufrags(session: Session) -> tuple[str, str, str, str]:
     )
 
 
-async def test_ice_restart_after_a_failed_subscriber_connection(
-    node: LiveNode, browser: BrowserContext
+@PROTOCOLS
+async def test_ice_restart_after_a_failed_connection(
+    node: LiveNode, browser: BrowserContext, v0: bool
 ) -> None:
-    """The client reports its subscriber connection failed (what livekit-client does when
-    the connection's state turns ``failed``): it resumes with ``reconnect_reason``
-    RR_SUBSCRIBER_FAILED, mediafed restarts ICE with new credentials and offers again,
-    the client restarts its publisher too, and media flows on the new credentials."""
-    ada = await _join(browser, node, "ada", "ice", "mic=1&cam=1")
-    grace = await _join(browser, node, "grace", "ice", "mic=1&cam=1")
+    """The client reports a connection failed (what livekit-client does when its state
+    turns ``failed``): it resumes with a ``reconnect_reason``. v0: RR_SUBSCRIBER_FAILED,
+    mediafed restarts ICE with new credentials and offers again, the client restarts
+    its publisher too. v1: RR_PUBLISHER_FAILED, the client offers an ICE restart on its
+    one connection, mediafed answers with new credentials. Either way media flows on
+    the new credentials."""
+    ada = await _join(browser, node, "ada", "ice", "mic=1&cam=1", v0)
+    grace = await _join(browser, node, "grace", "ice", "mic=1&cam=1", v0)
     await _video_advances(ada)
     await _video_advances(grace)
     room = node.rooms.get("ice")
@@ -133,8 +149,11 @@ async def test_ice_restart_after_a_failed_subscriber_connection(
         """() => { const room = window.mediafedDemo.room;
                    window.reconnected = false;
                    room.once('reconnected', () => { window.reconnected = true; });
-                   // RR_SUBSCRIBER_FAILED, as the engine reports a failed subscriber
-                   room.engine.handleDisconnect('subscriber connection failed (test)', 3); }"""
+                   // RR_SUBSCRIBER_FAILED (3) or RR_PUBLISHER_FAILED (2), as the
+                   // engine reports a failed connection
+                   room.engine.handleDisconnect('connection failed (test)', REASON); }""".replace(
+            "REASON", "3" if v0 else "2"
+        )
     )
     await ada.wait_for_function("() => window.reconnected === true", timeout=TIMEOUT_MS)
     assert room.sessions["ada"] is session and session.sid == sid  # resumed, not rejoined
@@ -145,8 +164,9 @@ async def test_ice_restart_after_a_failed_subscriber_connection(
     assert before[0] not in by_ufrag and before[2] not in by_ufrag
     assert by_ufrag[after[0]] is session.publisher.endpoint
     assert by_ufrag[after[2]] is session.subscriber.endpoint
-    # the browser's subscriber connection runs on the credentials of mediafed's new offer
-    remote_sdp = await ada.evaluate(SUBSCRIBER_REMOTE_SDP)
+    # the browser's receiving connection runs on the credentials of mediafed's new
+    # offer (v0) or answer (v1)
+    remote_sdp = await ada.evaluate(RECEIVING_REMOTE_SDP)
     assert set(re.findall(r"a=ice-ufrag:(\S+)", remote_sdp)) == {after[2]}
 
     # media flows both ways again, after consent checks with the new credentials

@@ -1,13 +1,16 @@
-"""The LiveKit front-end's HTTP endpoints: validate, the v1 fallback 404s, dev tokens."""
+"""The LiveKit front-end's HTTP endpoints: validate (v0 and v1), v1 refusals, dev tokens."""
 
 from __future__ import annotations
 
+import base64
+import gzip
 import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 from aiohttp import web
+from livekit.protocol import rtc
 from livekit_fakes import FakeRoomManager
 
 from mediafed import server
@@ -49,19 +52,62 @@ def _token(room: str = "r1", **kw: object) -> str:
     )
 
 
-async def test_v1_endpoints_send_clients_back_to_v0(base_url: str) -> None:
+def _join_request(
+    compression: str = "gzip", *, metadata: str = "", raw: bytes | None = None
+) -> str:
+    """A ``join_request`` parameter as livekit-client makes it (URL-safe base64)."""
+    join = rtc.JoinRequest(
+        connection_settings=rtc.ConnectionSettings(auto_subscribe=True), metadata=metadata
+    )
+    payload = join.SerializeToString() if raw is None else raw
+    kind = rtc.WrappedJoinRequest.Compression.NONE
+    if compression == "gzip":
+        payload = gzip.compress(payload)
+        kind = rtc.WrappedJoinRequest.Compression.GZIP
+    wrapped = rtc.WrappedJoinRequest(compression=kind, join_request=payload)
+    return base64.urlsafe_b64encode(wrapped.SerializeToString()).decode()
+
+
+async def test_v1_validate_reads_the_join_request(base_url: str) -> None:
     async with aiohttp.ClientSession() as http:
-        for path in ("/rtc/v1", "/rtc/v1/validate"):
-            async with http.get(base_url + path, params={"access_token": _token()}) as resp:
-                body = await resp.text()
-                assert resp.status == 404
+        url = base_url + "/rtc/v1/validate"
+        for compression in ("gzip", "none"):
+            params = {"access_token": _token(), "join_request": _join_request(compression)}
+            async with http.get(url, params=params) as resp:
+                assert resp.status == 200, await resp.text()
+                assert await resp.text() == "success"
                 assert resp.headers["Access-Control-Allow-Origin"] == "*"
-                assert "requested room does not exist" not in body
-                assert "/rtc" in body
-        # a WebSocket upgrade to /rtc/v1 fails with the same 404 (the Python SDK's cue)
-        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
-            await http.ws_connect(base_url + "/rtc/v1")
-        assert info.value.status == 404
+        # without padding, as some clients encode it
+        params = {"access_token": _token(), "join_request": _join_request().rstrip("=")}
+        async with http.get(url, params=params) as resp:
+            assert resp.status == 200, await resp.text()
+        async with http.get(url, params={"access_token": "bad"}) as resp:
+            assert resp.status == 401
+            assert "not a well-formed JWT" in await resp.text()
+
+
+@pytest.mark.parametrize(
+    ("join_request", "status", "reason"),
+    [
+        ("", 400, "join_request is required"),
+        ("!!!", 400, "cannot base64 decode"),
+        (base64.urlsafe_b64encode(b"\xff\xff\xff").decode(), 400, "cannot unmarshal"),
+        (_join_request("none", raw=b"\x0a\xff"), 400, "cannot unmarshal the join request"),
+        # 4 MiB of zeros gzip to 4 KB: inflating stops after 1 MiB
+        (_join_request("gzip", raw=bytes(4 << 20)), 400, "join request too large"),
+        (_join_request(metadata="mine"), 401, "canUpdateOwnMetadata"),
+    ],
+)
+async def test_v1_join_request_refusals_say_why(
+    base_url: str, join_request: str, status: int, reason: str
+) -> None:
+    params = {"access_token": _token(), "join_request": join_request}
+    async with aiohttp.ClientSession() as http:
+        for path in ("/rtc/v1/validate", "/rtc/v1"):
+            async with http.get(base_url + path, params=params) as resp:
+                assert resp.status == status, path
+                assert reason in await resp.text(), path
+                assert resp.headers["Access-Control-Allow-Origin"] == "*"
 
 
 async def test_validate_accepts_query_and_bearer_tokens(base_url: str) -> None:

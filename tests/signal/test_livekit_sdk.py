@@ -8,10 +8,12 @@ the data packet and the mute the other sent.
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
 
 import pytest
-from sdk_runner import EXPECTED, close_to, run_client
+from sdk_runner import EXPECTED, SIGNAL_IDS, close_to, run_client
 
 from mediafed.signal.livekit.tokens import VideoGrant, mint_token
 from tests.support.livekit_node import API_KEY, API_SECRET, live_node
@@ -19,15 +21,27 @@ from tests.support.netns_hosts import TestHost
 
 
 @pytest.mark.slow
-async def test_two_sdk_participants_see_and_hear_each_other() -> None:
+@pytest.mark.parametrize(
+    ("alice_v0", "bob_v0"), [(False, False), (True, True), (False, True)], ids=SIGNAL_IDS
+)
+async def test_two_sdk_participants_see_and_hear_each_other(
+    alice_v0: bool, bob_v0: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both on v1 (one peer connection, the SDK's default), both on v0, one of each."""
+    caplog.set_level(logging.INFO, logger="mediafed.signal.livekit.rtc")
     with TestHost(1) as host:
         async with live_node(host.server_ip) as node:
             async with asyncio.TaskGroup() as both:  # a failure cancels the other client
                 alice_run = both.create_task(
-                    run_client(host, node.ws_url, node.token("alice"), "alice")
+                    run_client(host, node.ws_url, node.token("alice"), "alice", v0=alice_v0)
                 )
-                bob_run = both.create_task(run_client(host, node.ws_url, node.token("bob"), "bob"))
+                bob_run = both.create_task(
+                    run_client(host, node.ws_url, node.token("bob"), "bob", v0=bob_v0)
+                )
             alice, bob = alice_run.result(), bob_run.result()
+    for who, v0 in (("alice", alice_v0), ("bob", bob_v0)):
+        path = "/rtc" if v0 else "/rtc/v1"
+        assert re.search(f"participant={who} .* joined on {path}$", caplog.text, re.M), who
     for me, other, seen in (("alice", "bob", alice), ("bob", "alice", bob)):
         camera_rgb, screen_rgb, tone = EXPECTED[other]
         assert any(e["event"] == "connected" for e in seen), seen[:3]

@@ -122,10 +122,9 @@ def test_data_packets() -> None:
     parsed = models.DataPacket()
     parsed.ParseFromString(packet.SerializeToString())
     assert parsed.kind == models.DataPacket.Kind.LOSSY and parsed.sequence == 3
-    assert translate.user_data_from_pb(parsed) == (b"hi", "chat", ("bob",))
-    assert (
-        translate.user_data_from_pb(models.DataPacket(speaker=models.ActiveSpeakerUpdate())) is None
-    )
+    assert (parsed.user.payload, parsed.user.topic) == (b"hi", "chat")
+    assert list(parsed.destination_identities) == list(parsed.user.destination_identities)
+    assert parsed.user.participant_identity == parsed.participant_identity == "alice"
 
 
 @pytest.mark.parametrize(

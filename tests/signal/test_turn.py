@@ -137,7 +137,8 @@ REMOTE_FRAMES = """() => [...document.querySelectorAll('#grid .tile[data-source=
   .filter(v => v.videoWidth > 0)
   .map(v => v.getVideoPlaybackQuality().totalVideoFrames)"""
 SELECTED_PAIR = """async () => {
-  const pc = window.mediafedDemo.room.engine.pcManager.subscriber.pc;
+  const manager = window.mediafedDemo.room.engine.pcManager;
+  const pc = (manager.subscriber ?? manager.publisher).pc;  // v0 or v1 (one connection)
   const stats = await pc.getStats();
   for (const report of stats.values()) {
     if (report.type === 'transport' && report.selectedCandidatePairId) {

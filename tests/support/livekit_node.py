@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -25,6 +25,7 @@ class LiveNode:
     worker: Worker
     http_port: int
     host: str
+    app: web.Application
 
     @property
     def http_url(self) -> str:
@@ -46,10 +47,15 @@ class LiveNode:
 
 @asynccontextmanager
 async def live_node(
-    node_ip: str, *, dev: bool = False, settings: dict[str, str] | None = None
+    node_ip: str,
+    *,
+    dev: bool = False,
+    settings: dict[str, str] | None = None,
+    extensions: Sequence[Callable[[RoomManager], server.Extension]] = (),
 ) -> AsyncIterator[LiveNode]:
     """HTTP on every address of the test namespace; media UDP and candidates on
-    ``node_ip``; ``settings`` are more ``MEDIAFED_*`` variables."""
+    ``node_ip``; ``settings`` are more ``MEDIAFED_*`` variables; ``extensions``
+    make more front-ends (besides LiveKit's) on the node's rooms."""
     config = load_config(
         dev=dev,
         environ={
@@ -66,14 +72,17 @@ async def live_node(
     worker = Worker.from_config(config)
     rooms = worker.rooms
     await worker.start()
-    app = await server.build_app(config, extensions=[server.livekit_extension(rooms)])
+    app = await server.build_app(
+        config,
+        extensions=[server.livekit_extension(rooms), *(make(rooms) for make in extensions)],
+    )
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "0.0.0.0", 0)
     await site.start()
     port = runner.addresses[0][1]
     try:
-        yield LiveNode(config, rooms, worker, port, node_ip)
+        yield LiveNode(config, rooms, worker, port, node_ip, app)
     finally:
         await runner.cleanup()
         await worker.stop()

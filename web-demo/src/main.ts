@@ -3,7 +3,7 @@
 //
 // Join with the form (a token from the dev-only /dev/token endpoint) or with a
 // link: ?token=JWT[&mic=1&cam=0] joins directly (the Rocket.Chat App hands out
-// such links).
+// such links); &v0=1 connects with LiveKit's older two-connection protocol.
 import {
   ConnectionQuality,
   LocalParticipant,
@@ -55,6 +55,8 @@ const room = new Room({
   adaptiveStream: true,
   dynacast: true,
   videoCaptureDefaults: { resolution: VideoPresets.h720.resolution },
+  // ?v0=1: signal protocol v0 (two peer connections) instead of v1 (one)
+  singlePeerConnection: !flag("v0", false),
 });
 // For tests and the curious: the live Room object.
 (window as unknown as { mediafedDemo: { room: Room } }).mediafedDemo = { room };

@@ -3,11 +3,12 @@
 A :class:`SignalPeer` turns the client's ``SignalRequest`` frames into calls of
 the room core's session API (:mod:`mediafed.media`) and the room core's events
 and negotiation callbacks into ``SignalResponse`` frames (livekit/protocol
-``livekit_rtc.proto``, signal protocol v0, subscriber-primary). It outlives its
-sockets: when one drops without a ``leave`` the peer is parked, holding back
-what the client must still learn, until it resumes on a new socket or the grace
-period ends. Which socket reaches which peer is :mod:`.rtc`'s business. It never
-touches packets.
+``livekit_rtc.proto``: v0 with two connections, subscriber-primary, or v1 with
+one connection only the client offers). It outlives its sockets: when one
+drops without a ``leave`` the peer is parked, holding back what the client
+must still learn, until it resumes on a new socket or the grace period ends.
+Which socket reaches which peer is :mod:`.rtc`'s business. It never touches
+packets.
 """
 
 from __future__ import annotations
@@ -29,19 +30,24 @@ from mediafed.errors import AuthError, LocalProtocolError, MediafedError, Remote
 from mediafed.media import LayerInfo, ParticipantInfo, Room, Session, TrackKind, TrackSource
 from mediafed.media.events import (
     DataReceived,
+    PacketRelayed,
     ParticipantJoined,
     ParticipantLeft,
     ParticipantUpdated,
     RoomEvent,
+    RoomMetadataChanged,
+    RpcRequested,
     SessionClosed,
     SpeakersChanged,
     StreamStateChanged,
     SubscribedQualitiesChanged,
+    SubscriptionPermissionChanged,
     TrackMuted,
     TrackPublished,
     TrackUnpublished,
 )
 from mediafed.media.limits import SIGNAL_MESSAGE_BURST, SIGNAL_MESSAGES_PER_S
+from mediafed.media.rpc import RpcCode, RpcError
 from mediafed.signal.livekit import translate
 from mediafed.signal.livekit.tokens import Claims, mint_token
 
@@ -120,7 +126,8 @@ class SignalPeer:
         self._grace: asyncio.TimerHandle | None = None
         self._last_seen = 0.0
         self._last_offer_id = 0
-        self._data_sequence = 0
+        self._last_data_sequence = 0
+        """The sequence of the client's last reliable data packet (repeats are dropped)."""
 
     # ---- log helpers -------------------------------------------------------
 
@@ -136,7 +143,12 @@ class SignalPeer:
             return
         if not self._ready or self._outbox is None:
             # before the JoinResponse, or parked: keep what still matters later
-            if self._ready and response.WhichOneof("message") not in ("update", "mute"):
+            if self._ready and response.WhichOneof("message") not in (
+                "update",
+                "mute",
+                "subscription_permission_update",
+                "room_update",
+            ):
                 return
             if len(self._held) >= self.options.parked_backlog:
                 self._held.popleft()
@@ -214,8 +226,12 @@ class SignalPeer:
     def on_room_event(self, event: RoomEvent) -> None:
         # the frequent first: each case is one isinstance check
         match event:
+            case PacketRelayed():
+                self._on_packet_relayed(event)
             case DataReceived():
                 self._on_data_received(event)
+            case SubscriptionPermissionChanged():
+                self.send(translate.subscription_permission_update(event.track, event.allowed))
             case SpeakersChanged():
                 self._on_speakers_changed(event)
             case ParticipantUpdated():
@@ -236,6 +252,10 @@ class SignalPeer:
                 self._on_session_closed(event)
             case StreamStateChanged():
                 self._on_stream_state(event)
+            case RoomMetadataChanged():
+                self._on_room_metadata()
+            case RpcRequested():
+                self._on_rpc_requested(event)
             case _:
                 log.debug("- %r ignores %s", self, type(event).__name__)
 
@@ -244,6 +264,16 @@ class SignalPeer:
         self._last_offer_id = offer_id
         self.send(
             rtc.SignalResponse(offer=rtc.SessionDescription(type="offer", sdp=sdp, id=offer_id))
+        )
+
+    def on_media_sections_requirement(self, audios: int, videos: int) -> None:
+        log.debug("> %r media sections requirement audio=%d video=%d", self, audios, videos)
+        self.send(
+            rtc.SignalResponse(
+                media_sections_requirement=rtc.MediaSectionsRequirement(
+                    num_audios=audios, num_videos=videos
+                )
+            )
         )
 
     def on_local_candidate(
@@ -259,7 +289,9 @@ class SignalPeer:
         )
 
     def on_data_message(self, role: str, label: str, data: bytes) -> None:
-        """A data-channel message from the client: relay its user packet to the room."""
+        """A data-channel message from the client: a ``DataPacket`` (user data, RPC, a
+        data stream's header, chunk or trailer, chat…) to relay, with its sender asserted,
+        to the others or to those it names (livekit-server's ``handleReceivedDataMessage``)."""
         session = self.session
         if session is None:
             return
@@ -269,17 +301,37 @@ class SignalPeer:
         except DecodeError:
             log.info("x %r malformed DataPacket on %s/%s dropped", self, role, label)
             return
-        user = translate.user_data_from_pb(packet)
-        if user is None:
+        # the channel it came on says what it is, whatever the packet claims
+        if label in ("_reliable", "_lossy"):
+            lossy = label == "_lossy"
+        else:
+            lossy = packet.kind == models.DataPacket.Kind.LOSSY
+        if not lossy and packet.sequence > 0:
+            if packet.sequence <= self._last_data_sequence:
+                log.debug("- %r reliable data %d repeated; dropped", self, packet.sequence)
+                return  # resent after a resume: relayed already
+            self._last_data_sequence = packet.sequence
+        if self._answers_server_call(packet):
+            return  # for the server (RoomService PerformRpc), not for the others
+        hidden = session.permission.hidden
+        relayed = translate.relayed_data_packet(
+            packet,
+            sender_sid=session.sid,
+            sender_identity="" if hidden else self.identity,
+            lossy=lossy,
+        )
+        if relayed is None:
             log.debug("- %r %s data packet not relayed", self, packet.WhichOneof("value"))
             return
-        payload, topic, destinations = user
-        lossy = label == "_lossy" or packet.kind == models.DataPacket.Kind.LOSSY
+        destinations = relayed.destination_identities
+        if relayed.destination_sids:
+            wanted = set(relayed.destination_sids)
+            destinations += tuple(p.identity for p in self.room.participants() if p.sid in wanted)
         try:
-            session.send_data(
-                payload,
-                topic=topic,
-                kind="lossy" if lossy else "reliable",
+            session.relay_packet(
+                relayed.packet,
+                protocol=translate.DATA_PROTOCOL,
+                kind=relayed.kind,
                 destination_identities=destinations,
             )
         except MediafedError as exc:
@@ -287,11 +339,19 @@ class SignalPeer:
 
     # ---- room events -----------------------------------------------------------
 
+    def _on_packet_relayed(self, event: PacketRelayed) -> None:
+        session = self.session
+        if session is None or event.protocol != translate.DATA_PROTOCOL:
+            return
+        if not session.send_data_message(event.kind, event.packet):
+            log.debug("x %r data channel not open; %d bytes dropped", self, len(event.packet))
+
     def _on_data_received(self, event: DataReceived) -> None:
+        # Data the server sends (RoomService SendData) is unsequenced, as LiveKit's:
+        # clients drop repeats by sender and sequence, and this is no client's sequence.
         session = self.session
         if session is None:
             return
-        self._data_sequence += 1
         packet = translate.data_packet_to_pb(
             sender_sid=event.sender.sid,
             sender_identity=event.sender.identity,
@@ -299,10 +359,15 @@ class SignalPeer:
             topic=event.topic,
             kind=event.kind,
             destination_identities=event.destination_identities,
-            sequence=self._data_sequence,
         )
         if not session.send_data_message(event.kind, packet.SerializeToString()):
             log.debug("x %r data channel not open; %d bytes dropped", self, len(event.payload))
+
+    @property
+    def last_data_sequence(self) -> int:
+        """The sequence of the last reliable data packet the client sent (LiveKit's
+        ``ReconnectResponse.last_message_seq``: on a resume it resends what came after)."""
+        return self._last_data_sequence
 
     def _own_sid(self) -> str:
         return self.session.sid if self.session is not None else ""
@@ -382,6 +447,44 @@ class SignalPeer:
         self.send(
             rtc.SignalResponse(stream_state_update=rtc.StreamStateUpdate(stream_states=[info]))
         )
+
+    def _on_rpc_requested(self, event: RpcRequested) -> None:
+        # as livekit-server: the request id stands as the caller, the client answers it
+        packet = models.DataPacket(
+            kind=models.DataPacket.Kind.RELIABLE,
+            participant_identity=event.request_id,
+            rpc_request=models.RpcRequest(
+                id=event.request_id,
+                method=event.method,
+                payload=event.payload,
+                response_timeout_ms=event.response_timeout_ms,
+                version=1,
+            ),
+        )
+        session = self.session
+        if session is None or not session.send_data_message("reliable", packet.SerializeToString()):
+            failed = RpcError.of(RpcCode.SEND_FAILED, "the data channel is not open")
+            self.room.rpc.answered(self.identity, event.request_id, failed)
+
+    def _answers_server_call(self, packet: models.DataPacket) -> bool:
+        """Whether ``packet`` acknowledges or answers a call of the server's (and went
+        to it), rather than one of another participant's, to relay."""
+        which = packet.WhichOneof("value")
+        if which == "rpc_ack":
+            return self.room.rpc.acknowledged(self.identity, packet.rpc_ack.request_id)
+        if which == "rpc_response":
+            response = packet.rpc_response
+            answer: str | RpcError = response.payload
+            if response.WhichOneof("value") == "error":
+                error = response.error
+                answer = RpcError(error.code, error.message, error.data)
+            return self.room.rpc.answered(self.identity, response.request_id, answer)
+        return False
+
+    def _on_room_metadata(self) -> None:
+        # LiveKit sends the whole room, as in the join response
+        room = translate.room_to_pb(self.room)
+        self.send(rtc.SignalResponse(room_update=rtc.RoomUpdate(room=room)))
 
     def _on_session_closed(self, event: SessionClosed) -> None:
         if self.finished:
@@ -521,10 +624,18 @@ class SignalPeer:
         if which not in ("ping", "ping_req", "trickle"):
             log.debug("< %r %s", self, which)
         if which == "offer":
-            answer = await session.answer_publisher_offer(request.offer.sdp)
+            if session.single:
+                # v1: one connection; the answer also says which track goes on which mid
+                answer = await session.answer_offer(request.offer.sdp)
+                mapping = session.sending_tracks()
+            else:
+                answer = await session.answer_publisher_offer(request.offer.sdp)
+                mapping = {}
             self.send(
                 rtc.SignalResponse(
-                    answer=rtc.SessionDescription(type="answer", sdp=answer, id=request.offer.id)
+                    answer=rtc.SessionDescription(
+                        type="answer", sdp=answer, id=request.offer.id, mid_to_track_id=mapping
+                    )
                 )
             )
         elif which == "answer":
@@ -539,6 +650,8 @@ class SignalPeer:
             self._mute(session, request.mute)
         elif which == "subscription":
             self._subscription(session, request.subscription)
+        elif which == "subscription_permission":
+            self._subscription_permission(session, request.subscription_permission)
         elif which == "track_setting":
             self._track_settings(session, request.track_setting)
         elif which == "update_metadata":
@@ -631,6 +744,19 @@ class SignalPeer:
                 session.set_subscribed(sid, request.subscribe)
             except MediafedError as exc:
                 log.info("x %r subscription %s: %s", self, sid, exc)
+
+    def _subscription_permission(
+        self, session: Session, request: rtc.SubscriptionPermission
+    ) -> None:
+        """Who may subscribe to this participant's tracks (``setTrackSubscriptionPermissions``)."""
+        by_sid = {p.sid: p.identity for p in self.room.participants()}
+        try:
+            permission = translate.subscription_permission_from_pb(request, by_sid)
+        except RemoteProtocolError as exc:
+            # as livekit-server: the rules in force stay
+            log.info("x %r subscription permission ignored: %s", self, exc)
+            return
+        session.set_subscription_permission(permission)
 
     def _track_settings(self, session: Session, request: rtc.UpdateTrackSettings) -> None:
         for sid in request.track_sids:

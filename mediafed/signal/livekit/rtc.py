@@ -1,14 +1,19 @@
-"""The LiveKit signaling WebSocket ``/rtc``: which socket reaches which peer.
+"""The LiveKit signaling WebSockets ``/rtc`` and ``/rtc/v1``: which socket reaches
+which peer.
 
-The handler checks the access token before the upgrade (HTTP 401 with the
-reason), then either joins the room through the session API
-(:mod:`mediafed.media`) and answers with a ``JoinResponse`` carrying every
-field clients insist on (REFERENCES.md, "LiveKit client protocol"), or resumes
-a parked peer (``reconnect=1&sid=PA_…``) within its grace period: the client
-keeps its participant and tracks; later it is told to rejoin (``leave`` action
-RECONNECT). Then it pumps the socket's frames, one binary protobuf
-``SignalRequest`` each, into the participant's :class:`~.peer.SignalPeer`,
-within a message budget. What the frames mean is the peer's business.
+The handler checks the access token and the connect options
+(:mod:`.connect`) before the upgrade (HTTP 401 or 400 with the reason), then
+either joins the room through the session API (:mod:`mediafed.media`) and
+answers with a ``JoinResponse`` carrying every field clients insist on
+(REFERENCES.md, "LiveKit client protocol"), or resumes a parked peer
+(``reconnect=1&sid=PA_…``, or the same in a v1 join request) within its grace
+period: the client keeps its participant and tracks; later it is told to
+rejoin (``leave`` action RECONNECT). On ``/rtc/v1`` the participant has one
+peer connection, which only the client offers; its first offer may come
+inside the join request and is answered right after the join. Then the
+handler pumps the socket's frames, one binary protobuf ``SignalRequest``
+each, into the participant's :class:`~.peer.SignalPeer`, within a message
+budget. What the frames mean is the peer's business.
 """
 
 from __future__ import annotations
@@ -16,18 +21,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 from google.protobuf.message import DecodeError
 from livekit.protocol import models, rtc
 
-from mediafed import __version__
 from mediafed.errors import AuthError, MediafedError, RemoteProtocolError
 from mediafed.media import Permission, RoomManager, Session, events
 from mediafed.media.limits import TokenBucket
 from mediafed.signal.livekit import translate
-from mediafed.signal.livekit.auth import verify_join
+from mediafed.signal.livekit.auth import CORS_HEADERS, verify_join
+from mediafed.signal.livekit.connect import (
+    ConnectRequest,
+    from_join_request,
+    from_query,
+    with_join_fields,
+)
 from mediafed.signal.livekit.peer import (
     CLOSE_INVALID,
     CLOSE_POLICY,
@@ -42,6 +52,10 @@ log = logging.getLogger(__name__)
 
 SERVER_PROTOCOL = 15
 """The signal protocol version mediafed reports in ``ServerInfo.protocol``."""
+LIVEKIT_VERSION = "1.9.0"
+"""The livekit-server version mediafed reports (``ServerInfo.version``): clients turn
+features on by it. livekit-client refuses RPC from a server below 1.8.0, and above
+1.13.6 publishes VP9/AV1 as rid simulcast, which mediafed does not relay."""
 
 
 class _Peers:
@@ -86,15 +100,16 @@ def _join_response(
             other_participants=translate.visible_participants(
                 room.participants(), exclude_sid=session.sid
             ),
-            server_version=__version__,
+            server_version=LIVEKIT_VERSION,
             server_info=models.ServerInfo(
                 edition=models.ServerInfo.Edition.Standard,
-                version=__version__,
+                version=LIVEKIT_VERSION,
                 protocol=SERVER_PROTOCOL,
                 node_id="mediafed",
             ),
             ice_servers=_ice_servers(turn_servers, session.identity),
-            subscriber_primary=True,
+            # one connection (v1): the client's own offer opens it
+            subscriber_primary=not session.single,
             client_configuration=models.ClientConfiguration(),
             ping_interval=options.ping_interval_s,
             ping_timeout=options.ping_timeout_s,
@@ -102,6 +117,12 @@ def _join_response(
             fast_publish=False,
         )
     )
+
+
+async def _nothing() -> AsyncIterator[WSMessage]:
+    """No frames: the socket is not read (a request that came with the join failed)."""
+    return
+    yield
 
 
 def _leave_frame(reason: int, action: int, *, can_reconnect: bool) -> bytes:
@@ -129,16 +150,34 @@ class RtcEndpoint:
         self.peers = _Peers()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """``/rtc``: signal protocol v0, two peer connections."""
+        return await self._serve(request, single=False)
+
+    async def handle_v1(self, request: web.Request) -> web.StreamResponse:
+        """``/rtc/v1``: one peer connection, options in the ``join_request``."""
+        return await self._serve(request, single=True)
+
+    async def _serve(self, request: web.Request, *, single: bool) -> web.StreamResponse:
         try:
             claims, room_name = verify_join(request, self.keys)
+            if single:
+                connect = from_join_request(request.query.get("join_request", ""))
+            else:
+                connect = from_query(request.query)
+            claims = with_join_fields(claims, connect)
         except AuthError as exc:
-            log.info("x /rtc refused: %s", exc)
-            return web.Response(status=401, text=str(exc))
+            log.info("x %s refused: %s", request.path, exc)
+            return web.Response(status=401, text=str(exc), headers=CORS_HEADERS)
+        except RemoteProtocolError as exc:
+            log.info("x %s refused: %s", request.path, exc)
+            return web.Response(status=400, text=str(exc), headers=CORS_HEADERS)
         ws = web.WebSocketResponse(max_msg_size=self.options.max_frame_bytes, autoping=True)
         await ws.prepare(request)
-        resume = request.query.get("reconnect", "") in ("1", "true")
-        if resume:
-            peer = self.peers.find(room_name, claims.identity, request.query.get("sid", ""))
+        first: list[rtc.SignalRequest] = []
+        if connect.reconnect:
+            peer = self.peers.find(room_name, claims.identity, connect.participant_sid)
+            if peer is not None and peer.session is not None and peer.session.single != single:
+                peer = None  # resumed on the other path: its connections do not fit
             if peer is None:
                 log.info("x resume refused room=%s participant=%s", room_name, claims.identity)
                 await ws.send_bytes(
@@ -150,13 +189,17 @@ class RtcEndpoint:
                 )
                 await ws.close(code=1000, message=b"session not found; join again")
                 return ws
-            await self._resume(peer, ws, request.query.get("reconnect_reason", ""))
+            await self._resume(peer, ws, connect.reconnect_reason)
         else:
-            joined = await self._join(ws, claims, room_name, request)
+            joined = await self._join(ws, claims, room_name, connect)
             if joined is None:
                 return ws
             peer = joined
-        await self._pump(peer, ws)
+            # v1: tracks and the first offer that came with the join, as if sent after it
+            first = [rtc.SignalRequest(add_track=track) for track in connect.add_tracks]
+            if connect.publisher_offer is not None:
+                first.append(rtc.SignalRequest(offer=connect.publisher_offer))
+        await self._pump(peer, ws, first)
         return ws
 
     async def _join(
@@ -164,7 +207,7 @@ class RtcEndpoint:
         ws: web.WebSocketResponse,
         claims: Claims,
         room_name: str,
-        request: web.Request,
+        connect: ConnectRequest,
     ) -> SignalPeer | None:
         room = self.rooms.get_or_create(room_name)
         peer = SignalPeer(
@@ -183,7 +226,8 @@ class RtcEndpoint:
                 attributes=translate.attributes_of(claims.attributes),
                 permission=Permission(**translate.permission_kwargs(claims)),
                 listener=peer,
-                auto_subscribe=request.query.get("auto_subscribe", "1") not in ("0", "false"),
+                auto_subscribe=connect.auto_subscribe,
+                answer_only=connect.single,
             )
         except MediafedError as exc:
             log.info("x join refused room=%s participant=%s: %s", room_name, claims.identity, exc)
@@ -204,12 +248,12 @@ class RtcEndpoint:
             old.finish()
         self.peers.add(peer)
         peer.go_live(_join_response(peer, session, self.turn_servers))
-        session.start_subscriber()  # the first subscriber offer follows the join
+        session.start_subscriber()  # v0: the first subscriber offer follows the join
         peer.start_timers()
-        log.info("- %r joined", peer)
+        log.info("- %r joined on %s", peer, "/rtc/v1" if connect.single else "/rtc")
         return peer
 
-    async def _resume(self, peer: SignalPeer, ws: web.WebSocketResponse, reason: str) -> None:
+    async def _resume(self, peer: SignalPeer, ws: web.WebSocketResponse, reason: int) -> None:
         assert peer.session is not None
         await peer.reattach(ws)
         peer.go_live(
@@ -219,26 +263,34 @@ class RtcEndpoint:
                     client_configuration=models.ClientConfiguration(),
                     server_info=models.ServerInfo(
                         edition=models.ServerInfo.Edition.Standard,
-                        version=__version__,
+                        version=LIVEKIT_VERSION,
                         protocol=SERVER_PROTOCOL,
                     ),
+                    # the client resends the reliable data it sent after this one
+                    last_message_seq=peer.last_data_sequence,
                 )
             )
         )
         log.info("- %r resumed (reconnect_reason=%s)", peer, reason or "-")
-        if reason != str(models.ReconnectReason.RR_SIGNAL_DISCONNECTED):
+        if reason != models.ReconnectReason.RR_SIGNAL_DISCONNECTED and not peer.session.single:
             # media may be broken too: new ICE credentials and a new subscriber offer
-            # (the client restarts its publisher side itself). When only the signal
-            # connection dropped, media kept flowing and needs nothing.
+            # (the client restarts its publisher side itself, and on v1 its only one).
+            # When only the signal connection dropped, media kept flowing.
             await peer.session.restart_ice()
 
-    async def _pump(self, peer: SignalPeer, ws: web.WebSocketResponse) -> None:
+    async def _pump(
+        self, peer: SignalPeer, ws: web.WebSocketResponse, first: Sequence[rtc.SignalRequest]
+    ) -> None:
         watchdog = asyncio.create_task(peer.watch(ws))
         close: tuple[int, str] | None = None
         budget = TokenBucket(self.options.messages_per_s, self.options.message_burst)
         loop = asyncio.get_running_loop()
+        for request in first:
+            close = await self._apply(peer, request)
+            if close is not None:
+                break
         try:
-            async for message in ws:
+            async for message in ws if close is None else _nothing():
                 peer.seen()
                 if not budget.take(loop.time()):
                     # No client sends this many requests; dropping some would leave its
@@ -278,6 +330,10 @@ class RtcEndpoint:
             request.ParseFromString(data)
         except DecodeError:
             return (CLOSE_INVALID, "malformed SignalRequest protobuf")
+        return await self._apply(peer, request)
+
+    async def _apply(self, peer: SignalPeer, request: rtc.SignalRequest) -> tuple[int, str] | None:
+        """Apply one request; the close code and reason if it breaks the protocol."""
         try:
             await peer.handle(request)
         except RemoteProtocolError as exc:
@@ -303,5 +359,6 @@ def add_rtc_route(
     returns the endpoint (its peers, for tests)."""
     endpoint = RtcEndpoint(keys, rooms, options or SignalOptions(), turn_servers)
     app.router.add_get("/rtc", endpoint.handle)
+    app.router.add_get("/rtc/v1", endpoint.handle_v1)
     app.on_shutdown.append(endpoint.shutdown)
     return endpoint

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from livekit.protocol import models, rtc
@@ -20,7 +21,9 @@ from mediafed.media import (
     ParticipantInfo,
     Permission,
     Room,
+    SubscriptionPermission,
     TrackInfo,
+    TrackPermission,
 )
 from mediafed.signal.livekit.tokens import Claims
 
@@ -213,6 +216,8 @@ def room_to_pb(room: Room) -> models.Room:
         sid=room.sid,
         name=room.name,
         metadata=room.metadata,
+        empty_timeout=room.empty_timeout_s,
+        max_participants=room.max_participants,
         creation_time=int(created),
         creation_time_ms=int(created * 1000),
         num_participants=room.num_participants,
@@ -343,13 +348,107 @@ def data_packet_to_pb(
     )
 
 
-def user_data_from_pb(packet: models.DataPacket) -> tuple[bytes, str, tuple[str, ...]] | None:
-    """Payload, topic and destinations of a client's user ``DataPacket`` (None otherwise)."""
-    if packet.WhichOneof("value") != "user":
+DATA_PROTOCOL = "livekit"
+"""``PacketRelayed.protocol`` of the ``DataPacket`` bytes this front-end relays."""
+
+RELAYED_DATA = frozenset(
+    {
+        "user",
+        "chat_message",
+        "rpc_request",
+        "rpc_ack",
+        "rpc_response",
+        "stream_header",
+        "stream_chunk",
+        "stream_trailer",
+        "encrypted_packet",
+        "sip_dtmf",
+    }
+)
+"""What a client's ``DataPacket`` may carry to be relayed to others, as livekit-server
+relays it (``pkg/rtc/participant.go`` ``handleReceivedDataMessage``). Not relayed:
+``transcription`` (agents' only), ``metrics`` (the server's to collect), ``speaker``
+(the server's to send)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RelayedData:
+    """A client's ``DataPacket`` made ready for the others, and where it goes."""
+
+    packet: bytes
+    kind: str
+    """reliable or lossy"""
+    destination_identities: tuple[str, ...]
+    destination_sids: tuple[str, ...]
+    """Older clients' ``UserPacket.destination_sids``: the front-end adds their identities."""
+
+
+def relayed_data_packet(
+    packet: models.DataPacket, *, sender_sid: str, sender_identity: str, lossy: bool
+) -> RelayedData | None:
+    """``packet`` from a client, as the others are to receive it; None if it is not relayed.
+
+    As livekit-server does, its sender is who sent it, whatever it claims:
+    ``participant_sid`` and ``participant_identity`` (the ``user`` packet's too) are
+    overwritten; a hidden sender's identity is empty. Its kind is the channel's it came
+    on; its sequence stays the sender's (receivers drop repeats by sender and sequence).
+    """
+    which = packet.WhichOneof("value")
+    if which not in RELAYED_DATA:
         return None
-    user = packet.user
-    destinations = tuple(packet.destination_identities) or tuple(user.destination_identities)
-    return bytes(user.payload), user.topic, destinations
+    packet.kind = models.DataPacket.Kind.LOSSY if lossy else models.DataPacket.Kind.RELIABLE
+    packet.participant_sid = sender_sid
+    packet.participant_identity = sender_identity
+    destination_sids: tuple[str, ...] = ()
+    if which == "user":
+        user = packet.user
+        user.participant_sid = sender_sid if sender_identity else ""
+        user.participant_identity = sender_identity
+        if packet.destination_identities:
+            user.destination_identities[:] = packet.destination_identities
+        else:
+            packet.destination_identities[:] = user.destination_identities
+        destination_sids = tuple(user.destination_sids)
+    return RelayedData(
+        packet.SerializeToString(),
+        "lossy" if lossy else "reliable",
+        tuple(packet.destination_identities),
+        destination_sids,
+    )
+
+
+def subscription_permission_from_pb(
+    request: rtc.SubscriptionPermission, identity_of_sid: Mapping[str, str]
+) -> SubscriptionPermission:
+    """The room core's rules from a client's ``SubscriptionPermission``.
+
+    Entries may name the subscriber by sid only; one whose sid is not in the room is
+    left out (livekit-server does the same). Raises RemoteProtocolError for an entry
+    that names no one.
+    """
+    if request.all_participants:
+        return SubscriptionPermission()
+    entries: list[TrackPermission] = []
+    for entry in request.track_permissions:
+        identity = entry.participant_identity
+        if not identity:
+            if not entry.participant_sid:
+                raise RemoteProtocolError(
+                    "a TrackPermission names no participant; set participant_identity"
+                )
+            identity = identity_of_sid.get(entry.participant_sid, "")
+            if not identity:
+                continue
+        entries.append(TrackPermission(identity, entry.all_tracks, frozenset(entry.track_sids)))
+    return SubscriptionPermission(all_participants=False, track_permissions=tuple(entries))
+
+
+def subscription_permission_update(track: TrackInfo, allowed: bool) -> rtc.SignalResponse:
+    return rtc.SignalResponse(
+        subscription_permission_update=rtc.SubscriptionPermissionUpdate(
+            participant_sid=track.participant_sid, track_sid=track.sid, allowed=allowed
+        )
+    )
 
 
 def attributes_of(mapping: Mapping[str, str]) -> dict[str, str]:

@@ -1,11 +1,9 @@
-"""``/rtc/validate`` and the v1 endpoints mediafed does not serve.
+"""``/rtc/validate`` and ``/rtc/v1/validate``: why a signal connection failed.
 
-livekit-client asks ``/rtc/validate`` (same query as ``/rtc``) after a failed
-WebSocket connection to learn why; it shows the body to the user. Clients
-(livekit-client >= 2.17, Python ``livekit`` 1.2) try the single-peer-connection
-protocol at ``/rtc/v1`` first and fall back to ``/rtc`` (v0) on HTTP 404 — the
-404 must carry ``Access-Control-Allow-Origin: *`` so a browser can read it, and
-must not say "requested room does not exist" (that makes clients give up).
+livekit-client asks the validate path of the path it tried (same query) after
+a failed WebSocket connection, and shows the body to the user: 401 for a bad
+token, 400 for a malformed ``join_request``, ``success`` otherwise. Answers
+carry ``Access-Control-Allow-Origin: *`` so a browser page can read them.
 See REFERENCES.md, "LiveKit client protocol".
 """
 
@@ -16,19 +14,11 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from mediafed.errors import AuthError
+from mediafed.errors import AuthError, RemoteProtocolError
 from mediafed.signal.livekit.auth import CORS_HEADERS, verify_join
+from mediafed.signal.livekit.connect import from_join_request, with_join_fields
 
 log = logging.getLogger(__name__)
-
-V1_NOT_SERVED = (
-    "mediafed serves the LiveKit signal protocol v0 only (two peer connections); "
-    "connect to /rtc instead of /rtc/v1"
-)
-
-
-async def _v1_not_served(request: web.Request) -> web.Response:
-    return web.Response(status=404, text=V1_NOT_SERVED, headers=CORS_HEADERS)
 
 
 async def _preflight(request: web.Request) -> web.Response:
@@ -36,19 +26,29 @@ async def _preflight(request: web.Request) -> web.Response:
 
 
 def add_validate_routes(app: web.Application, keys: Mapping[str, str]) -> None:
-    """Serve ``/rtc/validate`` (tokens checked against ``keys``) and the v1 404s."""
+    """Serve ``/rtc/validate`` and ``/rtc/v1/validate`` (tokens checked against ``keys``)."""
 
-    async def validate(request: web.Request) -> web.Response:
+    def check(request: web.Request, single: bool) -> web.Response:
         try:
             _claims, room = verify_join(request, keys)
+            if single:
+                with_join_fields(_claims, from_join_request(request.query.get("join_request", "")))
         except AuthError as exc:
             log.info("x validate refused: %s", exc)
             return web.Response(status=401, text=str(exc), headers=CORS_HEADERS)
+        except RemoteProtocolError as exc:
+            log.info("x validate refused: %s", exc)
+            return web.Response(status=400, text=str(exc), headers=CORS_HEADERS)
         log.debug("< validate ok room=%s", room)
         return web.Response(text="success", headers=CORS_HEADERS)
 
+    async def validate(request: web.Request) -> web.Response:
+        return check(request, single=False)
+
+    async def validate_v1(request: web.Request) -> web.Response:
+        return check(request, single=True)
+
     app.router.add_get("/rtc/validate", validate)
-    app.router.add_route("OPTIONS", "/rtc/validate", _preflight)
-    for path in ("/rtc/v1", "/rtc/v1/validate"):
-        app.router.add_get(path, _v1_not_served)
+    app.router.add_get("/rtc/v1/validate", validate_v1)
+    for path in ("/rtc/validate", "/rtc/v1/validate"):
         app.router.add_route("OPTIONS", path, _preflight)
