@@ -117,3 +117,73 @@ class DelayLine(asyncio.DatagramProtocol):
         self.upstream.clear()
         if self.transport is not None:
             self.transport.close()
+
+
+class TcpDelayLine:
+    """The same for TCP (a signaling WebSocket, an HTTP request): connections to
+    ``listen`` are relayed to ``server``, each byte held ``delay_ms`` each way, and
+    a connection's first bytes not before the handshake a real link would take
+    (one round trip) has passed."""
+
+    def __init__(self, listen_host: str, server: tuple[str, int], *, delay_ms: float) -> None:
+        self.listen_host = listen_host
+        self.server = server
+        self.delay_s = delay_ms / 1000
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> TcpDelayLine:
+        self._server = await asyncio.start_server(self._accept, self.listen_host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        opened_at = loop.time() + 2 * self.delay_s  # SYN, SYN-ACK
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.server)
+        except OSError:
+            writer.close()
+            return
+        for source, sink, not_before in (
+            (reader, up_writer, opened_at),
+            (up_reader, writer, 0.0),
+        ):
+            task = loop.create_task(self._pump(source, sink, not_before))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pump(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, not_before: float
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        held: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def release() -> None:
+            while True:
+                due, data = await held.get()
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                if not data:
+                    sink.close()
+                    return
+                sink.write(data)
+                await sink.drain()
+
+        releaser = loop.create_task(release())
+        try:
+            while True:
+                data = await source.read(65536)
+                held.put_nowait((max(loop.time(), not_before) + self.delay_s, data))
+                if not data:
+                    break
+            await releaser
+        except (ConnectionError, asyncio.CancelledError):
+            releaser.cancel()
+            sink.close()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()

@@ -13,10 +13,13 @@ Three ways of connecting, alternating join by join on one mediafed node:
   mediafed did before it served v1, and as LiveKit servers before 1.9.10 do),
   the client asks ``/rtc/v1/validate``, then falls back to ``/rtc``.
 
-Run it inside the loopback-only namespace, from the repository (it uses the
-test helpers for the node and for Chromium)::
+With ``--rtt-ms``, the viewer reaches the node through delay lines
+(loadtest/delayline.py): its signaling and HTTP through a TCP one, its media
+through a UDP one at the address the node advertises, each way half the round
+trip. Run it inside the loopback-only namespace, from the repository (it uses
+the test helpers for the node and for Chromium)::
 
-    scripts/in-netns .venv/bin/python -m loadtest.join_time --joins 20
+    scripts/in-netns .venv/bin/python -m loadtest.join_time --joins 20 [--rtt-ms 100]
 
 It prints the median, p90 and minimum per path and their ratios to ``v0``.
 """
@@ -33,6 +36,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from loadtest.delayline import DelayLine, TcpDelayLine
 from mediafed.config import Config
 from mediafed.media import RoomManager
 from tests.support.browser import TIMEOUT_MS, chromium
@@ -41,6 +45,10 @@ from tests.support.livekit_node import live_node
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_DIST = ROOT / "web-demo" / "node_modules" / "livekit-client" / "dist"
 PATHS = ("v1", "v0", "v1-404")
+SERVER_IP = "127.0.0.2"
+ADVERTISED_IP = "127.0.0.3"
+"""With a round trip: where the node says it is, the UDP delay line's address."""
+LINE_IP = "127.0.0.5"
 PAUSE_S = 1.0
 
 PAGE = """<!doctype html><meta charset="utf-8"><title>join time</title><body>
@@ -102,19 +110,34 @@ def _no_v1_while(serving: dict[str, bool]) -> Callable[[RoomManager], object]:
     return make
 
 
-async def measure(joins: int) -> dict[str, list[float]]:
+async def measure(joins: int, rtt_ms: float) -> dict[str, list[float]]:
     serving = {"v1": True}
     times: dict[str, list[float]] = {path: [] for path in PATHS}
-    async with live_node("127.0.0.2", extensions=[_no_v1_while(serving)]) as node:  # type: ignore[list-item]
+    settings = {"MEDIAFED_RTC_NODE_IP": ADVERTISED_IP, "MEDIAFED_RTC_ICE_TCP": "false"}
+    async with live_node(
+        SERVER_IP,
+        settings=settings if rtt_ms else None,
+        extensions=[_no_v1_while(serving)],  # type: ignore[list-item]
+    ) as node:
         url = f"ws://127.0.0.1:{node.http_port}"
         page_url = f"http://127.0.0.1:{node.http_port}/join-time"
+        lines: list[DelayLine | TcpDelayLine] = []
+        if rtt_ms:
+            port = node.worker.udp_port
+            udp = DelayLine(
+                (ADVERTISED_IP, port), (SERVER_IP, port), upstream_ip=LINE_IP, delay_ms=rtt_ms / 2
+            )
+            tcp = TcpDelayLine("127.0.0.1", ("127.0.0.1", node.http_port), delay_ms=rtt_ms / 2)
+            lines = [await udp.start(), await tcp.start()]
+            url = f"ws://127.0.0.1:{tcp.port}"  # the viewer's way; the publisher's is direct
+        direct = f"ws://127.0.0.1:{node.http_port}"
         with tempfile.TemporaryDirectory() as profile:
             async with chromium(Path(profile)) as browser:
                 publisher = await browser.new_page()
                 await publisher.goto(page_url)
                 await publisher.evaluate(
                     "([url, token]) => window.publish(url, token)",
-                    [url, node.token("camera", room="join")],
+                    [direct, node.token("camera", room="join")],
                 )
                 viewer = await browser.new_page()
                 await viewer.goto(page_url)
@@ -142,6 +165,8 @@ async def measure(joins: int) -> dict[str, list[float]]:
                         + ", ".join(f"{p} {times[p][-1]:.0f} ms" for p in PATHS if times[p]),
                         file=sys.stderr,
                     )
+        for line in lines:
+            line.close()
     return times
 
 
@@ -165,10 +190,13 @@ def report(times: dict[str, list[float]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--joins", type=int, default=20, help="joins per path (default 20)")
+    parser.add_argument(
+        "--rtt-ms", type=float, default=0.0, help="round trip between viewer and node (0: none)"
+    )
     args = parser.parse_args()
     if not CLIENT_DIST.is_dir():
         sys.exit(f"{CLIENT_DIST} is missing: run `npm ci` in web-demo/ first")
-    print(report(asyncio.run(measure(args.joins))))
+    print(report(asyncio.run(measure(args.joins, args.rtt_ms))))
 
 
 if __name__ == "__main__":

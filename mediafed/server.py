@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import signal
@@ -24,7 +25,7 @@ from aiohttp import web
 
 from mediafed import __version__
 from mediafed.config import Config
-from mediafed.media import Room, RoomManager, events
+from mediafed.media import ParticipantInfo, Room, RoomManager, events
 from mediafed.operator.health import add_health_route
 from mediafed.rocketchat.config import RocketChatConfig
 from mediafed.signal.livekit.tokens import MIN_SECRET_LENGTH
@@ -144,9 +145,18 @@ def call_api_extension(
     return calls
 
 
+def _caller_identity(participant: ParticipantInfo) -> str:
+    """The identity the call API's caller gave a participant (webhooks report it),
+    also when it joined as a Matrix ghost's device."""
+    from mediafed.rocketchat.service import EXTERNAL_IDENTITY
+
+    return participant.attributes.get(EXTERNAL_IDENTITY) or participant.identity
+
+
 def front_ends(rooms: RoomManager) -> list[Extension]:
     """Every front-end of a full node, wired to ``rooms``."""
-    from mediafed.matrix.frontend import setup_matrix
+    from mediafed.matrix.frontend import RTC_GHOSTS_KEY, setup_matrix
+    from mediafed.matrix.rtc_ghosts import ghost_identity
     from mediafed.rocketchat.handlers import CALL_SERVICE_KEY
 
     call_api = call_api_extension()
@@ -163,9 +173,13 @@ def front_ends(rooms: RoomManager) -> list[Extension]:
         def observe(room: Room, event: events.RoomEvent) -> None:
             match event:
                 case events.ParticipantJoined(participant=participant):
-                    service.participant_joined(room.name, participant.identity, participant.name)
+                    service.participant_joined(
+                        room.name, _caller_identity(participant), participant.name
+                    )
                 case events.ParticipantLeft(participant=participant):
-                    service.participant_left(room.name, participant.identity, participant.name)
+                    service.participant_left(
+                        room.name, _caller_identity(participant), participant.name
+                    )
                 case events.RoomClosed():
                     service.room_finished(room.name)
 
@@ -181,7 +195,13 @@ def front_ends(rooms: RoomManager) -> list[Extension]:
             public_url=config.server.public_url,
             rooms=rooms,
             on_call_started=service.call_started_elsewhere if service is not None else None,
+            on_call_ended=service.call_ended_elsewhere if service is not None else None,
+            matrix_room_of=service.matrix_room_of if service is not None else None,
         )
+        ghosts = app.get(RTC_GHOSTS_KEY)
+        if service is not None and ghosts is not None:
+            # Users of calls linked to a Matrix room join as their ghost's device.
+            service.ghost_identity = functools.partial(ghost_identity, ghosts.registration)
 
     return [
         livekit_extension(rooms),

@@ -40,10 +40,13 @@ def well_known_client(public_url: str, homeserver_url: str = "") -> dict[str, An
 
 def synapse_matrix_rtc(public_url: str) -> dict[str, Any]:
     """Synapse's ``matrix_rtc`` section (served at ``/_matrix/client/unstable/
-    org.matrix.msc4143/rtc/transports`` once ``msc4143_enabled`` is on)."""
+    org.matrix.msc4143/rtc/transports`` once ``msc4143_enabled`` is on), and
+    MSC4140 delayed events (on once ``max_event_delay_duration`` is set): Element
+    Call and mediafed's bridged members leave through them when a client dies."""
     return {
         "matrix_rtc": {"transports": [{"type": "livekit", "livekit_service_url": public_url}]},
         "experimental_features": {"msc4143_enabled": True},
+        "max_event_delay_duration": "24h",
     }
 
 

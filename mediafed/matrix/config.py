@@ -41,6 +41,14 @@ class MatrixConfig(BaseModel):
     registration: Path | None = None
     """Appservice registration file (``mediafed matrix registration`` writes it).
     Unset: no appservice."""
+    ghost_leave_delay_s: float = Field(20.0, ge=1, le=3600)
+    """Delay of the delayed leave (MSC4140) that removes a bridged participant's
+    MatrixRTC membership if mediafed stops without removing it; at most the
+    homeserver's ``max_event_delay_duration``."""
+    rtc_member_events: bool = False
+    """Also publish bridged participants as ``m.rtc.member`` sticky events (MSC4354,
+    Element Call's ``matrix_2_0`` mode; Synapse: ``experimental_features:
+    {msc4354_enabled: true}``)."""
 
     @field_validator("allowed_homeservers")
     @classmethod

@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from mediafed.errors import ConfigError
-from mediafed.matrix.appservice import CallEventSink, setup_appservice
+from mediafed.matrix.appservice import CallEventSink, MatrixAppService, setup_appservice
 from mediafed.matrix.calls import AppServiceSender, MatrixCallBridge, OnCallStarted
+from mediafed.matrix.callwatch import MatrixCallWatcher, OnCallEnded
 from mediafed.matrix.config import MatrixConfig
 from mediafed.matrix.focus import setup_focus
 from mediafed.matrix.membership import CallMembership
 from mediafed.matrix.registration import Registration
+from mediafed.matrix.rtc_ghosts import AppServiceGhostHomeserver, MatrixRoomOf, RtcGhosts
 
 if TYPE_CHECKING:
     from mediafed.media import RoomManager
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MEMBERSHIP_KEY = web.AppKey("matrix_membership", CallMembership)
 CALL_BRIDGE_KEY = web.AppKey("matrix_call_bridge", MatrixCallBridge)
+RTC_GHOSTS_KEY = web.AppKey("matrix_rtc_ghosts", RtcGhosts)
 
 
 def setup_matrix(
@@ -43,12 +46,18 @@ def setup_matrix(
     call_sink: CallEventSink | None = None,
     rooms: RoomManager | None = None,
     on_call_started: OnCallStarted | None = None,
+    on_call_ended: OnCallEnded | None = None,
+    matrix_room_of: MatrixRoomOf | None = None,
 ) -> None:
     """Add the Matrix routes; does nothing when ``[matrix] server_name`` is unset.
 
     With ``rooms`` (and no ``call_sink``), classic calls to bridge users are
     answered in the media server; ``on_call_started(mediafed_room, caller_name)``
-    is told of each (the Rocket.Chat notice)."""
+    is told of each (the Rocket.Chat card or notice), and so are MatrixRTC calls
+    (Element Call) as they start; ``on_call_ended(mediafed_room)`` when a room's
+    last MatrixRTC member leaves. With ``rooms`` and ``matrix_room_of`` (mediafed
+    room -> linked Matrix room), bridged participants of linked calls appear in
+    the Matrix room as MatrixRTC members (:mod:`.rtc_ghosts`)."""
     if not matrix.server_name:
         log.info("- Matrix front-end off: set [matrix] server_name to enable it")
         return
@@ -95,6 +104,13 @@ def setup_matrix(
         call_sink=call_sink,
     )
     members_of.append(AppServiceSender(service))
+    if rooms is not None and matrix_room_of is not None:
+        _setup_rtc_ghosts(app, matrix, registration, service, rooms, matrix_room_of, public_url)
+    if on_call_started is not None or on_call_ended is not None:
+        watcher = MatrixCallWatcher(
+            membership, registration.is_ours, on_started=on_call_started, on_ended=on_call_ended
+        )
+        service.add_event_listener(watcher.on_event)
     if call_sink is None and rooms is not None:
         bridge = MatrixCallBridge(
             rooms, registration, AppServiceSender(service), on_call_started=on_call_started
@@ -107,3 +123,37 @@ def setup_matrix(
 
         # on_shutdown runs before on_cleanup, while the appservice can still send.
         app.on_shutdown.append(hang_up_all)
+
+
+def _setup_rtc_ghosts(
+    app: web.Application,
+    matrix: MatrixConfig,
+    registration: Registration,
+    service: MatrixAppService,
+    rooms: RoomManager,
+    matrix_room_of: MatrixRoomOf,
+    public_url: str,
+) -> None:
+    focus_url = public_url.rstrip("/")
+    if not focus_url:
+        log.warning(
+            "x bridged participants are not shown as MatrixRTC members: set [server] "
+            "public_url (the focus URL Element Call users reach this relay at)"
+        )
+        return
+    ghosts = RtcGhosts(
+        registration,
+        AppServiceGhostHomeserver(service),
+        matrix_room_of,
+        focus_url=focus_url,
+        rtc_member_events=matrix.rtc_member_events,
+        leave_delay_ms=int(matrix.ghost_leave_delay_s * 1000),
+    )
+    rooms.add_observer(ghosts.observe)
+    app[RTC_GHOSTS_KEY] = ghosts
+
+    async def remove_ghosts(app: web.Application) -> None:
+        await ghosts.close()
+
+    # on_shutdown runs before on_cleanup, while the appservice can still send.
+    app.on_shutdown.append(remove_ghosts)

@@ -155,7 +155,15 @@ class DownTrack(native.Forwarder):
         self.select_layer(now)
 
     def select_layer(self, now: float) -> None:
-        if self.disabled or not self.negotiated or self.allocated_quality < 0:
+        if (
+            self.disabled
+            or not self.negotiated
+            or self.allocated_quality < 0
+            or self.peer.endpoint.srtp is None
+        ):
+            # (not connected yet: a keyframe now would arrive before the subscriber
+            # can take it, and Chromium's encoder sent none for the request made when
+            # it connected, so soon after; the session selects again then)
             self._leave_layer()
             return
         cap = min(self.max_quality, self.allocated_quality)
@@ -198,11 +206,7 @@ class DownTrack(native.Forwarder):
         if self.track.kind is TrackKind.VIDEO:
             self.needs_keyframe = True
             target.keyframe_waiters += 1
-            if self.peer.endpoint.srtp is not None:
-                # (not yet connected: the keyframe would come before the subscriber
-                # can take it, and hold back, by the request interval, the one asked
-                # for when it connects)
-                self.track.request_keyframe(now)
+            self.track.request_keyframe(now)
 
     def _cancel_switch(self) -> None:
         pending = self.pending

@@ -551,10 +551,10 @@ class Session:
                 now = self.room.manager.clock()
                 for downtrack in self.downtracks.values():
                     if downtrack.negotiated:
+                        # forwarding starts now (DownTrack.select_layer), on a keyframe
+                        # asked for at once even if another subscriber's request went
+                        # out a moment ago
                         downtrack.select_layer(now)
-                        # what went out before the connection was lost on the way: start
-                        # on a keyframe asked for now
-                        downtrack.resync()
                         downtrack.track.request_keyframe(now, soon=True)
         elif state in (EndpointState.FAILED, EndpointState.CLOSED) and not self.closed:
             # The peer vanished (consent expired) or closed DTLS: the session is over.

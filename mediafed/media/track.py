@@ -121,9 +121,11 @@ class PublishedTrack:
         if self.kind is not TrackKind.VIDEO or self.closed:
             return
         interval = KEYFRAME_SOON_S if soon else KEYFRAME_REQUEST_INTERVAL_S
-        if now - self.last_keyframe_request < interval:
-            self.keyframe_pending = True
-            self.keyframe_soon = self.keyframe_soon or soon
+        since = now - self.last_keyframe_request
+        if since < interval:
+            if since > 0:  # (one made this very moment serves this one too)
+                self.keyframe_pending = True
+                self.keyframe_soon = self.keyframe_soon or soon
             return
         self.keyframe_pending = False
         self.keyframe_soon = False

@@ -2,7 +2,8 @@
 
 REST (https://developer.rocket.chat/apidocs): ``POST /api/v1/login`` gives
 ``data.{authToken,userId}``, sent back as ``X-Auth-Token``/``X-User-Id``;
-``chat.postMessage``, ``rooms.info``, ``users.info``, ``video-conference.info``.
+``chat.postMessage``, ``rooms.info``, ``users.info``, ``video-conference.{start,cancel,
+info,capabilities}``.
 Errors come as ``{"success": false, "error": "...", "errorType": "..."}`` (or
 ``{"status": "error", "message": "..."}`` for authentication).
 
@@ -194,6 +195,32 @@ class RocketChatClient:
         if not isinstance(user, dict):
             raise RocketChatError("users.info answer has no 'user' object")
         return user
+
+    async def video_conference_capabilities(self) -> dict[str, Any]:
+        """``video-conference.capabilities``: ``{providerName, capabilities}`` of the
+        workspace's default provider (the one ``video-conference.start`` uses)."""
+        data = await self._request("GET", "video-conference.capabilities")
+        data.pop("success", None)
+        return data
+
+    async def start_video_conference(
+        self, room_id: str, *, title: str = "", allow_ringing: bool = False
+    ) -> dict[str, Any]:
+        """``video-conference.start``: Rocket.Chat's own call in ``room_id`` (its card,
+        ringing in a direct room with ``allow_ringing``), made by the default provider;
+        returns ``data``: ``{type, callId, rid, providerName}``."""
+        body: dict[str, Any] = {"roomId": room_id, "allowRinging": allow_ringing}
+        if title:
+            body["title"] = title
+        data = await self._request("POST", "video-conference.start", json_body=body)
+        inner = data.get("data")
+        if not isinstance(inner, dict) or not isinstance(inner.get("callId"), str):
+            raise RocketChatError("video-conference.start answer has no data.callId")
+        return inner
+
+    async def cancel_video_conference(self, call_id: str) -> None:
+        """``video-conference.cancel``: stop a direct call that still rings."""
+        await self._request("POST", "video-conference.cancel", json_body={"callId": call_id})
 
     async def video_conference_info(self, call_id: str) -> dict[str, Any]:
         data = await self._request("GET", "video-conference.info", params={"callId": call_id})

@@ -116,13 +116,16 @@ async def _join(request: web.Request) -> web.StreamResponse:
     body = JoinCall.model_validate(await _body(request))
     if call.status != "active":
         raise CallError(f"call {call.call_id} has ended; create a new one", 410)
-    token = service.join_token(call, body.identity, body.name, ttl_s=body.ttl_s)
+    identity = await service.livekit_identity(call, body.identity)
+    token = service.join_token(
+        call, identity, body.name, ttl_s=body.ttl_s, external_identity=body.identity
+    )
     return web.json_response(
         {
             "token": token,
             "join_url": service.join_url(token, mic=body.mic, cam=body.cam, request=request),
             "room": call.room,
-            "identity": body.identity,
+            "identity": identity,
             "expires_in_s": body.ttl_s,
         }
     )
@@ -138,7 +141,9 @@ async def _invite(request: web.Request) -> web.StreamResponse:
     if call.status != "active":
         raise CallError("this call has ended", 410)
     name = request.query.get("name", "")[:128] or "Guest"
-    token = service.join_token(call, f"guest-{secrets.token_hex(4)}", name)
+    guest = f"guest-{secrets.token_hex(4)}"
+    identity = await service.livekit_identity(call, guest)
+    token = service.join_token(call, identity, name, external_identity=guest)
     raise web.HTTPFound(service.join_url(token, mic=True, cam=False, request=request))
 
 

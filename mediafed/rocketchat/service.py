@@ -8,9 +8,13 @@ linked to it share one call. The call of a Matrix room, or of a Rocket.Chat room
 linked to one, runs in that Matrix room's MatrixRTC room
 (:func:`mediafed.matrix.focus.room_call_alias`), where its Element Call users
 and classic callers are. Events of the room core (participant joined/left, room
-finished) reach the caller as signed webhooks (:mod:`.webhooks`); a call started
-on the Matrix side is announced in the linked Rocket.Chat room through
-:mod:`.client`. The HTTP routes over it are :mod:`.handlers`.
+finished) reach the caller as signed webhooks (:mod:`.webhooks`). A call started
+on the Matrix side starts Rocket.Chat's own video conference in the linked
+Rocket.Chat room through :mod:`.client` (``video-conference.start``: its card,
+ringing in a direct room); Rocket.Chat then asks the mediafed App's provider for
+the call, and the App's ``POST /api/v1/calls`` for that room finds this call, so
+Rocket.Chat users join the same room. When Rocket.Chat refuses, a text notice
+with a join link is posted instead. The HTTP routes over it are :mod:`.handlers`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -42,6 +47,24 @@ T = TypeVar("T")
 
 DB_FILE = "mediafed.sqlite3"
 """The node's database (calls, bridges, webhook deliveries) under its data directory."""
+
+PROVIDER_NAME = "mediafed"
+"""The name of the mediafed App's video-conference provider
+(``rocketchat-app/src/videoConfProvider.ts``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """A Rocket.Chat video conference mediafed started for a call begun on the Matrix side."""
+
+    rocketchat_room: str
+    rocketchat_call_id: str
+    direct: bool
+
+
+EXTERNAL_IDENTITY = "mediafed.external_identity"
+"""Participant attribute: the call API caller's identity of a user who joined
+under another (a Matrix ghost's device, :meth:`CallService.livekit_identity`)."""
 
 
 class CallService:
@@ -76,8 +99,15 @@ class CallService:
         self.participants: dict[str, dict[str, str]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._room_locks: dict[str, asyncio.Lock] = {}
+        self.cards: dict[str, Card] = {}
+        """mediafed room -> the Rocket.Chat video conference started for its call."""
         self.on_call_ended: Callable[[str], Coroutine[Any, Any, object]] | None = None
         """Closes the media room of an ended call (set by the composition root)."""
+        self.ghost_identity: Callable[[str], str] | None = None
+        """User name -> the LiveKit identity of its Matrix ghost's device
+        (``@rc_<name>:<server>:<DEVICE>``), for calls linked to a Matrix room, where
+        the appservice shows them as MatrixRTC members (set by the composition root
+        when the Matrix appservice runs; :mod:`mediafed.matrix.rtc_ghosts`)."""
 
     # -- helpers --------------------------------------------------------------
 
@@ -141,6 +171,29 @@ class CallService:
             elif bridge.mediafed_room == room:
                 return bridge
         return None
+
+    async def matrix_room_of(self, room: str) -> str | None:
+        """The Matrix room whose call runs in mediafed room ``room``: its bridge's, or
+        the Matrix room an active call was opened for; None if there is none."""
+        bridge = await self.bridge_of_room(room)
+        if bridge is not None and bridge.matrix_room is not None:
+            return bridge.matrix_room
+        call = await self.store.active_call(room)
+        if (
+            call is not None
+            and external_kind(call.external_room) == "matrix"
+            and room_call_alias(call.external_room) == room
+        ):
+            return call.external_room
+        return None
+
+    async def livekit_identity(self, call: CallRecord, identity: str) -> str:
+        """The identity a user joins ``call`` with: in a call linked to a Matrix room,
+        its ghost's device (Element Call maps a participant to the MatrixRTC member
+        ``sender:device_id``), else ``identity`` itself."""
+        if self.ghost_identity is None or await self.matrix_room_of(call.room) is None:
+            return identity
+        return self.ghost_identity(identity)
 
     def call_json(self, call: CallRecord, request: web.Request | None = None) -> dict[str, Any]:
         return {
@@ -216,16 +269,27 @@ class CallService:
         return call
 
     def join_token(
-        self, call: CallRecord, identity: str, name: str, *, ttl_s: int = JOIN_TTL_DEFAULT_S
+        self,
+        call: CallRecord,
+        identity: str,
+        name: str,
+        *,
+        ttl_s: int = JOIN_TTL_DEFAULT_S,
+        external_identity: str = "",
     ) -> str:
+        """``external_identity``: the caller's name for the user when ``identity`` is
+        another (a Matrix ghost's); webhooks report it."""
         key, secret = self._signing_key(call)
+        attributes = {"mediafed.call_id": call.call_id}
+        if external_identity and external_identity != identity:
+            attributes[EXTERNAL_IDENTITY] = external_identity
         return mint_token(
             key,
             secret,
             identity=identity,
             name=name,
             video=VideoGrant(room_join=True, room=call.room),
-            attributes={"mediafed.call_id": call.call_id},
+            attributes=attributes,
             ttl_s=ttl_s,
         )
 
@@ -239,6 +303,9 @@ class CallService:
             self.participants.pop(call.room, None)
             log.info("- call %s ended room=%s (%s)", call_id, call.room, reason)
             self._webhook(call, "call_ended")
+            card = self.cards.pop(call.room, None)
+            if card is not None and card.rocketchat_call_id == call.external_call_id:
+                self._spawn(self._end_card(call, card), f"end card {call.room}")
             if self.on_call_ended is not None:
                 self._spawn(self.on_call_ended(call.room), f"close room {call.room}")
         return await self.get_call(call_id)
@@ -299,6 +366,18 @@ class CallService:
         """
         return self._spawn(self._announce(room, starter_name), f"announce call {room}")
 
+    def call_ended_elsewhere(self, room: str) -> asyncio.Task[None]:
+        """The Matrix side's call of ``room`` ended (its last MatrixRTC membership went):
+        end the call if nobody is connected to the room; otherwise it ends when
+        the last one leaves (:meth:`room_finished`)."""
+        return self._spawn(self._ended_elsewhere(room), f"call ended elsewhere {room}")
+
+    async def _ended_elsewhere(self, room: str) -> None:
+        call = await self.store.active_call(room)
+        if call is None or self.participants.get(room):
+            return
+        await self.end_call(call.call_id, reason="the Matrix call ended")
+
     async def _announce(self, room: str, starter_name: str) -> bool:
         bridge = await self.bridge_of_room(room)
         if bridge is None or bridge.rocketchat_room is None:
@@ -316,6 +395,15 @@ class CallService:
         if self.rocketchat is None:
             log.warning("x room=%s: Rocket.Chat is not configured; notice not posted", room)
             return False
+        if call.external_call_id:
+            log.info(
+                "- room=%s: Rocket.Chat call %s already shows this call; nothing to start",
+                room,
+                call.external_call_id,
+            )
+            return True
+        if await self._start_card(room, bridge.rocketchat_room, call, starter_name):
+            return True
         text = f"{starter_name} started a call — Join: {self.invite_url(call)}"
         attempts = self.rocketchat_config.notice_attempts
         for attempt in range(1, attempts + 1):
@@ -343,3 +431,86 @@ class CallService:
                 )
                 return True
         return False
+
+    async def _start_card(
+        self, room: str, rocketchat_room: str, call: CallRecord, starter_name: str
+    ) -> bool:
+        """Start Rocket.Chat's own video conference for ``call``; False (logged) when
+        Rocket.Chat refuses or would not run it on mediafed."""
+        assert self.rocketchat is not None
+        try:
+            provider = (await self.rocketchat.video_conference_capabilities()).get("providerName")
+            if provider != PROVIDER_NAME:
+                log.warning(
+                    "x room=%s: Rocket.Chat's default video-conference provider is %r, not "
+                    "%r; posting a text notice (install the mediafed App and make it the "
+                    "default provider under Administration > Settings > Video Conference)",
+                    room,
+                    provider,
+                    PROVIDER_NAME,
+                )
+                return False
+            direct = (await self.rocketchat.room_info(rocketchat_room)).get("t") == "d"
+            # Rocket.Chat asks the App's provider for the call before it answers; the
+            # App's POST /api/v1/calls for this room finds `call` and takes the new id.
+            started = await self.rocketchat.start_video_conference(
+                rocketchat_room, title=f"Call from {starter_name}", allow_ringing=direct
+            )
+        except MediafedError as exc:
+            log.warning(
+                "x room=%s: Rocket.Chat refused video-conference.start in %s (%s); posting a "
+                "text notice instead",
+                room,
+                rocketchat_room,
+                exc,
+            )
+            return False
+        card = Card(rocketchat_room, str(started["callId"]), direct)
+        current = await self.store.active_call(room)
+        if current is None or current.external_call_id != card.rocketchat_call_id:
+            log.warning(
+                "x room=%s: Rocket.Chat call %s did not reach mediafed call %s through the "
+                "App; check the App's room links",
+                room,
+                card.rocketchat_call_id,
+                call.call_id,
+            )
+        else:
+            self.cards[room] = card
+        log.info(
+            "> video conference room=%s Rocket.Chat room %s call %s (%s)",
+            room,
+            rocketchat_room,
+            card.rocketchat_call_id,
+            "ringing" if direct else "card",
+        )
+        return True
+
+    async def _end_card(self, call: CallRecord, card: Card) -> None:
+        """End the card of an ended call. The App ends it on the ``call_ended`` webhook;
+        without a webhook URL, a direct call that still rings is cancelled here."""
+        if call.webhook_url:
+            return
+        if not card.direct or self.rocketchat is None:
+            log.warning(
+                "x room=%s: Rocket.Chat call %s has no webhook URL to end it by; set "
+                "Site_Url in Rocket.Chat so the App can give one",
+                call.room,
+                card.rocketchat_call_id,
+            )
+            return
+        try:
+            await self.rocketchat.cancel_video_conference(card.rocketchat_call_id)
+        except MediafedError as exc:
+            log.info(
+                "- room=%s: Rocket.Chat call %s not cancelled (%s)",
+                call.room,
+                card.rocketchat_call_id,
+                exc,
+            )
+        else:
+            log.info(
+                "> video-conference.cancel room=%s Rocket.Chat call %s",
+                call.room,
+                card.rocketchat_call_id,
+            )

@@ -86,5 +86,6 @@ def test_recipe(capsys: pytest.CaptureFixture[str]) -> None:
         "transports": [{"type": "livekit", "livekit_service_url": "https://sfu.example.org"}]
     }
     assert synapse["experimental_features"] == {"msc4143_enabled": True}
+    assert synapse["max_event_delay_duration"] == "24h"
     with pytest.raises(ConfigError, match="must be the http"):
         _run(["matrix", "recipe", "--public-url", "sfu.example.org"])

@@ -8,7 +8,12 @@ capabilities}`` with the documented success bodies and error shapes
 ``{"status": "error", "message": "You must be logged in to do this."}``), and the
 DDP websocket at ``/websocket`` (``connect``, ``login`` with ``resume``,
 ``sub stream-room-messages``, ``ping``). Video-conference URLs come from a
-provider object standing in for the installed App's provider.
+provider object standing in for the installed App's provider; as in Rocket.Chat,
+``video-conference.start`` asks it for the call before answering, starts a
+``direct`` call (ringing, status CALLING) in a ``t: "d"`` room, and only such a
+call can be cancelled. The App's public endpoints
+(``/api/apps/public/<app id>/<path>``) are served by ``app_endpoint`` when set.
+``start_failure`` makes ``video-conference.start`` answer an error.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,6 +31,9 @@ from aiohttp import WSMsgType, web
 VIDEOCONF_CALLING = 0
 VIDEOCONF_STARTED = 1
 VIDEOCONF_ENDED = 3
+
+AppEndpoint = Callable[[web.Request, str], Awaitable[web.Response]]
+"""``(request, path)`` -> the App's answer."""
 
 
 class Provider(Protocol):
@@ -64,6 +72,11 @@ class FakeRocketChat:
     calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
     url: str = ""
+    started: list[dict[str, Any]] = field(default_factory=list)
+    """The bodies ``video-conference.start`` was given."""
+    start_failure: tuple[int, dict[str, Any]] | None = None
+    """(HTTP status, body) ``video-conference.start`` answers instead of starting."""
+    app_endpoint: AppEndpoint | None = None
 
     def __post_init__(self) -> None:
         self.user_ids = {name: _rc_id() for name in self.users}
@@ -86,6 +99,7 @@ class FakeRocketChat:
         self.app.router.add_get(api + "video-conference.providers", self._vc_providers)
         self.app.router.add_get(api + "video-conference.capabilities", self._vc_capabilities)
         self.app.router.add_get("/websocket", self._websocket)
+        self.app.router.add_route("*", "/api/apps/public/{app_id}/{path}", self._app_public)
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -105,6 +119,11 @@ class FakeRocketChat:
             "sysMes": True,
             "_updatedAt": _date(time.time()),
         }
+        if room_type == "d":
+            usernames = sorted({"mediafed.bot", name})
+            self.rooms[rid].update(
+                usernames=usernames, uids=[self.user_ids.get(u, u) for u in usernames]
+            )
         return rid
 
     async def start(self, port: int = 0) -> str:
@@ -293,6 +312,11 @@ class FakeRocketChat:
         if user_id is None:
             return self._unauthorized()
         body = await self._json(request) or {}
+        self.started.append(body)
+        self._changed()
+        if self.start_failure is not None:
+            status, answer = self.start_failure
+            return web.json_response(answer, status=status)
         rid = body.get("roomId")
         if not isinstance(rid, str) or not rid:
             return _fail("must have required property 'roomId' [invalid-params]")
@@ -303,9 +327,10 @@ class FakeRocketChat:
         username = self._username(user_id)
         call_id = _rc_id()
         creator = {"_id": user_id, "username": username, "name": self._user(username)["name"]}
+        direct = self.rooms[rid]["t"] == "d"
         call: dict[str, Any] = {
             "_id": call_id,
-            "type": "videoconference",
+            "type": "direct" if direct else "videoconference",
             "rid": rid,
             "users": [],
             "status": VIDEOCONF_CALLING,
@@ -325,7 +350,9 @@ class FakeRocketChat:
         except Exception as exc:
             del self.calls[call_id]
             return _fail(f"{exc} [error-videoconf-provider]", "error-videoconf-provider")
-        call["status"] = VIDEOCONF_STARTED
+        # A direct call rings the other member until someone joins.
+        call["status"] = VIDEOCONF_CALLING if direct else VIDEOCONF_STARTED
+        call["ringing"] = direct and bool(body.get("allowRinging"))
         message = self._store_message(
             rid,
             user_id,
@@ -338,7 +365,7 @@ class FakeRocketChat:
         return web.json_response(
             {
                 "data": {
-                    "type": "videoconference",
+                    "type": call["type"],
                     "callId": call_id,
                     "rid": rid,
                     "providerName": self.provider.name,
@@ -370,10 +397,14 @@ class FakeRocketChat:
             return self._unauthorized()
         body = await self._json(request) or {}
         call = self.calls.get(str(body.get("callId", "")))
-        if call is None:
+        if call is None or call["type"] != "direct":
             return _fail("invalid-call", "invalid-params")
+        if call["status"] != VIDEOCONF_CALLING:
+            return _fail("invalid-call-status", "invalid-params")
         call["status"] = VIDEOCONF_ENDED
+        call["ringing"] = False
         call["endedAt"] = _date(time.time())
+        self._changed()
         return web.json_response({"success": True})
 
     async def _vc_info(self, request: web.Request) -> web.Response:
@@ -417,6 +448,11 @@ class FakeRocketChat:
                 "success": True,
             }
         )
+
+    async def _app_public(self, request: web.Request) -> web.Response:
+        if self.app_endpoint is None:
+            return web.json_response({"success": False, "error": "App not found"}, status=404)
+        return await self.app_endpoint(request, request.match_info["path"])
 
     # -- DDP ----------------------------------------------------------------------
 
