@@ -273,7 +273,7 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
     app = await build_app(config, front_ends(worker.rooms), worker=worker)
     # A v1 join request (the first offer, when a client cannot gzip it) makes the
     # request line longer than aiohttp's default 8 KiB.
-    runner = web.AppRunner(app, access_log=None, handler_args={"max_line_size": 1 << 16})
+    runner = web.AppRunner(app, access_log=None, max_line_size=1 << 16)
     await runner.setup()
     site = web.TCPSite(runner, config.server.bind, config.server.http_port)
     await site.start()
