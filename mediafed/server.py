@@ -202,6 +202,8 @@ def front_ends(rooms: RoomManager) -> list[Extension]:
         if service is not None and ghosts is not None:
             # Users of calls linked to a Matrix room join as their ghost's device.
             service.ghost_identity = functools.partial(ghost_identity, ghosts.registration)
+            # Calls Rocket.Chat started ring the Matrix side (MSC4075).
+            ghosts.ringing_call_of = service.rocketchat_started_call
 
     return [
         livekit_extension(rooms),

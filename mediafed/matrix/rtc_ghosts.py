@@ -28,6 +28,13 @@ Bridged participants send plain media, so a ghost is published only in rooms
 without ``m.room.encryption``: in an encrypted room Element Call would wait for
 keys that never come and show a blank tile.
 
+Ringing (MSC4075, as matrix-js-sdk ``MatrixRTCSession.sendCallNotify`` does for
+Element Web and Element Call): the ghost that brings the first Rocket.Chat
+participant into a call Rocket.Chat started sends, right after its membership,
+an ``org.matrix.msc4075.rtc.notification`` referring to it, ``ring`` in a room
+of two (Element X and Element Web show an incoming call) and ``notification`` in
+a larger one; once per call. Calls started on the Matrix side ring there already.
+
 Classic ``m.call`` callers are not published: they are Matrix users already in
 the room, whose identity (``@caller:server:party``) the appservice cannot send
 state as, and a ghost standing for them would show one person twice.
@@ -69,6 +76,16 @@ _LOCALPART_SAFE = re.compile(r"[a-z0-9._/+-]")
 
 MatrixRoomOf = Callable[[str], Awaitable[str | None]]
 """mediafed room -> the Matrix room its call belongs to, or None."""
+RingingCallOf = Callable[[str], Awaitable[str | None]]
+"""mediafed room -> the id of its active call if Rocket.Chat started it (so the
+Matrix side is to ring), else None."""
+
+RTC_NOTIFICATION = "org.matrix.msc4075.rtc.notification"
+"""The MSC4075 call notification matrix-js-sdk sends (``EventType.RTCNotification``)
+and Element Web / Element X read; the older ``org.matrix.msc4075.call.notify`` is
+no longer sent by matrix-js-sdk."""
+NOTIFICATION_LIFETIME_MS = 30_000
+"""How long clients ring after ``sender_ts`` (matrix-js-sdk's value; they cap it at 90 s)."""
 
 
 # -- identities ---------------------------------------------------------------
@@ -161,6 +178,21 @@ def rtc_member_content(
     }
 
 
+def rtc_notification_content(
+    *, membership_event_id: str, ring: bool, sender_ts: int, intent: str = "video"
+) -> dict[str, Any]:
+    """``org.matrix.msc4075.rtc.notification`` content for a call whose first
+    membership is ``membership_event_id`` (matrix-js-sdk ``sendCallNotify``)."""
+    return {
+        "m.mentions": {"user_ids": [], "room": True},
+        "notification_type": "ring" if ring else "notification",
+        "m.relates_to": {"rel_type": "m.reference", "event_id": membership_event_id},
+        "sender_ts": sender_ts,
+        "lifetime": NOTIFICATION_LIFETIME_MS,
+        "m.call.intent": intent,
+    }
+
+
 def rtc_member_left(device_id: str) -> dict[str, Any]:
     """An ``m.rtc.member`` that ends the member's sticky one (no ``member``)."""
     return {"slot_id": ROOM_SLOT, "msc4354_sticky_key": device_id}
@@ -177,6 +209,9 @@ class GhostHomeserver(Protocol):
     async def join(self, room_id: str, user_id: str, displayname: str) -> None: ...
 
     async def room_encrypted(self, room_id: str, user_id: str) -> bool: ...
+
+    async def joined_members(self, room_id: str, user_id: str) -> list[str]:
+        """The user ids of the room's joined members, as seen by ``user_id``."""
 
     async def put_state(
         self,
@@ -236,6 +271,12 @@ class AppServiceGhostHomeserver:
         except MNotFound:
             return False
         return True
+
+    async def joined_members(self, room_id: str, user_id: str) -> list[str]:
+        from mautrix.types import RoomID
+
+        members = await self._api(user_id).get_joined_members(RoomID(room_id))
+        return [str(member) for member in members]
 
     async def _request(
         self,
@@ -343,6 +384,7 @@ class RtcGhosts:
         leave_delay_ms: int = LEAVE_DELAY_MS,
         expires_ms: int = EXPIRES_MS,
         fallback_expires_ms: int = FALLBACK_EXPIRES_MS,
+        ringing_call_of: RingingCallOf | None = None,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.registration = registration
@@ -354,6 +396,9 @@ class RtcGhosts:
         self.expires_ms = expires_ms
         self.fallback_expires_ms = fallback_expires_ms
         self.clock_ms = clock_ms
+        self.ringing_call_of = ringing_call_of
+        self._rung: dict[str, str] = {}
+        """mediafed room -> the call a notification was sent for (one per call)."""
         self.delayed_events: bool | None = None
         """Whether the homeserver takes delayed events (None: not tried yet)."""
         self.ghosts: dict[tuple[str, str], _Ghost] = {}
@@ -413,7 +458,8 @@ class RtcGhosts:
             if self.ghosts.get(key) is not ghost:
                 return  # left while we joined
             ghost.created_ts = self.clock_ms()
-            await self._publish(ghost)
+            membership_event_id = await self._publish(ghost)
+            await self._ring(ghost, membership_event_id)
             await self._keep_alive(ghost)
         except asyncio.CancelledError:
             raise
@@ -463,8 +509,9 @@ class RtcGhosts:
         self.delayed_events = True
         ghost.delay_ids = tuple(ids)
 
-    async def _publish(self, ghost: _Ghost) -> None:
-        """Schedule the delayed leave, then send (or refresh) the membership."""
+    async def _publish(self, ghost: _Ghost) -> str:
+        """Schedule the delayed leave, then send (or refresh) the membership;
+        its event id."""
         await self._schedule_leaves(ghost)
         now = self.clock_ms()
         lifetime = self.expires_ms if ghost.delay_ids else self.fallback_expires_ms
@@ -475,7 +522,7 @@ class RtcGhosts:
             created_ts=ghost.created_ts,
             expires_ms=now - ghost.created_ts + lifetime,
         )
-        await self.homeserver.put_state(
+        event_id = await self.homeserver.put_state(
             ghost.matrix_room_id,
             ghost.user_id,
             CALL_MEMBER,
@@ -501,6 +548,37 @@ class RtcGhosts:
             ghost.label,
             self.focus_url,
             "delayed leave" if ghost.delay_ids else f"expires in {lifetime // 1000} s",
+        )
+        return event_id
+
+    async def _ring(self, ghost: _Ghost, membership_event_id: str) -> None:
+        """Send the call notification if Rocket.Chat started this call and none was
+        sent for it yet. A failure is logged; the membership stands."""
+        if self.ringing_call_of is None:
+            return
+        try:
+            call_id = await self.ringing_call_of(ghost.room)
+            if call_id is None or self._rung.get(ghost.room) == call_id:
+                return
+            self._rung[ghost.room] = call_id  # before the next await: one ghost claims it
+            # Room of two: the cheap check. m.direct is each user's own account
+            # data, which the appservice cannot read; the bridge bot is not a party.
+            members = await self.homeserver.joined_members(ghost.matrix_room_id, ghost.user_id)
+            ring = len([m for m in members if m != self.registration.bot_user_id]) == 2
+            content = rtc_notification_content(
+                membership_event_id=membership_event_id, ring=ring, sender_ts=self.clock_ms()
+            )
+            await self.homeserver.send(
+                ghost.matrix_room_id, ghost.user_id, RTC_NOTIFICATION, content
+            )
+        except Exception as exc:
+            log.warning("x %s: call notification not sent: %s", ghost.label, exc)
+            return
+        log.info(
+            "> MatrixRTC call notification %s call=%s type=%s",
+            ghost.label,
+            call_id,
+            content["notification_type"],
         )
 
     async def _keep_alive(self, ghost: _Ghost) -> None:

@@ -101,6 +101,9 @@ class CallService:
         self._room_locks: dict[str, asyncio.Lock] = {}
         self.cards: dict[str, Card] = {}
         """mediafed room -> the Rocket.Chat video conference started for its call."""
+        self.started_on_matrix: dict[str, str] = {}
+        """mediafed room -> the id of its active call if the Matrix side opened it
+        (:meth:`call_started_elsewhere`); see :meth:`rocketchat_started_call`."""
         self.on_call_ended: Callable[[str], Coroutine[Any, Any, object]] | None = None
         """Closes the media room of an ended call (set by the composition root)."""
         self.ghost_identity: Callable[[str], str] | None = None
@@ -186,6 +189,17 @@ class CallService:
         ):
             return call.external_room
         return None
+
+    async def rocketchat_started_call(self, room: str) -> str | None:
+        """The id of ``room``'s active call if Rocket.Chat started it (the App's
+        ``POST /api/v1/calls`` for a Rocket.Chat video conference made it), else None:
+        the Matrix side rings for its own calls."""
+        call = await self.store.active_call(room)
+        if call is None or not call.external_call_id:
+            return None
+        if self.started_on_matrix.get(room) == call.call_id:
+            return None
+        return call.call_id
 
     async def livekit_identity(self, call: CallRecord, identity: str) -> str:
         """The identity a user joins ``call`` with: in a call linked to a Matrix room,
@@ -301,6 +315,7 @@ class CallService:
         call = await self.get_call(call_id)
         if await self.store.end_call(call_id):
             self.participants.pop(call.room, None)
+            self.started_on_matrix.pop(call.room, None)
             log.info("- call %s ended room=%s (%s)", call_id, call.room, reason)
             self._webhook(call, "call_ended")
             card = self.cards.pop(call.room, None)
@@ -389,9 +404,11 @@ class CallService:
                 log.error("x room=%s: no API keys configured; cannot open a call", room)
                 return False
             external = bridge.matrix_room or f"rocketchat:{bridge.rocketchat_room}"
-            call, _ = await self.create_call(
+            call, created = await self.create_call(
                 CreateCall(external_room=external), next(iter(self.keys))
             )
+            if created:
+                self.started_on_matrix[room] = call.call_id
         if self.rocketchat is None:
             log.warning("x room=%s: Rocket.Chat is not configured; notice not posted", room)
             return False

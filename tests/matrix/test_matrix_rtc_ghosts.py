@@ -11,6 +11,7 @@ from typing import Any, cast
 from mediafed.matrix.membership import CALL_MEMBER, CallMembership
 from mediafed.matrix.registration import make_registration
 from mediafed.matrix.rtc_ghosts import (
+    RTC_NOTIFICATION,
     DelayedEventsRefused,
     RtcGhosts,
     call_member_content,
@@ -114,9 +115,12 @@ def test_rtc_member_content_parses_as_the_same_member() -> None:
 
 
 class RecordingHomeserver:
-    def __init__(self, *, delayed: bool = True, encrypted: bool = False) -> None:
+    def __init__(
+        self, *, delayed: bool = True, encrypted: bool = False, members: tuple[str, ...] = ()
+    ) -> None:
         self.delayed = delayed
         self.encrypted = encrypted
+        self.members = members
         self.calls: list[tuple[Any, ...]] = []
         self._next = 0
 
@@ -125,6 +129,9 @@ class RecordingHomeserver:
 
     async def room_encrypted(self, room_id: str, user_id: str) -> bool:
         return self.encrypted
+
+    async def joined_members(self, room_id: str, user_id: str) -> list[str]:
+        return list(self.members)
 
     async def put_state(
         self,
@@ -195,7 +202,10 @@ async def test_join_publishes_refreshes_and_leave_removes() -> None:
 
 async def test_no_delayed_events_falls_back_to_a_short_expiry() -> None:
     hs = RecordingHomeserver(delayed=False)
-    ghosts = RtcGhosts(REG, hs, _linked, focus_url=FOCUS, fallback_expires_ms=60_000)
+    # A fixed clock: a millisecond passing between join and publish adds to expires.
+    ghosts = RtcGhosts(
+        REG, hs, _linked, focus_url=FOCUS, fallback_expires_ms=60_000, clock_ms=lambda: 1_000
+    )
     alice = ParticipantInfo(sid="PA_1", identity="@rc_alice:hs.test:MFDEV1", name="Alice")
     ghosts.observe(_room("linked"), events.ParticipantJoined(alice))
     await ghosts.wait_published(alice.identity)
@@ -236,4 +246,75 @@ async def test_leaving_before_the_room_is_resolved_publishes_nothing() -> None:
     gate.set()
     await asyncio.sleep(0.05)
     assert hs.calls == []
+    await ghosts.close()
+
+
+def _notifications(hs: RecordingHomeserver) -> list[dict[str, Any]]:
+    return [c[2] for c in hs.calls if c[0] == "send" and c[1] == RTC_NOTIFICATION]
+
+
+async def test_a_rocketchat_call_rings_a_room_of_two_once() -> None:
+    # The Matrix user, the first ghost and the bridge bot (not a party to the call).
+    hs = RecordingHomeserver(members=("@bob:hs.test", "@rc_alice:hs.test", REG.bot_user_id))
+
+    async def rocketchat_call(room: str) -> str | None:
+        return "CL_1"
+
+    ghosts = RtcGhosts(
+        REG, hs, _linked, focus_url=FOCUS, ringing_call_of=rocketchat_call, clock_ms=lambda: 7
+    )
+    alice = ParticipantInfo(sid="PA_1", identity="@rc_alice:hs.test:MFDEV1", name="Alice")
+    ghosts.observe(_room("linked"), events.ParticipantJoined(alice))
+    await _until(lambda: _notifications(hs))
+    # Membership first (id1 is the delayed leave, id2 the membership), then the
+    # notification referring to it, as matrix-js-sdk's sendCallNotify sends it.
+    member_index = next(i for i, c in enumerate(hs.calls) if c[0] == "state" and c[2])
+    assert hs.calls[member_index + 1][:2] == ("send", RTC_NOTIFICATION)
+    assert _notifications(hs) == [
+        {
+            "m.mentions": {"user_ids": [], "room": True},
+            "notification_type": "ring",
+            "m.relates_to": {"rel_type": "m.reference", "event_id": "id2"},
+            "sender_ts": 7,
+            "lifetime": 30_000,
+            "m.call.intent": "video",
+        }
+    ]
+    # A second Rocket.Chat participant of the same call does not ring again.
+    carol = ParticipantInfo(sid="PA_2", identity="@rc_carol:hs.test:MFDEV2", name="Carol")
+    ghosts.observe(_room("linked"), events.ParticipantJoined(carol))
+    await ghosts.wait_published(carol.identity)
+    await asyncio.sleep(0.05)
+    assert len(_notifications(hs)) == 1
+    await ghosts.close()
+
+
+async def test_a_rocketchat_call_notifies_a_group_room() -> None:
+    hs = RecordingHomeserver(members=("@bob:hs.test", "@dave:hs.test", "@rc_alice:hs.test"))
+
+    async def rocketchat_call(room: str) -> str | None:
+        return "CL_1"
+
+    ghosts = RtcGhosts(REG, hs, _linked, focus_url=FOCUS, ringing_call_of=rocketchat_call)
+    alice = ParticipantInfo(sid="PA_1", identity="@rc_alice:hs.test:MFDEV1", name="Alice")
+    ghosts.observe(_room("linked"), events.ParticipantJoined(alice))
+    await _until(lambda: _notifications(hs))
+    [content] = _notifications(hs)
+    assert content["notification_type"] == "notification"
+    assert content["m.mentions"] == {"user_ids": [], "room": True}
+    await ghosts.close()
+
+
+async def test_a_matrix_started_call_does_not_ring_again() -> None:
+    hs = RecordingHomeserver(members=("@bob:hs.test", "@rc_alice:hs.test"))
+
+    async def matrix_started(room: str) -> str | None:
+        return None
+
+    ghosts = RtcGhosts(REG, hs, _linked, focus_url=FOCUS, ringing_call_of=matrix_started)
+    alice = ParticipantInfo(sid="PA_1", identity="@rc_alice:hs.test:MFDEV1", name="Alice")
+    ghosts.observe(_room("linked"), events.ParticipantJoined(alice))
+    await ghosts.wait_published(alice.identity)
+    await asyncio.sleep(0.05)
+    assert _notifications(hs) == []
     await ghosts.close()

@@ -27,7 +27,12 @@ from mediafed.config import Config
 from mediafed.matrix.appservice import APPSERVICE_KEY
 from mediafed.matrix.frontend import RTC_GHOSTS_KEY
 from mediafed.matrix.membership import CALL_MEMBER
-from mediafed.matrix.rtc_ghosts import RtcGhosts, call_member_state_key, parse_ghost_identity
+from mediafed.matrix.rtc_ghosts import (
+    RTC_NOTIFICATION,
+    RtcGhosts,
+    call_member_state_key,
+    parse_ghost_identity,
+)
 from mediafed.media import RoomManager
 from tests.matrix.conftest import serve
 from tests.matrix.test_matrix_calls_synapse import _room_with_bot
@@ -105,7 +110,10 @@ async def _join_link(http: aiohttp.ClientSession, url: str, room_id: str, user: 
     ) as resp:
         assert resp.status == 200, await resp.text()
     async with http.post(
-        f"{url}/api/v1/calls", json={"external_room": "rocketchat:GENERAL"}, headers=headers
+        f"{url}/api/v1/calls",
+        # As the App opens the call of a Rocket.Chat video conference.
+        json={"external_room": "rocketchat:GENERAL", "external_call_id": "VC_GENERAL"},
+        headers=headers,
     ) as resp:
         assert resp.status in (200, 201), await resp.text()
         call = await resp.json()
@@ -116,6 +124,13 @@ async def _join_link(http: aiohttp.ClientSession, url: str, room_id: str, user: 
     ) as resp:
         assert resp.status == 200, await resp.text()
         return await resp.json()
+
+
+def _notifications(synapse: SynapseServer, user: MatrixUser, room_id: str) -> list[Any]:
+    """The room's MSC4075 call notifications, as a room member reads its timeline."""
+    path = f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/messages?dir=b&limit=50"
+    answer = synapse.request("GET", path, token=user.access_token)
+    return [e for e in answer["chunk"] if e["type"] == RTC_NOTIFICATION]
 
 
 async def test_rocketchat_user_is_a_matrixrtc_member_until_they_leave_or_mediafed_dies(
@@ -155,6 +170,16 @@ async def test_rocketchat_user_is_a_matrixrtc_member_until_they_leave_or_mediafe
             "",
             "m.room",
         )
+        # The call Rocket.Chat started rings the Matrix user (a room of two, the
+        # bridge bot aside), from Alice's ghost, about her membership.
+        deadline = time.monotonic() + TIMEOUT_S
+        while not (found := await asyncio.to_thread(_notifications, synapse, matrix_user, room_id)):
+            assert time.monotonic() < deadline, "no call notification in the room"
+            await asyncio.sleep(0.2)
+        [notification] = found
+        assert notification["sender"] == user_id
+        assert notification["content"]["notification_type"] == "ring"
+        assert notification["content"]["m.relates_to"]["rel_type"] == "m.reference"
         # Kept while she stays (longer than the delay of the delayed leave).
         await asyncio.sleep(LEAVE_DELAY_S * 1.5)
         assert await asyncio.to_thread(_member_state, synapse, matrix_user, room_id, key)

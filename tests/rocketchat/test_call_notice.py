@@ -24,6 +24,7 @@ from mediafed.config import Config
 from mediafed.matrix.focus import room_call_alias
 from mediafed.rocketchat.config import RocketChatConfig
 from mediafed.rocketchat.handlers import CALL_SERVICE_KEY
+from mediafed.rocketchat.models import CreateCall
 from mediafed.rocketchat.service import CallService
 from mediafed.signal.livekit.tokens import require_room_join, verify_token
 
@@ -112,6 +113,12 @@ async def test_matrix_call_is_announced_with_a_working_link(
         assert require_room_join(verify_token(token, {KEY: SECRET}), room) == room
         call = await service.store.active_call(room)
         assert call is not None and call.external_room == matrix_room
+        # Rocket.Chat's video conference for it joins this call, which still does
+        # not ring on the Matrix side (it was started there).
+        await service.create_call(
+            CreateCall(external_room=matrix_room, external_call_id="VC_1"), KEY
+        )
+        assert await service.rocketchat_started_call(room) is None
         # An unbridged room posts nothing.
         assert await service.call_started_elsewhere("lonely", "Bob") is False
         assert len(fake.messages) == 1
@@ -162,3 +169,23 @@ async def test_notice_goes_through_once_rocketchat_is_back(tmp_path: Path) -> No
         logging.getLogger("mediafed.rocketchat.service").removeHandler(watcher)
         await runner.cleanup()
         await fake.stop()
+
+
+async def test_a_call_rocketchat_started_is_one_to_ring_matrix_for(
+    tmp_path: Path, fake: FakeRocketChat
+) -> None:
+    rid = next(iter(fake.rooms))
+    runner, service, _ = await _start_node(tmp_path, _rc_config(fake, 1, 0.01))
+    room = room_call_alias("!t:example.org")
+    try:
+        await service.store.put_bridge("team", rocketchat_room=rid, matrix_room="!t:example.org")
+        # What the App's POST /api/v1/calls sends for a Rocket.Chat video conference.
+        call, created = await service.create_call(
+            CreateCall(external_room=f"rocketchat:{rid}", external_call_id="VC_1"), KEY
+        )
+        assert created and call.room == room
+        assert await service.rocketchat_started_call(room) == call.call_id
+        await service.end_call(call.call_id)
+        assert await service.rocketchat_started_call(room) is None
+    finally:
+        await runner.cleanup()

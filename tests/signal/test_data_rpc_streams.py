@@ -13,8 +13,6 @@ participants they name, with the sender asserted as livekit-server does
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from livekit.protocol import metrics, models, rtc
@@ -31,8 +29,8 @@ from mediafed.media import (
 )
 from mediafed.signal.livekit import translate
 from tests.support.aiortc_client import AiortcParticipant, PatternVideoTrack, wait_for
-from tests.support.browser import TIMEOUT_MS, chromium
-from tests.support.livekit_node import LiveNode, live_node
+from tests.support.browser import TIMEOUT_MS
+from tests.support.livekit_node import LiveNode
 
 # ---- the sender is who sent it -------------------------------------------------------
 
@@ -254,18 +252,6 @@ FORGE_SENDER = """() => { const engine = window.mediafedDemo.room.engine;
   engine.sendDataPacket = (packet, kind) => { packet.participantIdentity = 'mallory';
     if (packet.value.case === 'user') packet.value.value.participantIdentity = 'mallory';
     return send(packet, kind); }; }"""
-
-
-@pytest.fixture
-async def node() -> AsyncIterator[LiveNode]:
-    async with live_node("127.0.0.2") as running:
-        yield running
-
-
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
-    async with chromium(tmp_path / "chromium-profile") as context:
-        yield context
 
 
 async def _join(

@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from playwright.async_api import BrowserContext, Page
 
 from mediafed.media import Session
-from tests.support.browser import TIMEOUT_MS, chromium
-from tests.support.livekit_node import LiveNode, live_node
+from tests.support.browser import TIMEOUT_MS
+from tests.support.livekit_node import LiveNode
 
 pytestmark = pytest.mark.slow
 
@@ -36,18 +35,6 @@ REMOTE_FRAMES = """() => [...document.querySelectorAll('#grid .tile[data-source=
 RECEIVING_REMOTE_SDP = """() => { const manager = window.mediafedDemo.room.engine.pcManager;
   return (manager.subscriber ?? manager.publisher).pc.currentRemoteDescription.sdp; }"""
 PROTOCOLS = pytest.mark.parametrize("v0", [False, True], ids=["v1", "v0"])
-
-
-@pytest.fixture
-async def node() -> AsyncIterator[LiveNode]:
-    async with live_node("127.0.0.2") as running:
-        yield running
-
-
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
-    async with chromium(tmp_path / "chromium-profile") as context:
-        yield context
 
 
 async def _join(
