@@ -229,6 +229,12 @@ class Layer(native.InStream):
                 del self.missing[stale]
                 self.asked.pop(stale, None)
 
+    @property
+    def nack_pending(self) -> bool:
+        """Packets to NACK, or repairs to time (at the tick after they came, not at
+        the next loss, which would read as a long round trip)."""
+        return bool(self.missing or self.asked)
+
     def due_nacks(self, now: float) -> list[int]:
         """Sequence numbers to NACK upstream now (RFC 4585 generic NACK), with retries
         spaced by the round trip that repairs take (learned from them)."""
@@ -250,6 +256,10 @@ class Layer(native.InStream):
                 continue
             if not state[1]:
                 asked[seq] = now
+            else:
+                # Karn: a repair after a retry cannot tell which NACK it answers, and
+                # timing it from the first would stretch the spacing it feeds
+                asked.pop(seq, None)
             state[0] = now
             state[1] += 1
             due.append(seq)

@@ -279,7 +279,7 @@ class MediaPeer(native.PeerBase):
         for track in self.tracks_by_mid.values():
             track.tick(now, housekeeping=reports)
             for layer in track.layers.values():
-                if layer.missing and layer.ssrc:
+                if layer.nack_pending and layer.ssrc:
                     missing = layer.due_nacks(now)
                     if missing:
                         out.append(rtcp.GenericNack(self.local_ssrc, layer.ssrc, missing))

@@ -48,3 +48,34 @@ def test_without_repairs_yet_retries_are_quick() -> None:
     layer._note_missing(7, 1, 1.0)
     assert layer.due_nacks(1.0) == [7]
     assert layer.due_nacks(1.0 + layer_module.NACK_RETRY_S) == [7]
+
+
+def test_a_repair_after_a_retry_does_not_stretch_the_spacing() -> None:
+    """Karn's rule: which of two NACKs a retransmission answers is unknown, and timing
+    it from the first would feed a longer spacing, then longer samples, and so on."""
+    layer = _layer()
+    now = 10.0
+    layer._note_missing(100, 1, now)
+    layer.due_nacks(now)
+    layer.missing.pop(100)
+    layer.due_nacks(now := now + 0.05)
+    assert 0.04 < layer.repair_rtt_s < 0.06
+    layer._note_missing(200, 1, now)
+    assert layer.due_nacks(now) == [200]
+    assert layer.due_nacks(now := now + 0.1) == [200]  # the first was lost
+    layer.missing.pop(200)  # repaired 0.3 s after the first NACK
+    layer.due_nacks(now + 0.2)
+    assert 0.04 < layer.repair_rtt_s < 0.06
+
+
+def test_a_repair_is_timed_on_the_next_tick_even_with_nothing_else_missing() -> None:
+    """The publisher's timer keeps asking the layer after its last repair: a sample
+    taken only at the next loss, seconds later, would read as a long round trip."""
+    layer = _layer()
+    layer._note_missing(100, 1, 10.0)
+    layer.due_nacks(10.0)
+    layer.missing.pop(100)  # repaired: nothing missing any more
+    assert layer.nack_pending
+    layer.due_nacks(10.05)
+    assert not layer.nack_pending
+    assert 0.04 < layer.repair_rtt_s < 0.06

@@ -33,6 +33,10 @@ WITH_METADATA = os.environ.get("FRAME_METADATA") == "1"
 def say(**fields: object) -> None:
     print(json.dumps(fields), flush=True)
 
+CAPTURE = {"gap_ms": 0}
+"""The longest time between two frames handed to the encoder since the last report:
+this script's own stalls (a busy shared machine), which no relay can hide."""
+
 
 async def pump(source: rtc.VideoSource, stop: asyncio.Event, width: int, height: int) -> None:
     rng = np.random.default_rng(5)
@@ -42,7 +46,12 @@ async def pump(source: rtc.VideoSource, stop: asyncio.Event, width: int, height:
     texture = np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1)
     texture[..., 3] = 255
     frame_no = 0
+    last = 0.0
     while not stop.is_set():
+        now = time.monotonic()
+        if last:
+            CAPTURE["gap_ms"] = max(CAPTURE["gap_ms"], round((now - last) * 1000))
+        last = now
         dx, dy = (frame_no * 7) % 64, (frame_no * 3) % 64
         pixels = np.ascontiguousarray(texture[dy : dy + height, dx : dx + width])
         frame = rtc.VideoFrame(width, height, rtc.VideoBufferType.RGBA, pixels.tobytes())
@@ -83,7 +92,14 @@ async def report(room: rtc.Room, started: float) -> None:
                 "target_bps": out.target_bitrate,
                 "limit": stats_pb2.QualityLimitationReason.Name(out.quality_limitation_reason),
             }
-    say(event="stats", t=round(time.monotonic() - started, 1), available=available, layers=layers)
+    say(
+        event="stats",
+        t=round(time.monotonic() - started, 1),
+        available=available,
+        layers=layers,
+        capture_gap_ms=CAPTURE["gap_ms"],
+    )
+    CAPTURE["gap_ms"] = 0  # the longest time between two captured frames, per report
 
 
 async def main(url: str, token: str, seconds: float, size: str, codec: str) -> None:

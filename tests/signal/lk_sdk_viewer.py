@@ -59,6 +59,18 @@ async def main(url: str, token: str, seconds: float) -> None:
         else:
             tasks.add(asyncio.ensure_future(watch_audio(track)))
 
+    loop_lag = {"ms": 0}
+
+    async def watch_loop() -> None:
+        """How late this script's own event loop wakes (a busy shared machine): frames
+        that arrived meanwhile are counted late, whatever the relay did."""
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(0.01)
+            late = round((time.monotonic() - before - 0.01) * 1000)
+            loop_lag["ms"] = max(loop_lag["ms"], late)
+
+    tasks.add(asyncio.ensure_future(watch_loop()))
     started = time.monotonic()
     try:
         await room.connect(url, token)
@@ -68,7 +80,14 @@ async def main(url: str, token: str, seconds: float) -> None:
     say(event="connected")
     while time.monotonic() - started < seconds:
         await asyncio.sleep(0.5)
-        say(event="seen", t=round(time.monotonic() - started, 2), video=video, audio=audio)
+        say(
+            event="seen",
+            t=round(time.monotonic() - started, 2),
+            video=video,
+            audio=audio,
+            loop_lag_ms=loop_lag["ms"],
+        )
+        loop_lag["ms"] = 0
         for seen in video.values():
             seen["gap_ms"] = 0  # the longest gap of each half second
     await room.disconnect()

@@ -55,6 +55,10 @@ class Outcome:
     """Frames a second the viewer decoded, and the publisher encoded, in the window
     (each from its own reports' clock, so the sampling moments do not matter)."""
     longest_gap_ms: int
+    capture_gap_ms: int
+    """The longest the publisher script went between two captured frames."""
+    loop_lag_ms: int
+    """The longest the viewer script's event loop woke late."""
     audio_frames: int
     nacks: int
     retransmitted: int
@@ -149,6 +153,8 @@ async def _call(
             longest_gap_ms=max(
                 (v["gap_ms"] for line in seen for v in line["video"].values()), default=0
             ),
+            capture_gap_ms=max((int(line.get("capture_gap_ms", 0)) for line in stats), default=0),
+            loop_lag_ms=max((int(line.get("loop_lag_ms", 0)) for line in seen), default=0),
             audio_frames=audio - audio_start,
             nacks=sum(d.nacked for d in downtracks),
             retransmitted=sum(d.retransmitted for d in downtracks),
