@@ -33,6 +33,7 @@ WITH_METADATA = os.environ.get("FRAME_METADATA") == "1"
 def say(**fields: object) -> None:
     print(json.dumps(fields), flush=True)
 
+
 CAPTURE = {"gap_ms": 0}
 """The longest time between two frames handed to the encoder since the last report:
 this script's own stalls (a busy shared machine), which no relay can hide."""
