@@ -76,6 +76,8 @@ class Worker:
         self.rooms = RoomManager(
             new_endpoint=self._new_endpoint, clock=clock, rtx_cache_s=settings.rtx_cache_s
         )
+        self.link_sockets: list[MediaSocket] = []
+        """Ports of their own, one per relay link connection (``Room.join(own_port=)``)."""
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -112,12 +114,26 @@ class Worker:
                 await self._task
             self._task = None
         self.rooms.close("server shutting down")
+        for mux in self.link_sockets:
+            mux.close()
+        self.link_sockets = []
         if self.tcp is not None:
             await self.tcp.close()
         self.mux.close()
 
-    def _new_endpoint(self, handler: EndpointHandler, label: str) -> Endpoint:
-        return Endpoint(self.mux, self.certificate, handler, label=label, now=self.clock())
+    def _new_endpoint(self, handler: EndpointHandler, label: str, own_port: bool) -> Endpoint:
+        mux = self.mux
+        if own_port:
+            mux = MediaSocket(
+                self.mux.bind_ip,
+                0,
+                list(self.settings.advertised_ips),
+                clock=self.clock,
+                dedicated=True,
+            )
+            mux.open(asyncio.get_running_loop())
+            self.link_sockets = [m for m in self.link_sockets if m.sock is not None] + [mux]
+        return Endpoint(mux, self.certificate, handler, label=label, now=self.clock())
 
     async def _run_timers(self) -> None:
         next_report = self.clock() + REPORT_EVERY_S
@@ -133,7 +149,11 @@ class Worker:
                 next_speakers = now + SPEAKERS_EVERY_S
             try:
                 self.rooms.tick(now, reports=reports, speakers=speakers)
-                if reports:
-                    self.mux.tick(now, self.settings.consent_timeout_s)
+                for mux in (self.mux, *self.link_sockets):
+                    mux.send_checks(now)
+                    if reports:
+                        mux.tick(now, self.settings.consent_timeout_s)
+                if reports and any(m.sock is None for m in self.link_sockets):
+                    self.link_sockets = [m for m in self.link_sockets if m.sock is not None]
             except Exception:
                 log.exception("x timer work failed")

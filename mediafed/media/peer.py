@@ -51,7 +51,9 @@ class MediaPeer(native.PeerBase):
         self.session = session
         self.role = role
         self.label = f"{session.label} {role.value}"
-        self.endpoint: Endpoint = session.room.manager.new_endpoint(self, self.label)
+        self.endpoint: Endpoint = session.room.manager.new_endpoint(
+            self, self.label, own_port=session.own_port
+        )
         self.local_ssrc = session.room.manager.random_ssrc()
         # publishing side
         self.layers_by_ssrc: dict[int, Layer] = {}

@@ -40,6 +40,11 @@ class Publishing:
         """Announced tracks by client id, until the offer that carries them."""
         self.published: dict[str, PublishedTrack] = {}
         self.sdp_version = 0
+        self.owners: dict[str, Session] = {}
+        """A relay link's tracks by client id: the mirrored participant that shows each
+        one (its ``published``), while this session's connection carries them."""
+        self.announced_only = False
+        """A relay link: a section nobody announced is refused, never published as ours."""
 
     def announce(
         self,
@@ -56,6 +61,7 @@ class Publishing:
         stream: str,
         trailer_features: tuple[int, ...] = (),
         codec: str = "",
+        owner: Session | None = None,
     ) -> TrackInfo:
         session = self.session
         if not cid:
@@ -74,11 +80,12 @@ class Publishing:
                 f"more than {MAX_PENDING_TRACKS} tracks announced but not negotiated; "
                 "send the offer that carries them first"
             )
+        shown_by = owner or session
         info = TrackInfo(
             sid=new_sid("TR_"),
             cid=cid,
-            participant_sid=session.sid,
-            participant_identity=session.identity,
+            participant_sid=shown_by.sid,
+            participant_identity=shown_by.identity,
             kind=kind,
             source=source,
             name=name,
@@ -93,6 +100,8 @@ class Publishing:
             mime=codec,  # until the offer is answered: the codec the client asked for
         )
         self.pending[cid] = info
+        if owner is not None:
+            self.owners[cid] = owner
         return info
 
     def answer(self, offer: SessionDescription) -> str:
@@ -156,6 +165,8 @@ class Publishing:
         session = self.session
         kind = TrackKind(media.kind)
         info = self.pending.pop(media.track_id, None)
+        if info is None and self.announced_only:
+            return None
         if info is None:
             source = TrackSource.MICROPHONE if kind is TrackKind.AUDIO else TrackSource.CAMERA
             if not session.permission.may_publish(source) or (
@@ -219,18 +230,19 @@ class Publishing:
             track.layer(rid)
         self._register_ssrcs(track, media)
         peer.tracks_by_mid[media.mid] = track
-        self.published[info.sid] = track
+        owner = self.owners.get(info.cid, session)
+        owner.publishing.published[info.sid] = track
         log.info(
             "- %s published %s %s (%s, mid %s, layers %s)",
-            session.label,
+            owner.label,
             info.sid,
             info.source.value,
             info.mime,
             media.mid,
             media.rids or ["-"],
         )
-        session.bump_version()
-        session.room.publish(session, track)
+        owner.bump_version()
+        session.room.publish(owner, track)
 
     def _register_ssrcs(self, track: PublishedTrack, media: negotiation.AcceptedMedia) -> None:
         if media.rids:
@@ -254,17 +266,22 @@ class Publishing:
         return track
 
     def remove(self, track: PublishedTrack, reason: str) -> None:
-        session = self.session
-        peer = session.publisher
-        self.published.pop(track.sid, None)
+        """Unpublish ``track``, whichever of a relay link and its mirrored participant
+        asks (the connection that carries it, the participant that shows it)."""
+        peer = track.publisher
+        carrier = peer.session.publishing
+        owner = carrier.owners.get(track.info.cid, peer.session)
+        if owner.publishing.published.pop(track.sid, None) is None:
+            return  # removed already
+        carrier.owners.pop(track.info.cid, None)
         if peer.tracks_by_mid.get(track.info.mid) is track:
             del peer.tracks_by_mid[track.info.mid]
         for layer in track.layers.values():
             peer.layers_by_ssrc.pop(layer.ssrc, None)
             peer.rtx_by_ssrc.pop(layer.rtx_ssrc, None)
-        log.info("- %s unpublished %s (%s)", session.label, track.sid, reason)
-        session.bump_version()
-        session.room.unpublish(session, track)
+        log.info("- %s unpublished %s (%s)", owner.label, track.sid, reason)
+        owner.bump_version()
+        owner.room.unpublish(owner, track)
 
     def mute(self, track_sid: str, muted: bool) -> TrackInfo:
         session = self.session
@@ -290,6 +307,26 @@ class Publishing:
                 return self.pending[cid]
         return None
 
+    def mute_pending_cid(self, cid: str, muted: bool) -> None:
+        """A relay link: a remote track not carried yet was muted or unmuted there."""
+        info = self.pending.get(cid)
+        if info is not None:
+            self.pending[cid] = replace(info, muted=muted)
+
+    def forget(self, cid: str) -> None:
+        """A relay link: an announced remote track that will not come after all."""
+        self.pending.pop(cid, None)
+        if not any(
+            track.info.cid == cid for track in self.session.publisher.tracks_by_mid.values()
+        ):
+            self.owners.pop(cid, None)
+
     def close(self, reason: str) -> None:
-        for track in list(self.published.values()):
+        # what this session shows, and what its connection carries for others (a link)
+        tracks = dict(self.published)
+        for track in self.session.publisher.tracks_by_mid.values():
+            tracks.setdefault(track.sid, track)
+        for track in tracks.values():
             self.remove(track, reason)
+        self.pending.clear()
+        self.owners.clear()

@@ -92,10 +92,14 @@ class Room:
         auto_subscribe: bool = True,
         single_connection: bool = False,
         answer_only: bool = False,
+        own_port: bool = False,
     ) -> Session:
         """Join; ``single_connection`` for clients with one peer connection both ways
         (classic Matrix calls, LiveKit's ``/rtc/v1``): see :meth:`Session.answer_offer`;
-        ``answer_only`` when only the client may offer on it (LiveKit's ``/rtc/v1``).
+        ``answer_only`` when only the client may offer on it (LiveKit's ``/rtc/v1``);
+        ``own_port`` gives its connections a UDP port of their own (a relay link, whose
+        peer SFU may hold a link to this worker's port as well: two connections on one
+        pair of addresses could not be told apart).
 
         Nothing reaches the new session's listener before this returns (room
         events do from then on). The front-end answers the join first (who is in
@@ -124,6 +128,7 @@ class Room:
             auto_subscribe=auto_subscribe,
             single_connection=single_connection,
             answer_only=answer_only,
+            own_port=own_port,
         )
         self.sessions[identity] = session
         self.empty_since = None
@@ -423,8 +428,9 @@ class Room:
             session.close(reason)
 
 
-EndpointFactory = Callable[[EndpointHandler, str], Endpoint]
-"""Makes the transport endpoint of one peer connection (the worker's socket and certificate)."""
+EndpointFactory = Callable[[EndpointHandler, str, bool], Endpoint]
+"""Makes the transport endpoint of one peer connection (the worker's socket, or one of
+its own when the third argument says so, and the worker's certificate)."""
 
 
 class RoomManager:
@@ -514,8 +520,8 @@ class RoomManager:
                 log.exception("x room observer failed")
 
     # -- factories for the layers below ---------------------------------------
-    def new_endpoint(self, peer: MediaPeer, label: str) -> Endpoint:
-        return self._new_endpoint(peer, label)
+    def new_endpoint(self, peer: MediaPeer, label: str, *, own_port: bool = False) -> Endpoint:
+        return self._new_endpoint(peer, label, own_port)
 
     def new_twcc_recorder(self, sender_ssrc: int) -> TransportCcRecorder:
         return TransportCcRecorder(sender_ssrc)

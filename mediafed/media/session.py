@@ -113,6 +113,7 @@ class Session:
         auto_subscribe: bool,
         single_connection: bool = False,
         answer_only: bool = False,
+        own_port: bool = False,
     ) -> None:
         self.room = room
         self.identity = identity
@@ -132,6 +133,8 @@ class Session:
         self.answer_only = answer_only
         """One connection on which only the client offers (LiveKit's ``/rtc/v1``): when
         tracks need sections we ask for them (``on_media_sections_requirement``)."""
+        self.own_port = own_port
+        """Its connections have a UDP port of their own (``Room.join``)."""
         self._quality = quality.QualityScorer()
         self._data_packets = limits.TokenBucket(limits.DATA_PACKETS_PER_S, limits.DATA_PACKET_BURST)
         self._data_bytes = limits.TokenBucket(limits.DATA_BYTES_PER_S, limits.DATA_BYTE_BURST)
@@ -257,9 +260,11 @@ class Session:
         stream: str = "",
         trailer_features: tuple[int, ...] = (),
         codec: str = "",
+        owner: Session | None = None,
     ) -> TrackInfo:
         """Declare a track before the offer that carries it (LiveKit's AddTrackRequest);
-        ``codec``, the MIME type the client sends it in, is preferred in the answer."""
+        ``codec``, the MIME type the client sends it in, is preferred in the answer.
+        A relay link names the mirrored participant that shows it (``owner``)."""
         self._check_open()
         return self.publishing.announce(
             cid,
@@ -274,6 +279,7 @@ class Session:
             stream=stream,
             trailer_features=trailer_features,
             codec=codec,
+            owner=owner,
         )
 
     async def answer_publisher_offer(self, sdp: str) -> str:
@@ -380,6 +386,7 @@ class Session:
             send_slots=send_slots,
             preferred=self.publishing.preferred_codecs(),
         )
+        answer.ice_lite = not self.publisher.endpoint.ice.controlling
         refused = self.publishing.apply(accepted)
         application = next(
             (m for m in offer.media if m.kind == "application" and m.port != 0), None
@@ -403,7 +410,14 @@ class Session:
         endpoint = peer.endpoint
         if endpoint.ice.remote_ufrag and ufrag != endpoint.ice.remote_ufrag:
             endpoint.restart_ice()
-        return endpoint.configure_remote(ufrag, pwd, fingerprints, setup)
+        local_setup = endpoint.configure_remote(ufrag, pwd, fingerprints, setup)
+        if offer.ice_lite:
+            # another lite SFU offering (a relay link): we must send the checks
+            endpoint.control()
+            for media in offer.media:
+                for candidate in media.candidates:
+                    endpoint.add_remote_candidate(candidate)
+        return local_setup
 
     def local_transport(self, peer: MediaPeer, setup: str) -> negotiation.LocalTransport:
         endpoint = peer.endpoint
@@ -424,9 +438,12 @@ class Session:
         return [(line, mid, 0) for line in self.publisher.endpoint.local_candidates()]
 
     def add_remote_candidate(self, target: str, candidate: str) -> None:
-        """Trickled remote candidates: ICE-lite learns addresses from checks instead."""
+        """Trickled remote candidates: ICE-lite learns addresses from checks instead,
+        unless the remote is lite too (a relay link), and we check them."""
         if target not in ("publisher", "subscriber"):
             raise LocalProtocolError(f"unknown candidate target {target!r}")
+        peer = self.publisher if target == "publisher" else self.subscriber
+        peer.endpoint.add_remote_candidate(candidate)
 
     async def restart_ice(self) -> None:
         self.subscriber.endpoint.restart_ice()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import ipaddress
 import logging
 import struct
 from typing import TYPE_CHECKING, Protocol
@@ -58,6 +59,29 @@ class EndpointHandler(Protocol):
         """A data channel message (SCTP over this endpoint's DTLS)."""
 
 
+MAX_REMOTE_CANDIDATES = 16
+CONSENT_CHECK_S = 4.0
+"""How often the controlling side refreshes consent (RFC 7675 §5.1: about 5 s)."""
+CHECK_RETRY_S = 0.2
+"""How often the controlling side checks candidates that have not answered yet."""
+
+
+def parse_udp_candidate(line: str) -> tuple[str, int] | None:
+    """(address, port) of an IPv4 UDP candidate line of component 1 (RFC 8839 §5.1),
+    with or without its ``a=``/``candidate:`` prefix; None for any other."""
+    parts = line.strip().removeprefix("a=").removeprefix("candidate:").split()
+    if len(parts) < 8 or parts[1] != "1" or parts[2].lower() != "udp" or parts[6] != "typ":
+        return None
+    try:
+        address = str(ipaddress.IPv4Address(parts[4]))
+        port = int(parts[5])
+    except ValueError:
+        return None
+    if not 0 < port < 65536:
+        return None
+    return address, port
+
+
 class Endpoint:
     """Transport state of one peer connection."""
 
@@ -74,7 +98,9 @@ class Endpoint:
         "handler",
         "ice",
         "label",
+        "last_check_at",
         "mux",
+        "remote_candidates",
         "remote_fingerprints",
         "sctp_remote_port",
         "sockaddr",
@@ -116,6 +142,9 @@ class Endpoint:
         self.datachannels: DataChannels | None = None
         self._rtcp_senders: set[int] = set()
         self.sctp_remote_port = 5000
+        self.remote_candidates: list[tuple[str, int]] = []
+        """UDP host candidates of a lite remote we check as the controlling side."""
+        self.last_check_at = 0.0
         mux.register(self)
 
     @property
@@ -183,6 +212,45 @@ class Endpoint:
         self.mux.unregister_ufrag(self)
         self.ice.restart()
         self.mux.register(self)
+
+    # -- the controlling side (a relay link to a lite SFU; transport/ice.py) ------
+    def control(self) -> None:
+        """The remote is ICE-lite: we send the checks (and say we are not lite)."""
+        self.ice.controlling = True
+
+    def add_remote_candidate(self, line: str) -> None:
+        """A remote candidate from the SDP or trickled: checked at once when we
+        control; a lite responder learns addresses from checks and ignores it."""
+        if not self.ice.controlling:
+            return
+        addr = parse_udp_candidate(line)
+        if addr is None or addr in self.remote_candidates:
+            return
+        if len(self.remote_candidates) >= MAX_REMOTE_CANDIDATES:
+            self.report("candidate", f"more than {MAX_REMOTE_CANDIDATES} candidates; ignored")
+            return
+        self.remote_candidates.append(addr)
+        self.mux.expect_answers(self, addr)
+        if self.ice.remote_ufrag:
+            self.mux.send_to(self.ice.check(self.mux.clock()), addr)
+
+    def keep_checking(self, now: float) -> None:
+        """Timer work of the controlling side: nominate a candidate until one
+        answers, then keep consent (RFC 7675) on the selected address."""
+        if not self.ice.controlling or not self.ice.remote_ufrag:
+            return
+        if self.state in (EndpointState.FAILED, EndpointState.CLOSED):
+            return
+        if self.addr is not None:
+            if now - self.last_check_at >= CONSENT_CHECK_S:
+                self.last_check_at = now
+                self.mux.send_to(self.ice.check(now), self.addr)
+            return
+        if now - self.last_check_at < CHECK_RETRY_S:
+            return
+        self.last_check_at = now
+        for addr in self.remote_candidates:
+            self.mux.send_to(self.ice.check(now), addr)
 
     def local_candidates(self) -> list[str]:
         """Host candidates (RFC 8839 §5.1) on every advertised address: UDP, and

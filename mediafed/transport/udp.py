@@ -56,8 +56,11 @@ class MediaSocket:
         advertised_ips: list[str],
         *,
         clock: Callable[[], float] = time.monotonic,
+        dedicated: bool = False,
     ) -> None:
         self.bind_ip = bind_ip
+        self.dedicated = dedicated
+        """The port of one connection (a relay link's): it closes with its endpoint."""
         self.port = port
         self.advertised_ips = advertised_ips
         self.clock = clock
@@ -70,6 +73,10 @@ class MediaSocket:
         self.by_addr: dict[tuple[str, int], Endpoint] = {}
         self.by_sockaddr: dict[bytes, Endpoint] = {}
         """``by_addr`` keyed by packed address, for the native read loop."""
+        self.checked: dict[tuple[str, int], Endpoint] = {}
+        """Addresses a controlling endpoint sends checks to (their answers are its)."""
+        self.controlling: dict[Endpoint, None] = {}
+        """Endpoints that send ICE checks (relay links to ICE-lite SFUs)."""
         self.counters: dict[str, int] = {
             "datagrams_in": 0,
             "datagrams_out": 0,
@@ -178,12 +185,18 @@ class MediaSocket:
 
     def unregister(self, endpoint: Endpoint) -> None:
         self.unregister_ufrag(endpoint)
+        self.controlling.pop(endpoint, None)
+        for addr in endpoint.remote_candidates:
+            if self.checked.get(addr) is endpoint:
+                del self.checked[addr]
         if endpoint.addr is not None and self.by_addr.get(endpoint.addr) is endpoint:
             if len(self._departed) >= DEPARTED_MAX:
                 del self._departed[next(iter(self._departed))]
             self._departed.pop(endpoint.addr, None)
             self._departed[endpoint.addr] = (endpoint.label, self.clock())
         self._unbind(endpoint)
+        if self.dedicated and not self.by_ufrag:
+            self.close()
 
     def _unbind(self, endpoint: Endpoint) -> None:
         if endpoint.addr is not None and self.by_addr.get(endpoint.addr) is endpoint:
@@ -359,9 +372,24 @@ class MediaSocket:
             return f"{what} for {label}, whose connection closed {now - since:.1f} s ago"
         return f"{what} from an address that never completed ICE"
 
+    def expect_answers(self, endpoint: Endpoint, addr: tuple[str, int]) -> None:
+        """``endpoint`` checks ``addr`` (the controlling side of a relay link): STUN
+        answers from there are its to verify."""
+        self.checked[addr] = endpoint
+        self.controlling[endpoint] = None
+
+    def send_checks(self, now: float) -> None:
+        """Every timer tick: the checks of the controlling endpoints that are due."""
+        for endpoint in list(self.controlling):
+            endpoint.keep_checking(now)
+
     def _on_stun(self, data: bytes, addr: tuple[str, int], now: float) -> None:
         username = parse_username(data)
         if username is None:
+            checker = self.by_addr.get(addr) or self.checked.get(addr)
+            if checker is not None and checker.ice.controlling:
+                checker.on_stun(data, addr, now)  # the answer to one of its checks
+                return
             self.counters["dropped_unknown"] += 1
             self.report("stun", addr, "STUN without USERNAME or malformed")
             return

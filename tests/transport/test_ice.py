@@ -85,3 +85,58 @@ def test_restart_changes_credentials() -> None:
     agent.restart()
     assert (agent.local_ufrag, agent.local_pwd) != before
     assert len(agent.local_ufrag) >= 4 and len(agent.local_pwd) >= 22
+
+
+def _linked() -> tuple[IceLiteAgent, IceLiteAgent]:
+    """A relay link's agent (controlling) facing another lite SFU's agent."""
+    link, remote = IceLiteAgent(), IceLiteAgent()
+    link.controlling = True
+    link.set_remote(remote.local_ufrag, remote.local_pwd)
+    remote.set_remote(link.local_ufrag, link.local_pwd)
+    return link, remote
+
+
+def test_a_controlling_check_nominates_at_a_lite_peer_and_its_answer_verifies() -> None:
+    link, remote = _linked()
+    check = link.check(now=1.0)
+    message = stun.parse_message(check)
+    assert message.attributes["USERNAME"] == f"{remote.local_ufrag}:{link.local_ufrag}"
+    assert "ICE-CONTROLLING" in message.attributes and "USE-CANDIDATE" in message.attributes
+    answered = remote.handle(check, ADDR, now=1.0)
+    assert answered.valid and answered.nominated and answered.response is not None
+    assert not link.nominated
+    result = link.handle(answered.response, ADDR, now=1.2)
+    assert result.valid and result.nominated and result.response is None
+    assert link.nominated and link.last_consent == 1.2
+    # each answer counts once: a replay is no longer the answer to a check of ours
+    replay = link.handle(answered.response, ADDR, now=1.3)
+    assert not replay.valid and replay.error == "STUN response to no check of ours"
+
+
+def test_answers_that_do_not_verify_select_nothing() -> None:
+    link, remote = _linked()
+    # forged: the right transaction, the wrong password
+    check = stun.parse_message(link.check(now=1.0))
+    forged = stun.Message(
+        message_method=stun.Method.BINDING,
+        message_class=stun.Class.RESPONSE,
+        transaction_id=check.transaction_id,
+    )
+    forged.attributes["XOR-MAPPED-ADDRESS"] = ADDR
+    forged.add_message_integrity(b"y" * 24)
+    result = link.handle(bytes(forged), ADDR, now=1.1)
+    assert not result.valid and result.error == "check answered without valid integrity"
+    # an answer to a check never sent
+    stray = remote.handle(_request(remote, use_candidate=True), ADDR, now=1.0)
+    assert stray.response is not None
+    result = link.handle(stray.response, ADDR, now=1.1)
+    assert not result.valid and not link.nominated
+
+
+def test_pending_checks_are_bounded_and_forgotten_on_restart() -> None:
+    link, _remote = _linked()
+    for step in range(100):
+        link.check(now=float(step))
+    assert len(link.pending_checks) == 32
+    link.restart()
+    assert not link.pending_checks
