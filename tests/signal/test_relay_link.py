@@ -110,6 +110,17 @@ async def test_a_remote_publisher_reaches_local_subscribers_over_one_link() -> N
                 for video in watcher.video.values():
                     counters = video.counters[-30:]
                     assert counters == sorted(counters), counters
+
+            # nobody here watches any more: the link asks the remote to stop the video
+            (video_down,) = [
+                d
+                for d in on_remote.subscribing.downtracks.values()
+                if d.track.kind.value == "video"
+            ]
+            assert not video_down.disabled
+            for watcher in watchers:
+                await watcher.close()
+            await wait_for(lambda: video_down.disabled, timeout=10)
         finally:
             for watcher in watchers:
                 await watcher.close()
@@ -136,6 +147,8 @@ async def test_remote_leaves_and_unpublishes_are_mirrored() -> None:
             await wait_for(lambda: _decoding(bob, RED) and _decoding(bob, BLUE), timeout=30)
             assert link.status.remote_participants == ["alice", "dave"]
             assert link.status.tracks == 3
+            ports = list(local.worker.link_sockets)
+            assert len(ports) == 1 and ports[0].port != local.worker.udp_port
 
             # dave leaves there: his mirror leaves here, alice stays
             await dave.close()
@@ -161,7 +174,7 @@ async def test_remote_leaves_and_unpublishes_are_mirrored() -> None:
             await link.close()
             await alice.close()
         # a closed link leaves nothing behind: no mirror, no carrier, no port
-        assert local.worker.link_sockets and all(m.sock is None for m in local.worker.link_sockets)
+        assert ports[0].sock is None
         assert "alice" not in local_room.sessions
         assert not local_room.sessions or all(
             not s.identity.startswith("relay-link:") for s in local_room.sessions.values()
@@ -282,6 +295,15 @@ async def test_a_livekit_server_room_pulled_into_mediafed() -> None:
                         lambda: any(v.width == 1280 for v in viewer.video.values()), timeout=20
                     )
                     assert max(a.peak_rms for a in viewer.audio.values()) > 1000
+                    # the viewer wants the lowest layer: the link asks livekit-server for it
+                    assert viewer.session is not None
+                    (video,) = [
+                        t for t in mirror.published.values() if t.info.kind.value == "video"
+                    ]
+                    viewer.session.update_track_settings(video.sid, quality=0)
+                    await wait_for(
+                        lambda: any(v.width == 320 for v in viewer.video.values()), timeout=20
+                    )
                 finally:
                     await viewer.close()
                     await link.close()

@@ -20,7 +20,9 @@ pulled back (no loops).
 
 Toward the remote SFU the link behaves as a subscribing client: it answers
 offers, keeps its signal connection alive with pings, asks for the tracks it
-mirrors (``UpdateSubscription``) at the highest quality, forwards the local
+mirrors (``UpdateSubscription``), for each video at the layer the most
+demanding local subscriber needs and not at all while nobody here watches it
+(``UpdateTrackSettings``, checked every second), forwards the local
 subscribers' keyframe requests and NACKs and sends transport-wide feedback,
 so the remote's congestion control sees the link as any subscriber. If the
 remote side is ICE-lite (another mediafed), the link's transport sends the
@@ -35,8 +37,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import aiohttp
@@ -58,6 +61,8 @@ RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 30.0
 CONNECT_TIMEOUT_S = 15.0
 MAX_SIGNAL_MESSAGE = 1 << 20
+SETTINGS_EVERY_S = 1.0
+"""How often the link matches what it asks of remote videos to the local subscribers."""
 
 
 class LinkError(MediafedError):
@@ -121,12 +126,22 @@ class _Quiet:
         return None
 
 
-class RelayLink:
-    """One link: a remote room pulled into a local one, reconnecting until closed."""
+Renew = Callable[[], Awaitable[LinkTarget]]
+"""Asks for a fresh target (a new token) before each connection attempt."""
 
-    def __init__(self, rooms: RoomManager, target: LinkTarget) -> None:
+
+class RelayLink:
+    """One link: a remote room pulled into a local one, reconnecting until closed.
+
+    With ``renew``, the target is asked for again before every attempt (a
+    MatrixRTC focus hands out tokens that expire; see :mod:`mediafed.matrix.rtc_links`)."""
+
+    def __init__(
+        self, rooms: RoomManager, target: LinkTarget, *, renew: Renew | None = None
+    ) -> None:
         self.rooms = rooms
         self.target = target
+        self.renew = renew
         self.status = LinkStatus(room=target.room, url=target.url)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -149,6 +164,22 @@ class RelayLink:
         pause = RETRY_FIRST_S
         while not self._closing:
             self.status.state = "connecting"
+            if self.renew is not None:
+                try:
+                    self.target = await self.renew()
+                    self.status.url = self.target.url
+                except (TimeoutError, MediafedError, aiohttp.ClientError, OSError) as exc:
+                    self.status.last_error = f"no token for the link: {exc}"
+                    log.info(
+                        "x relay link room=%s: %s; again in %.0f s",
+                        self.target.room,
+                        self.status.last_error,
+                        pause,
+                    )
+                    self.status.state = "retrying"
+                    await asyncio.sleep(pause)
+                    pause = min(RETRY_MAX_S, pause * 2)
+                    continue
             connection = _Connection(self)
             self._connection = connection
             try:
@@ -197,6 +228,9 @@ class _Connection:
         self.was_connected = False
         self.ended_because = ""
         self._ping_task: asyncio.Task[None] | None = None
+        self._settings_task: asyncio.Task[None] | None = None
+        self._settings: dict[str, tuple[bool, int]] = {}
+        """What the link last asked of each remote video: (disabled, quality)."""
         self._lost = asyncio.Event()
 
     # -- the signal connection -------------------------------------------------------
@@ -272,10 +306,44 @@ class _Connection:
             await self._send(rtc.SignalRequest(ping=now_ms))
             await self._send(rtc.SignalRequest(ping_req=rtc.Ping(timestamp=now_ms)))
 
+    async def _settings_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SETTINGS_EVERY_S)
+            await self._follow_subscribers()
+
+    async def _follow_subscribers(self) -> None:
+        """Ask the remote SFU for the layer the most demanding local subscriber of
+        each remote video needs, and for nothing while nobody here watches it."""
+        for mirror in list(self.mirrors.values()):
+            for track in list(mirror.published.values()):
+                if track.kind is not TrackKind.VIDEO or track.closed:
+                    continue
+                watching = [d for d in track.downtracks.values() if d.negotiated and not d.disabled]
+                wanted = (
+                    (False, min(max(d.max_quality for d in watching), models.VideoQuality.HIGH))
+                    if watching
+                    else (True, models.VideoQuality.HIGH)
+                )
+                remote_sid = track.info.cid
+                if self._settings.get(remote_sid, (False, models.VideoQuality.HIGH)) == wanted:
+                    continue
+                self._settings[remote_sid] = wanted
+                disabled, quality = wanted
+                await self._send(
+                    rtc.SignalRequest(
+                        track_setting=rtc.UpdateTrackSettings(
+                            track_sids=[remote_sid],
+                            disabled=disabled,
+                            quality=cast(models.VideoQuality, quality),
+                        )
+                    )
+                )
+
     async def close(self, reason: str) -> None:
-        if self._ping_task is not None:
-            self._ping_task.cancel()
-            self._ping_task = None
+        for task in (self._ping_task, self._settings_task):
+            if task is not None:
+                task.cancel()
+        self._ping_task = self._settings_task = None
         for mirror in list(self.mirrors.values()):
             await mirror.leave("relay link down")
         self.mirrors.clear()
@@ -305,7 +373,9 @@ class _Connection:
         )
         self.carrier.publishing.announced_only = True
         interval = join.ping_interval or 10
-        self._ping_task = asyncio.get_running_loop().create_task(self._ping_loop(interval))
+        loop = asyncio.get_running_loop()
+        self._ping_task = loop.create_task(self._ping_loop(interval))
+        self._settings_task = loop.create_task(self._settings_loop())
         log.info(
             "- relay link room=%s joined %s at %s as %s",
             self.target.room,
@@ -353,11 +423,17 @@ class _Connection:
 
     # -- mirrors -------------------------------------------------------------------
     def _pulled(self, participant: models.ParticipantInfo) -> bool:
-        return (
-            participant.identity != self.own_identity
-            and LINK_ATTRIBUTE not in participant.attributes
-            and not participant.identity.startswith("relay-link:")
-        )
+        """Whether ``participant`` is mirrored: not the link itself, not another
+        link's mirror or carrier, and not someone who only watches there (a remote
+        MatrixRTC member publishes on its own SFU, not on this one)."""
+        if (
+            participant.identity == self.own_identity
+            or LINK_ATTRIBUTE in participant.attributes
+            or participant.identity.startswith("relay-link:")
+        ):
+            return False
+        watches_only = participant.HasField("permission") and not participant.permission.can_publish
+        return not watches_only or bool(participant.tracks)
 
     async def _mirror(self, participant: models.ParticipantInfo) -> None:
         if not self._pulled(participant):
