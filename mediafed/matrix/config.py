@@ -45,6 +45,11 @@ class MatrixConfig(BaseModel):
     """Delay of the delayed leave (MSC4140) that removes a bridged participant's
     MatrixRTC membership if mediafed stops without removing it; at most the
     homeserver's ``max_event_delay_duration``."""
+    relay_links: bool = True
+    """While a call here holds bridged participants (Rocket.Chat users, classic
+    callers, SDK users), join the SFUs its MatrixRTC members of other homeservers
+    publish on and show their tracks here (needs ``registration`` and
+    ``[server] public_url``; the remote foci must admit this homeserver's users)."""
     rtc_member_events: bool = False
     """Also publish bridged participants as ``m.rtc.member`` sticky events (MSC4354,
     Element Call's ``matrix_2_0`` mode; Synapse: ``experimental_features:

@@ -23,6 +23,7 @@ import binascii
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,12 @@ from mediafed.matrix.openid import (
 from mediafed.signal.livekit.tokens import VideoGrant, mint_token
 
 log = logging.getLogger(__name__)
+
+MAX_ISSUED = 100_000
+"""Identities remembered as MatrixRTC clients (the oldest forgotten beyond)."""
+RECONNECT_GRACE_S = 3600.0
+"""A client keeps reconnecting with its token after it expires (LiveKit refreshes
+tokens over the signal connection): it counts as a MatrixRTC client this long after."""
 
 
 RoomMembers = Callable[[str], Awaitable[Mapping[str, str] | None]]
@@ -271,6 +278,9 @@ class FocusService:
         bot is not in it), when ``admit_room_members`` is on."""
         self._api_key = api_key
         self._api_secret = keys[api_key]
+        self.issued: dict[str, float] = {}
+        """LiveKit identities this focus gave tokens to -> when the last one expires:
+        the MatrixRTC clients among a room's participants (:meth:`is_matrixrtc`)."""
 
     async def verify(self, token: OpenIDToken, matrix_room: str) -> str:
         """The Matrix user id behind ``token``, if its homeserver may use this relay,
@@ -308,9 +318,18 @@ class FocusService:
         return False
 
     def mint(self, grant: FocusGrant) -> str:
-        return mint_focus_token(
-            self._api_key, self._api_secret, grant, ttl_s=self.matrix.token_ttl_s
-        )
+        ttl_s = self.matrix.token_ttl_s
+        issued = self.issued
+        issued.pop(grant.identity, None)
+        issued[grant.identity] = time.time() + ttl_s
+        while len(issued) > MAX_ISSUED:
+            del issued[next(iter(issued))]
+        return mint_focus_token(self._api_key, self._api_secret, grant, ttl_s=ttl_s)
+
+    def is_matrixrtc(self, identity: str) -> bool:
+        """Whether ``identity`` joined with a token of this focus (a MatrixRTC client:
+        Element Call, Element X), as opposed to a bridged or SDK participant."""
+        return self.issued.get(identity, 0.0) > time.time() - RECONNECT_GRACE_S
 
     async def legacy_sfu_get(self, body: Mapping[str, Any]) -> FocusGrant:
         # The room id is hashed whole and not checked further, as lk-jwt-service

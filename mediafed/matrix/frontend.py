@@ -21,10 +21,11 @@ from mediafed.matrix.appservice import CallEventSink, MatrixAppService, setup_ap
 from mediafed.matrix.calls import AppServiceSender, MatrixCallBridge, OnCallStarted
 from mediafed.matrix.callwatch import MatrixCallWatcher, OnCallEnded
 from mediafed.matrix.config import MatrixConfig
-from mediafed.matrix.focus import setup_focus
+from mediafed.matrix.focus import FOCUS_KEY, setup_focus
 from mediafed.matrix.membership import CallMembership
 from mediafed.matrix.registration import Registration
 from mediafed.matrix.rtc_ghosts import AppServiceGhostHomeserver, MatrixRoomOf, RtcGhosts
+from mediafed.matrix.rtc_links import AppServiceOpenID, RtcLinks
 
 if TYPE_CHECKING:
     from mediafed.media import RoomManager
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 MEMBERSHIP_KEY = web.AppKey("matrix_membership", CallMembership)
 CALL_BRIDGE_KEY = web.AppKey("matrix_call_bridge", MatrixCallBridge)
 RTC_GHOSTS_KEY = web.AppKey("matrix_rtc_ghosts", RtcGhosts)
+RTC_LINKS_KEY = web.AppKey("matrix_rtc_links", RtcLinks)
 
 
 def setup_matrix(
@@ -106,6 +108,8 @@ def setup_matrix(
     members_of.append(AppServiceSender(service))
     if rooms is not None and matrix_room_of is not None:
         _setup_rtc_ghosts(app, matrix, registration, service, rooms, matrix_room_of, public_url)
+    if rooms is not None and matrix.relay_links:
+        _setup_rtc_links(app, registration, service, membership, rooms, public_url)
     if on_call_started is not None or on_call_ended is not None:
         watcher = MatrixCallWatcher(
             membership, registration.is_ours, on_started=on_call_started, on_ended=on_call_ended
@@ -157,3 +161,35 @@ def _setup_rtc_ghosts(
 
     # on_shutdown runs before on_cleanup, while the appservice can still send.
     app.on_shutdown.append(remove_ghosts)
+
+
+def _setup_rtc_links(
+    app: web.Application,
+    registration: Registration,
+    service: MatrixAppService,
+    membership: CallMembership,
+    rooms: RoomManager,
+    public_url: str,
+) -> None:
+    if not public_url:
+        log.warning(
+            "x no relay links to other homeservers' SFUs: set [server] public_url (the "
+            "focus URL of this relay, which tells local MatrixRTC members from remote ones)"
+        )
+        return
+    links = RtcLinks(
+        membership,
+        registration,
+        rooms,
+        AppServiceOpenID(service),
+        focus_url=public_url,
+        is_matrixrtc=app[FOCUS_KEY].is_matrixrtc,
+    )
+    service.add_event_listener(links.on_event)
+    rooms.add_observer(links.observe)
+    app[RTC_LINKS_KEY] = links
+
+    async def close_links(app: web.Application) -> None:
+        await links.close()
+
+    app.on_shutdown.append(close_links)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import hashlib
 import hmac
 import json
@@ -227,6 +228,12 @@ class SynapseServer:
         event_id: str = self.request("PUT", path, content, token=user.access_token)["event_id"]
         return event_id
 
+    def join(self, user: MatrixUser, room_id: str, via: str) -> None:
+        """``user`` joins ``room_id`` (over federation when it lives on ``via``)."""
+        room = urllib.parse.quote(room_id)
+        query = urllib.parse.urlencode({"server_name": via})
+        self.request("POST", f"/_matrix/client/v3/join/{room}?{query}", {}, token=user.access_token)
+
     def joined_members(self, user: MatrixUser, room_id: str) -> set[str]:
         room = urllib.parse.quote(room_id)
         answer = self.request(
@@ -248,6 +255,64 @@ def _signing_key() -> str:
     # Synapse's key file format: "<algorithm> <version> <unpadded base64 seed>".
     seed = base64.b64encode(os.urandom(32)).decode().rstrip("=")
     return f"ed25519 a_{secrets.token_hex(2)} {seed}\n"
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for ``localhost`` and its key (federation is HTTPS only; the
+    other homeserver is told not to verify it)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def _federation(directory: Path, tls_port: int) -> dict[str, Any]:
+    """What two homeservers on one machine need to federate (REFERENCES.md,
+    "Synapse on loopback"): a TLS federation listener on the server name's port,
+    unverified certificates, and loopback allowed as a federation destination."""
+    cert, key = _self_signed(directory)
+    return {
+        "listeners+": [
+            {
+                "port": tls_port,
+                "bind_addresses": ["127.0.0.1"],
+                "type": "http",
+                "tls": True,
+                "x_forwarded": False,
+                "resources": [{"names": ["federation"], "compress": False}],
+            }
+        ],
+        "tls_certificate_path": str(cert),
+        "tls_private_key_path": str(key),
+        "federation_verify_certificates": False,
+        "federation_domain_whitelist": None,
+        "ip_range_whitelist": ["127.0.0.0/8"],
+    }
 
 
 def write_config(
@@ -297,7 +362,11 @@ def write_config(
         "rc_3pid_validation": generous,
     }
     for key, value in (extra or {}).items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
+        if key.endswith("+"):
+            config[key[:-1]] = [*config[key[:-1]], *value]
+        elif value is None:
+            config.pop(key, None)
+        elif isinstance(value, dict) and isinstance(config.get(key), dict):
             config[key] = {**config[key], **value}
         else:
             config[key] = value
@@ -334,16 +403,21 @@ def start_synapse(
     *,
     server_name: str | None = None,
     with_appservice: bool = True,
+    federating: bool = False,
 ) -> SynapseServer:
     """Start one Synapse in ``directory``; with an appservice registration written
     by :func:`mediafed.matrix.registration.make_registration` whose URL points at
     ``http://127.0.0.1:<appservice_port>`` (start mediafed there to receive it).
     That same URL is configured as the MatrixRTC focus the way ``mediafed matrix
-    recipe`` tells admins to (``matrix_rtc.transports``, ``msc4143_enabled``)."""
+    recipe`` tells admins to (``matrix_rtc.transports``, ``msc4143_enabled``).
+
+    ``federating``: it federates with other federating instances; its server name is
+    ``localhost:<TLS federation port>``."""
     if not SYNAPSE_PYTHON.exists():
         raise RuntimeError(f"Synapse is not installed; {INSTALL_HINT}")
     port = free_port()
-    name = server_name or f"localhost:{port}"
+    tls_port = free_port() if federating else 0
+    name = server_name or f"localhost:{tls_port or port}"
     shared_secret = secrets.token_hex(16)
     appservice_files: list[Path] = []
     registration: Registration | None = None
@@ -355,13 +429,17 @@ def start_synapse(
         directory.mkdir(parents=True, exist_ok=True)
         reg_path.write_text(registration.to_yaml())
         appservice_files.append(reg_path)
+    extra = dict(synapse_matrix_rtc(registration.url)) if registration else {}
+    if federating:
+        directory.mkdir(parents=True, exist_ok=True)
+        extra |= _federation(directory, tls_port)
     config_path = write_config(
         directory,
         port=port,
         server_name=name,
         shared_secret=shared_secret,
         appservice_files=appservice_files,
-        extra=synapse_matrix_rtc(registration.url) if registration else None,
+        extra=extra,
     )
     out = (directory / "synapse.out").open("wb")
     process = subprocess.Popen(

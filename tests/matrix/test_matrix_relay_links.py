@@ -1,0 +1,310 @@
+"""Two organisations federate a call: two Synapses, two mediafeds, one relay link.
+
+Homeserver A and homeserver B federate (TLS on loopback, REFERENCES.md "Synapse
+on loopback"); each runs its own mediafed as its MatrixRTC focus and
+appservice. Bob, of B, is in a Matrix room of A's user and in its call the way
+Element Call puts him there: a membership event naming relay B as his focus,
+a token from relay B's ``/sfu/get``, and his camera published on relay B.
+Carol is a bridged participant of relay A (a Rocket.Chat join-link user), in
+the same call's room there. Relay A sees Bob's membership arrive over
+federation, asks Synapse A for the bridge bot's OpenID token, gets a
+subscribe-only token from relay B's focus (which checks that OpenID token with
+Synapse A), and pulls Bob's tracks in once, for however many watch on A.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from mediafed import server
+from mediafed.config import Config
+from mediafed.matrix.focus import FOCUS_KEY, room_call_alias
+from mediafed.matrix.frontend import RTC_LINKS_KEY
+from mediafed.matrix.membership import CALL_MEMBER
+from mediafed.media import RoomManager, Session
+from mediafed.signal.livekit.link import LINK_ATTRIBUTE
+from mediafed.signal.livekit.tokens import verify_token
+from mediafed.worker import Worker
+from tests.support.aiortc_client import (
+    AiortcParticipant,
+    PatternVideoTrack,
+    ToneAudioTrack,
+    wait_for,
+)
+from tests.support.synapse import SynapseServer, start_synapse
+
+pytestmark = pytest.mark.slow
+
+KEY, SECRET = "fed-key", "a-secret-long-enough-for-hs256-signing!!"
+BLUE = (30, 30, 220)
+
+
+@dataclass
+class Relay:
+    app: web.Application
+    rooms: RoomManager
+    url: str
+
+
+@asynccontextmanager
+async def _relay(
+    synapse: SynapseServer,
+    other: SynapseServer,
+    directory: Path,
+    media_ip: str,
+    *,
+    admit_other: bool = True,
+) -> AsyncIterator[Relay]:
+    """One organisation's mediafed: focus and appservice of ``synapse``, whose
+    users and ``other``'s may get tokens (the federation step of the README)."""
+    assert synapse.appservice is not None
+    registration = directory / "registration.yaml"
+    directory.mkdir(parents=True, exist_ok=True)
+    synapse.appservice.write(registration)
+    port = synapse.appservice_port
+    url = f"http://127.0.0.1:{port}"
+    config = Config.model_validate(
+        {
+            "keys": {KEY: SECRET},
+            "server": {
+                "bind": media_ip,
+                "http_port": port,
+                "data_dir": str(directory / "data"),
+                "public_url": url,
+            },
+            "rtc": {"udp_port": 0, "tcp_port": 0, "node_ip": [media_ip]},
+            "matrix": {
+                "server_name": synapse.server_name,
+                "homeserver_url": synapse.base_url,
+                "registration": str(registration),
+                "allowed_homeservers": [synapse.server_name]
+                + ([other.server_name] if admit_other else []),
+                # OpenID tokens are checked on each Synapse's plain-HTTP listener
+                "federation_url_overrides": {
+                    synapse.server_name: synapse.base_url,
+                    other.server_name: other.base_url,
+                },
+            },
+        }
+    )
+    worker = Worker.from_config(config)
+    app = await server.build_app(config, server.front_ends(worker.rooms), worker=worker)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()
+    try:
+        yield Relay(app, worker.rooms, url)
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture(scope="module")
+def homeservers(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    a = start_synapse(tmp_path_factory.mktemp("hs-a"), federating=True)
+    try:
+        b = start_synapse(tmp_path_factory.mktemp("hs-b"), federating=True)
+    except BaseException:
+        a.stop()
+        raise
+    try:
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
+
+
+def _membership(focus_url: str, room_id: str, device_id: str) -> dict[str, Any]:
+    """Element Call's per-device membership (MSC3401 session form)."""
+    return {
+        "application": "m.call",
+        "call_id": "",
+        "scope": "m.room",
+        "device_id": device_id,
+        "expires": 3_600_000,
+        "created_ts": int(time.time() * 1000),
+        "focus_active": {"type": "livekit", "focus_selection": "oldest_membership"},
+        "foci_preferred": [
+            {"type": "livekit", "livekit_service_url": focus_url, "livekit_alias": room_id}
+        ],
+    }
+
+
+async def _sfu_get(
+    http: aiohttp.ClientSession, relay: Relay, room_id: str, openid: dict[str, Any], device: str
+) -> dict[str, Any]:
+    body = {"room": room_id, "openid_token": openid, "device_id": device}
+    async with http.post(f"{relay.url}/sfu/get", json=body) as resp:
+        answer: dict[str, Any] = await resp.json()
+        assert resp.status == 200, answer
+        return answer
+
+
+async def test_a_bridged_user_sees_a_remote_homeservers_member_through_one_link(
+    homeservers: tuple[SynapseServer, SynapseServer], tmp_path: Path
+) -> None:
+    hs_a, hs_b = homeservers
+    alice = await asyncio.to_thread(hs_a.register_user, "alice")
+    bob = await asyncio.to_thread(hs_b.register_user, "bob")
+    assert hs_a.appservice is not None
+    bot_a = hs_a.appservice.bot_user_id
+    async with (
+        _relay(hs_a, hs_b, tmp_path / "relay-a", "127.0.0.2") as relay_a,
+        contextlib.AsyncExitStack() as relay_b_running,
+        aiohttp.ClientSession() as http,
+    ):
+        relay_b = await relay_b_running.enter_async_context(
+            _relay(hs_b, hs_a, tmp_path / "relay-b", "127.0.0.3")
+        )
+        # Alice's room, with A's bridge bot and Bob of B in it
+        room_id = await asyncio.to_thread(
+            hs_a.create_room,
+            alice,
+            name="across",
+            # as Element Call sets up a room for calls: every member may join the call
+            power_level_content_override={"events": {CALL_MEMBER: 0}},
+        )
+        await asyncio.to_thread(hs_a.invite, alice, room_id, bot_a)
+        await asyncio.to_thread(hs_a.invite, alice, room_id, bob.user_id)
+        await asyncio.to_thread(hs_b.join, bob, room_id, hs_a.server_name)
+        alias = room_call_alias(room_id)
+
+        async def bob_joins(relay_b: Relay) -> tuple[AiortcParticipant, str]:
+            """As Element Call does: a token from his own relay, his camera published there."""
+            openid = await asyncio.to_thread(hs_b.openid_token, bob)
+            grant = await _sfu_get(http, relay_b, room_id, openid, bob.device_id)
+            claims = verify_token(grant["jwt"], {KEY: SECRET})
+            assert claims.video.can_publish  # a local user of B publishes on B
+            assert relay_b.app[FOCUS_KEY].is_matrixrtc(claims.identity)
+            client = AiortcParticipant(relay_b.rooms.get_or_create(alias), claims.identity)
+            await client.join()
+            await client.publish(PatternVideoTrack(BLUE), ToneAudioTrack())
+            return client, claims.identity
+
+        bob_client, bob_identity = await bob_joins(relay_b)
+        await asyncio.to_thread(
+            hs_b.send_state,
+            bob,
+            room_id,
+            CALL_MEMBER,
+            f"_{bob.user_id}_{bob.device_id}_m.call",
+            _membership(relay_b.url, room_id, bob.device_id),
+        )
+
+        # Carol, a bridged user of A, and two more watchers: one link, one copy
+        room_a = relay_a.rooms.get_or_create(alias)
+        watchers = [AiortcParticipant(room_a, f"rc-{name}") for name in ("carol", "dan", "eve")]
+        links = relay_a.app[RTC_LINKS_KEY]
+
+        def blue_frames() -> list[int]:
+            return [sum(v.frames for v in w.video.values() if v.colour[2] > 150) for w in watchers]
+
+        def linked_on(relay_b: Relay) -> list[Session]:
+            room = relay_b.rooms.get(alias)
+            sessions = [] if room is None else list(room.sessions.values())
+            return [s for s in sessions if s.identity.startswith(bot_a + ":")]
+
+        try:
+            for watcher in watchers:
+                await watcher.join()
+            await wait_for(lambda: bool(links.links), timeout=30)
+            (link,) = links.links.values()
+            await wait_for(lambda: link.status.state == "connected", timeout=30)
+            await wait_for(lambda: min(blue_frames()) >= 10, timeout=30)
+            mirror = room_a.sessions[bob_identity]
+            assert mirror.info().attributes[LINK_ATTRIBUTE] == link.target.url
+
+            # relay B sees one subscribe-only participant of A's bot, taking one copy
+            (linked,) = linked_on(relay_b)
+            assert not linked.permission.can_publish
+            assert len(linked.subscribing.downtracks) == 2
+
+            # relay B restarts; Bob's client joins it again; the link comes back by
+            # itself and A's participants never leave
+            await bob_client.close()
+            await relay_b_running.aclose()
+            await wait_for(lambda: bob_identity not in room_a.sessions, timeout=15)
+            relay_b = await relay_b_running.enter_async_context(
+                _relay(hs_b, hs_a, tmp_path / "relay-b", "127.0.0.3")
+            )
+            bob_client, _ = await bob_joins(relay_b)
+            before = blue_frames()
+            await wait_for(lambda: link.status.connects == 2, timeout=40)
+            await wait_for(
+                lambda: all(n > b + 20 for n, b in zip(blue_frames(), before, strict=True)),
+                timeout=30,
+            )
+            assert all(w.session is not None and not w.session.closed for w in watchers)
+            assert len(linked_on(relay_b)) == 1
+
+            # the bridged users leave: the link is closed, the mirror goes
+            for watcher in watchers:
+                await watcher.close()
+            await wait_for(lambda: not links.links, timeout=10)
+            await wait_for(lambda: bob_identity not in room_a.sessions, timeout=10)
+            await wait_for(lambda: not linked_on(relay_b), timeout=15)
+        finally:
+            for watcher in watchers:
+                await watcher.close()
+            await bob_client.close()
+
+
+async def test_a_focus_that_refuses_the_link_is_reported_and_asked_again(
+    homeservers: tuple[SynapseServer, SynapseServer], tmp_path: Path
+) -> None:
+    """Relay B's operator has not admitted homeserver A: relay A's link says why it
+    has no connection (the focus's own words) and keeps asking, with a growing pause."""
+    hs_a, hs_b = homeservers
+    alice = await asyncio.to_thread(hs_a.register_user, "alice2")
+    bob = await asyncio.to_thread(hs_b.register_user, "bob2")
+    assert hs_a.appservice is not None
+    async with (
+        _relay(hs_a, hs_b, tmp_path / "relay-a", "127.0.0.2") as relay_a,
+        _relay(hs_b, hs_a, tmp_path / "relay-b", "127.0.0.3", admit_other=False) as relay_b,
+    ):
+        room_id = await asyncio.to_thread(
+            hs_a.create_room,
+            alice,
+            name="closed border",
+            power_level_content_override={"events": {CALL_MEMBER: 0}},
+        )
+        await asyncio.to_thread(hs_a.invite, alice, room_id, hs_a.appservice.bot_user_id)
+        await asyncio.to_thread(hs_a.invite, alice, room_id, bob.user_id)
+        await asyncio.to_thread(hs_b.join, bob, room_id, hs_a.server_name)
+        alias = room_call_alias(room_id)
+        bob_client = AiortcParticipant(relay_b.rooms.get_or_create(alias), "bob-device")
+        carol = AiortcParticipant(relay_a.rooms.get_or_create(alias), "rc-carol")
+        try:
+            await bob_client.join()
+            await bob_client.publish(PatternVideoTrack(BLUE))
+            await carol.join()
+            await asyncio.to_thread(
+                hs_b.send_state,
+                bob,
+                room_id,
+                CALL_MEMBER,
+                f"_{bob.user_id}_{bob.device_id}_m.call",
+                _membership(relay_b.url, room_id, bob.device_id),
+            )
+            links = relay_a.app[RTC_LINKS_KEY]
+            await wait_for(lambda: bool(links.links), timeout=30)
+            (link,) = links.links.values()
+            await wait_for(lambda: "refused" in link.status.last_error, timeout=15)
+            assert "M_FORBIDDEN" in link.status.last_error, link.status.last_error
+            assert hs_a.server_name in link.status.last_error
+            assert link.status.state in ("retrying", "connecting")
+            assert link.status.connects == 0
+            assert not any(v.frames for v in carol.video.values())
+        finally:
+            await carol.close()
+            await bob_client.close()
