@@ -151,6 +151,49 @@ class WebhookConfig(_Section):
         return urls
 
 
+class LinkConfig(_Section):
+    """One ``[[relay.links]]`` entry: a room of another LiveKit-compatible SFU (another
+    mediafed, livekit-server) pulled into a room here, each of its tracks once."""
+
+    room: str = Field(min_length=1)
+    """The room here that shows the remote participants."""
+    url: str
+    """The remote SFU: ``wss://sfu.partner.example`` (``https://`` works too)."""
+    remote_room: str = ""
+    """The room there; empty: the same name as ``room``."""
+    api_key: str = ""
+    api_secret: str = ""
+    """A key pair of the remote SFU: a fresh subscribe-only, hidden token is signed
+    for every connection attempt."""
+    token: str = ""
+    """Or a token the remote operator gave (it must allow joining ``remote_room``);
+    it is refreshed over the connection while it lasts."""
+
+    @field_validator("url")
+    @classmethod
+    def _ws_or_http(cls, url: str) -> str:
+        if not url.startswith(("ws://", "wss://", "http://", "https://")):
+            raise ValueError(f"{url!r} is not a ws(s):// or http(s):// URL")
+        return url
+
+    @model_validator(mode="after")
+    def _credentials(self) -> LinkConfig:
+        if bool(self.api_key) != bool(self.api_secret):
+            raise ValueError("give api_key and api_secret together")
+        if bool(self.api_key) == bool(self.token):
+            raise ValueError("give the remote SFU's api_key and api_secret, or a token")
+        return self
+
+
+class RelayConfig(_Section):
+    """Rooms of other SFUs pulled in here (relay links)."""
+
+    links: list[LinkConfig] = Field(default_factory=list)
+    """``MEDIAFED_RELAY_LINKS``: a JSON list of tables."""
+    identity: str = "mediafed-relay"
+    """The identity links join remote rooms as (hidden there)."""
+
+
 class Config(_Section):
     server: ServerConfig = ServerConfig()
     rtc: RtcConfig = RtcConfig()
@@ -162,6 +205,7 @@ class Config(_Section):
     """API key -> secret pairs that sign and verify access tokens."""
     webhook: WebhookConfig = WebhookConfig()
     """Checked after ``keys``: its ``api_key`` must name one of them."""
+    relay: RelayConfig = RelayConfig()
 
     @field_validator("keys")
     @classmethod

@@ -33,6 +33,7 @@ from mediafed.worker import Worker
 
 if TYPE_CHECKING:
     from mediafed.operator.webhooks import WebhookNotifier
+    from mediafed.signal.livekit.link import RelayLink
     from mediafed.store import Store
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ Extension = Callable[[web.Application, Config], Awaitable[None] | None]
 CONFIG_KEY = web.AppKey("config", Config)
 ROOMS_KEY = web.AppKey("rooms", RoomManager)
 WEBHOOKS_KEY: web.AppKey[WebhookNotifier] = web.AppKey("webhooks")
+RELAY_LINKS_KEY: web.AppKey[list[RelayLink]] = web.AppKey("relay_links")
 
 
 def static_dir() -> Path | None:
@@ -88,6 +90,52 @@ def room_service_extension(rooms: RoomManager) -> Extension:
         )
 
     return room_service
+
+
+def relay_links_extension(rooms: RoomManager) -> Extension:
+    """``[[relay.links]]``: rooms of other SFUs pulled into ``rooms``, from startup
+    to shutdown (:mod:`mediafed.signal.livekit.link`)."""
+    from mediafed.signal.livekit.link import LinkTarget, RelayLink
+    from mediafed.signal.livekit.tokens import VideoGrant, mint_token
+
+    def relay_links(app: web.Application, config: Config) -> None:
+        links: list[RelayLink] = []
+        identity = config.relay.identity
+        for entry in config.relay.links:
+            remote_room = entry.remote_room or entry.room
+
+            async def renew(entry: Any = entry, remote_room: str = remote_room) -> LinkTarget:
+                token = entry.token or mint_token(
+                    entry.api_key,
+                    entry.api_secret,
+                    identity=identity,
+                    video=VideoGrant(
+                        room_join=True,
+                        room=remote_room,
+                        can_publish=False,
+                        can_publish_data=False,
+                        hidden=True,
+                    ),
+                )
+                return LinkTarget(entry.url, token, entry.room)
+
+            links.append(RelayLink(rooms, LinkTarget(entry.url, "", entry.room), renew=renew))
+        if not links:
+            return
+        app[RELAY_LINKS_KEY] = links
+
+        async def start(app: web.Application) -> None:
+            for link in links:
+                link.start()
+
+        async def stop(app: web.Application) -> None:
+            for link in links:
+                await link.close()
+
+        app.on_startup.append(start)
+        app.on_shutdown.append(stop)
+
+    return relay_links
 
 
 def webhook_extension(rooms: RoomManager, **options: Any) -> Extension:
@@ -209,6 +257,7 @@ def front_ends(rooms: RoomManager) -> list[Extension]:
         livekit_extension(rooms),
         room_service_extension(rooms),
         webhook_extension(rooms),
+        relay_links_extension(rooms),
         calls,
         matrix,
     ]

@@ -62,7 +62,7 @@ def _toml(tmp_path: Path, text: str) -> Path:
             "MEDIAFED_COLOUR",
             "unknown setting MEDIAFED_COLOUR; settings are MEDIAFED_KEYS and "
             "MEDIAFED_<SECTION>_<FIELD> with SECTION one of SERVER, RTC, LOG, ROOM, MATRIX, "
-            "ROCKETCHAT, WEBHOOK",
+            "ROCKETCHAT, WEBHOOK, RELAY",
         ),
     ],
 )
@@ -91,7 +91,7 @@ def test_unknown_variable_names_the_closest_setting(variable: str, message: str)
         (
             "colour = 'blue'\n",
             "unknown setting colour in {path}; the tables are "
-            "[server], [rtc], [log], [room], [matrix], [rocketchat], [keys], [webhook]",
+            "[server], [rtc], [log], [room], [matrix], [rocketchat], [keys], [webhook], [relay]",
         ),
     ],
 )
@@ -181,4 +181,23 @@ def test_serve_refuses_a_misspelt_variable() -> None:
     assert failed.returncode == 2
     assert failed.stderr == (
         "mediafed: unknown setting MEDIAFED_RTC_UDP_PROT; did you mean MEDIAFED_RTC_UDP_PORT?\n"
+    )
+
+
+def test_relay_links_from_toml_and_their_mistakes(tmp_path: Path) -> None:
+    path = _toml(
+        tmp_path,
+        '[[relay.links]]\nroom = "call"\nurl = "wss://sfu.partner.example"\n'
+        'api_key = "k"\napi_secret = "s"\n',
+    )
+    (link,) = load_config(path, environ={}).relay.links
+    assert (link.room, link.url, link.remote_room) == ("call", "wss://sfu.partner.example", "")
+    both = _toml(
+        tmp_path,
+        '[[relay.links]]\nroom = "call"\nurl = "wss://x.example"\ntoken = "t"\n'
+        'api_key = "k"\napi_secret = "s"\n',
+    )
+    assert "give the remote SFU's api_key and api_secret, or a token" in _error(both)
+    assert "is not a ws(s):// or http(s):// URL" in _error(
+        MEDIAFED_RELAY_LINKS='[{"room": "call", "url": "sfu.example", "token": "t"}]'
     )

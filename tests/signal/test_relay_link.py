@@ -9,6 +9,7 @@ ICE-lite, so the link's side sends the checks (``transport/ice.py``).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from loadtest.livekit_server import LiveKitServerTarget
 from loadtest.target import RoomPlan
+from mediafed import server
 from mediafed.media import Room, Session
 from mediafed.media.track import PublishedTrack
 from mediafed.signal.livekit.link import LINK_ATTRIBUTE, LinkTarget, RelayLink
@@ -28,7 +30,7 @@ from tests.support.aiortc_client import (
     ToneAudioTrack,
     wait_for,
 )
-from tests.support.livekit_node import LiveNode, live_node
+from tests.support.livekit_node import API_KEY, API_SECRET, LiveNode, live_node
 from tests.support.netns_hosts import TestHost
 
 PUBLISHER = Path(__file__).with_name("lk_sdk_publisher.py")
@@ -310,3 +312,39 @@ async def test_a_livekit_server_room_pulled_into_mediafed() -> None:
                     await publisher.stop()
         finally:
             await livekit.stop()
+
+
+async def test_a_configured_link_starts_with_the_node_and_joins_hidden_and_subscribe_only() -> None:
+    """``[[relay.links]]`` with the remote's key pair: the node signs its own token."""
+    async with live_node("127.0.0.3") as remote:
+        remote_room = remote.rooms.get_or_create("standup")
+        alice = AiortcParticipant(remote_room, "alice")
+        await alice.join()
+        await alice.publish(PatternVideoTrack(RED))
+        entry = {
+            "room": "call",
+            "remote_room": "standup",
+            "url": remote.ws_url,
+            "api_key": API_KEY,
+            "api_secret": API_SECRET,
+        }
+        settings = {"MEDIAFED_RELAY_LINKS": json.dumps([entry])}
+        async with live_node(
+            "127.0.0.2", settings=settings, extensions=[server.relay_links_extension]
+        ) as local:
+            bob = AiortcParticipant(local.rooms.get_or_create("call"), "bob")
+            try:
+                await bob.join()
+                await wait_for(lambda: _decoding(bob, RED), timeout=30)
+                (link,) = local.app[server.RELAY_LINKS_KEY]
+                assert link.status.state == "connected"
+                joined = remote_room.sessions["mediafed-relay"]
+                assert joined.permission.hidden and not joined.permission.can_publish
+                assert "mediafed-relay" not in {
+                    p.identity for p in remote_room.participants() if not p.hidden
+                }
+            finally:
+                await bob.close()
+                await alice.close()
+        # the node stopped: so did its link
+        await wait_for(lambda: "mediafed-relay" not in remote_room.sessions, timeout=10)
