@@ -78,6 +78,8 @@ class Worker:
         )
         self.link_sockets: list[MediaSocket] = []
         """Ports of their own, one per relay link connection (``Room.join(own_port=)``)."""
+        self.link_datagrams_retired = 0
+        """Datagrams received on link ports since closed (``/metrics`` never falls)."""
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -116,7 +118,7 @@ class Worker:
         self.rooms.close("server shutting down")
         for mux in self.link_sockets:
             mux.close()
-        self.link_sockets = []
+        self._prune_link_sockets()
         if self.tcp is not None:
             await self.tcp.close()
         self.mux.close()
@@ -132,8 +134,21 @@ class Worker:
                 dedicated=True,
             )
             mux.open(asyncio.get_running_loop())
-            self.link_sockets = [m for m in self.link_sockets if m.sock is not None] + [mux]
+            self._prune_link_sockets()
+            self.link_sockets.append(mux)
         return Endpoint(mux, self.certificate, handler, label=label, now=self.clock())
+
+    def _prune_link_sockets(self) -> None:
+        for mux in self.link_sockets:
+            if mux.sock is None:
+                self.link_datagrams_retired += mux.counters["datagrams_in"]
+        self.link_sockets = [m for m in self.link_sockets if m.sock is not None]
+
+    def link_datagrams_in(self) -> int:
+        """Datagrams relay links received since start (their own ports)."""
+        live = sum(m.counters["datagrams_in"] for m in self.link_sockets if m.sock is not None)
+        closed = sum(m.counters["datagrams_in"] for m in self.link_sockets if m.sock is None)
+        return self.link_datagrams_retired + live + closed
 
     async def _run_timers(self) -> None:
         next_report = self.clock() + REPORT_EVERY_S
@@ -154,6 +169,6 @@ class Worker:
                     if reports:
                         mux.tick(now, self.settings.consent_timeout_s)
                 if reports and any(m.sock is None for m in self.link_sockets):
-                    self.link_sockets = [m for m in self.link_sockets if m.sock is not None]
+                    self._prune_link_sockets()
             except Exception:
                 log.exception("x timer work failed")

@@ -87,6 +87,16 @@ class RoomCoreCollector(Collector):
             "SRTP bytes of media sent (after protection, retransmissions included)",
             sent["octets_out"],
         )
+        yield GaugeMetricFamily(
+            "mediafed_relay_link_connections",
+            "Media connections of relay links (each on a UDP port of its own)",
+            value=sum(1 for m in self.worker.link_sockets if m.sock is not None),
+        )
+        yield _counter(
+            "mediafed_relay_link_datagrams_in",
+            "Datagrams relay links received from the SFUs they join",
+            self.worker.link_datagrams_in(),
+        )
         drops = CounterMetricFamily(
             "mediafed_limit_drops",
             "What participants sent beyond a limit (mediafed.media.limits), dropped, by kind",

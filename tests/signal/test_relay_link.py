@@ -106,6 +106,9 @@ async def test_a_remote_publisher_reaches_local_subscribers_over_one_link() -> N
             # one copy of each track crosses the link, whatever the local audience
             on_remote = _link_session(remote_room, "relay-local")
             assert len(on_remote.subscribing.downtracks) == 2
+            # what the remote sent the link arrived on the link's own port
+            sent = sum(d.packets_sent for d in on_remote.subscribing.downtracks.values())
+            assert local.worker.link_datagrams_in() >= sent // 2 > 50
 
             # the local subscribers' frames come in order, with no long hole
             for watcher in watchers:
