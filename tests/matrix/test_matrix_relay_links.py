@@ -42,7 +42,7 @@ from tests.support.aiortc_client import (
     ToneAudioTrack,
     wait_for,
 )
-from tests.support.synapse import SynapseServer, start_synapse
+from tests.support.synapse import MatrixUser, SynapseServer, start_synapse
 
 pytestmark = pytest.mark.slow
 
@@ -140,6 +140,38 @@ def _membership(focus_url: str, room_id: str, device_id: str) -> dict[str, Any]:
     }
 
 
+async def _announce_member(
+    synapse: SynapseServer, user: MatrixUser, room_id: str, relay: Relay
+) -> None:
+    """``user``'s device joins the room's call, naming ``relay`` as its focus."""
+    await asyncio.to_thread(
+        synapse.send_state,
+        user,
+        room_id,
+        CALL_MEMBER,
+        f"_{user.user_id}_{user.device_id}_m.call",
+        _membership(relay.url, room_id, user.device_id),
+    )
+
+
+async def _shared_room(
+    hs_a: SynapseServer, alice: MatrixUser, bob: MatrixUser, hs_b: SynapseServer, name: str
+) -> str:
+    """Alice's room (on A) with A's bridge bot and Bob (of B, over federation) in it."""
+    assert hs_a.appservice is not None
+    room_id = await asyncio.to_thread(
+        hs_a.create_room,
+        alice,
+        name=name,
+        # as Element Call sets up a room for calls: every member may join the call
+        power_level_content_override={"events": {CALL_MEMBER: 0}},
+    )
+    await asyncio.to_thread(hs_a.invite, alice, room_id, hs_a.appservice.bot_user_id)
+    await asyncio.to_thread(hs_a.invite, alice, room_id, bob.user_id)
+    await asyncio.to_thread(hs_b.join, bob, room_id, hs_a.server_name)
+    return room_id
+
+
 async def _sfu_get(
     http: aiohttp.ClientSession, relay: Relay, room_id: str, openid: dict[str, Any], device: str
 ) -> dict[str, Any]:
@@ -166,17 +198,7 @@ async def test_a_bridged_user_sees_a_remote_homeservers_member_through_one_link(
         relay_b = await relay_b_running.enter_async_context(
             _relay(hs_b, hs_a, tmp_path / "relay-b", "127.0.0.3")
         )
-        # Alice's room, with A's bridge bot and Bob of B in it
-        room_id = await asyncio.to_thread(
-            hs_a.create_room,
-            alice,
-            name="across",
-            # as Element Call sets up a room for calls: every member may join the call
-            power_level_content_override={"events": {CALL_MEMBER: 0}},
-        )
-        await asyncio.to_thread(hs_a.invite, alice, room_id, bot_a)
-        await asyncio.to_thread(hs_a.invite, alice, room_id, bob.user_id)
-        await asyncio.to_thread(hs_b.join, bob, room_id, hs_a.server_name)
+        room_id = await _shared_room(hs_a, alice, bob, hs_b, "across")
         alias = room_call_alias(room_id)
 
         async def bob_joins(relay_b: Relay) -> tuple[AiortcParticipant, str]:
@@ -192,14 +214,7 @@ async def test_a_bridged_user_sees_a_remote_homeservers_member_through_one_link(
             return client, claims.identity
 
         bob_client, bob_identity = await bob_joins(relay_b)
-        await asyncio.to_thread(
-            hs_b.send_state,
-            bob,
-            room_id,
-            CALL_MEMBER,
-            f"_{bob.user_id}_{bob.device_id}_m.call",
-            _membership(relay_b.url, room_id, bob.device_id),
-        )
+        await _announce_member(hs_b, bob, room_id, relay_b)
 
         # Carol, a bridged user of A, and two more watchers: one link, one copy
         room_a = relay_a.rooms.get_or_create(alias)
@@ -272,15 +287,7 @@ async def test_a_focus_that_refuses_the_link_is_reported_and_asked_again(
         _relay(hs_a, hs_b, tmp_path / "relay-a", "127.0.0.2") as relay_a,
         _relay(hs_b, hs_a, tmp_path / "relay-b", "127.0.0.3", admit_other=False) as relay_b,
     ):
-        room_id = await asyncio.to_thread(
-            hs_a.create_room,
-            alice,
-            name="closed border",
-            power_level_content_override={"events": {CALL_MEMBER: 0}},
-        )
-        await asyncio.to_thread(hs_a.invite, alice, room_id, hs_a.appservice.bot_user_id)
-        await asyncio.to_thread(hs_a.invite, alice, room_id, bob.user_id)
-        await asyncio.to_thread(hs_b.join, bob, room_id, hs_a.server_name)
+        room_id = await _shared_room(hs_a, alice, bob, hs_b, "closed border")
         alias = room_call_alias(room_id)
         bob_client = AiortcParticipant(relay_b.rooms.get_or_create(alias), "bob-device")
         carol = AiortcParticipant(relay_a.rooms.get_or_create(alias), "rc-carol")
@@ -288,14 +295,7 @@ async def test_a_focus_that_refuses_the_link_is_reported_and_asked_again(
             await bob_client.join()
             await bob_client.publish(PatternVideoTrack(BLUE))
             await carol.join()
-            await asyncio.to_thread(
-                hs_b.send_state,
-                bob,
-                room_id,
-                CALL_MEMBER,
-                f"_{bob.user_id}_{bob.device_id}_m.call",
-                _membership(relay_b.url, room_id, bob.device_id),
-            )
+            await _announce_member(hs_b, bob, room_id, relay_b)
             links = relay_a.app[RTC_LINKS_KEY]
             await wait_for(lambda: bool(links.links), timeout=30)
             (link,) = links.links.values()

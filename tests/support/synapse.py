@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime
 import hashlib
 import hmac
 import json
@@ -47,6 +46,7 @@ import yaml
 
 from mediafed.matrix.cli import synapse_matrix_rtc
 from mediafed.matrix.registration import Registration, make_registration
+from tests.support.tls import write_localhost_certificate
 
 ROOT = Path(__file__).resolve().parents[2]
 SYNAPSE_PYTHON = ROOT / ".venv-synapse" / "bin" / "python"
@@ -257,45 +257,11 @@ def _signing_key() -> str:
     return f"ed25519 a_{secrets.token_hex(2)} {seed}\n"
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for ``localhost`` and its key (federation is HTTPS only; the
-    other homeserver is told not to verify it)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def _federation(directory: Path, tls_port: int) -> dict[str, Any]:
     """What two homeservers on one machine need to federate (REFERENCES.md,
     "Synapse on loopback"): a TLS federation listener on the server name's port,
     unverified certificates, and loopback allowed as a federation destination."""
-    cert, key = _self_signed(directory)
+    cert, key = write_localhost_certificate(directory)
     return {
         "listeners+": [
             {
