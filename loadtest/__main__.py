@@ -114,8 +114,51 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="run even with interfaces other than lo (default: refuse; use scripts/in-netns)",
     )
+    parser.add_argument(
+        "--impair",
+        action="append",
+        type=_impairment,
+        metavar="[SIDE:]CONDITIONS",
+        help="instead of a load run: one call of libwebrtc clients on mediafed per "
+        "condition (and a clean one), e.g. 'viewer:loss=5', 'publisher:loss=2,delay=75', "
+        "'both:rate_down=500'; SIDE is viewer, publisher or both; conditions loss, "
+        "loss_up, loss_down (%%), rate, rate_up, rate_down (kbit/s), delay, jitter (ms "
+        "one way); prints decoded frames, freezes, NACKs and retransmissions",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0)
     return parser.parse_args(argv)
+
+
+def _impairment(text: str) -> Any:
+    from loadtest.impaired import Impairment
+
+    try:
+        return Impairment.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def run_impaired(args: argparse.Namespace) -> int:
+    """``--impair``: the calls, and their table (``--markdown`` writes it too)."""
+    from loadtest.impaired import markdown as impaired_markdown, run as impaired_run
+    from loadtest.testhost import TestHostError
+
+    warmup_s = max(args.warmup, 6.0)  # the clients connect and ramp up first
+    try:
+        outcomes = asyncio.run(
+            impaired_run(args.impair, warmup_s=warmup_s, measure_s=args.duration)
+        )
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("\ninterrupted; everything started was stopped", file=sys.stderr)
+        return 130
+    except (TestHostError, RuntimeError, OSError) as exc:
+        print(f"\nloadtest --impair failed: {exc}", file=sys.stderr)
+        return 1
+    text = impaired_markdown(outcomes, args.duration)
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text + "\n")
+    return 0
 
 
 def encode_clips(args: argparse.Namespace) -> Clips:
@@ -214,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aioice").setLevel(logging.WARNING)
     # A shell may start us with SIGINT ignored (background job); Ctrl-C must still stop us.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if args.impair:
+        return run_impaired(args)
     try:
         results = asyncio.run(run(args))
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -20,7 +20,17 @@ is outstanding, ours is dropped, theirs is answered and the media core
 offers again afterwards. Version 0 has no ``m.call.negotiate``, so a v0
 caller only receives what fits in the first answer.
 
-A call answers first, then takes its inputs (the caller's events, the media
+The bridge also places calls (:meth:`MatrixCall.placed`): a Rocket.Chat user's
+ghost calls the Matrix user of a direct room. Then we are the caller: our
+``m.call.invite`` carries an offer from a session joined to the call's mediafed
+room (:meth:`~mediafed.media.Session.offer_connection`), the first
+``m.call.answer`` is taken (``m.call.select_answer`` names its party, so the
+callee's other devices stop ringing) and joins the Matrix user's media to the
+room. An invite nobody answers within its lifetime is hung up with
+``invite_timeout``; one the callee rejects ends quietly; a room in which nobody
+else is left (the Rocket.Chat user gave up, or hung up later) hangs the call up.
+
+A call answers (or invites) first, then takes its inputs (the caller's events, the media
 core's news) one at a time from a queue, through :data:`TRANSITIONS`: one table
 of (state, input) -> transition. The bridge that routes events to calls is
 :mod:`mediafed.matrix.calls`.
@@ -80,6 +90,10 @@ class CallSendError(MediafedError):
 
 class CallState(enum.Enum):
     ANSWERING = "answering"
+    PLACING = "placing"
+    """Ours: joining the room and making the offer of our invite."""
+    INVITING = "inviting"
+    """Ours: the invite is out; the callee's devices ring."""
     ANSWERED = "answered"
     CONNECTED = "connected"
     ENDED = "ended"
@@ -121,6 +135,21 @@ class _OfferExpired:
     offer_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class _InviteExpired:
+    """Our invite's lifetime ran out unanswered."""
+
+
+@dataclass(frozen=True, slots=True)
+class _NobodyElse:
+    """A call we placed: nobody else is left in the mediafed room."""
+
+
+@dataclass(frozen=True, slots=True)
+class _JoinedElsewhere:
+    """A call we placed: the callee joined the room's MatrixRTC call instead."""
+
+
 _Item = (
     _Remote
     | _LocalOffer
@@ -129,6 +158,9 @@ _Item = (
     | _ConnectTimeout
     | _MediaConnected
     | _OfferExpired
+    | _InviteExpired
+    | _NobodyElse
+    | _JoinedElsewhere
 )
 """What a call's task takes from its queue: the caller's events (``_Remote``) and
 the media core's news; ``_answer`` runs before any of them."""
@@ -172,7 +204,12 @@ def hangup_reason_for(session_reason: str) -> str:
 
 
 class MatrixCall:
-    """One classic call answered by a bridge user; also the session's listener."""
+    """One classic call between a Matrix user and a bridge user (the bot or a ghost),
+    answered by the bridge (``invite``) or placed by it (:meth:`placed`); also the
+    session's listener.
+
+    ``caller`` is always the Matrix user at the other end and ``callee`` the bridge
+    user we send as, whichever side called."""
 
     def __init__(
         self,
@@ -182,7 +219,10 @@ class MatrixCall:
         caller: str,
         caller_name: str,
         callee: str,
-        invite: voip.Invite,
+        invite: voip.Invite | None,
+        call_id: str = "",
+        lifetime_ms: int = 0,
+        mediafed_room: str = "",
     ) -> None:
         self.bridge = bridge
         self.room_id = room_id
@@ -190,13 +230,24 @@ class MatrixCall:
         self.caller_name = caller_name
         self.callee = callee
         self.invite = invite
-        self.call_id = invite.call_id
+        self.outgoing = invite is None
+        """We placed this call (our ghost invites ``caller``)."""
+        self.call_id = invite.call_id if invite is not None else call_id
+        self.lifetime_ms = lifetime_ms
         self.party_id = new_party_id()
-        self.version: str | int = 0 if invite.version == 0 else "1"
-        self.mediafed_room = mediafed_room_for(room_id)
-        self.identity = f"{caller}:{invite.party_id or invite.call_id}"
-        self.label = f"call={self.call_id} room={room_id} caller={caller}"
-        self.state = CallState.ANSWERING
+        self.version: str | int = 0 if invite is not None and invite.version == 0 else "1"
+        self.remote_party: str | None = (
+            invite.party_id if invite is not None and invite.version == 1 else None
+        )
+        """The party whose events the call takes (None: any of ``caller``'s, as
+        version 0 has no parties and nobody has answered our invite yet)."""
+        self.mediafed_room = mediafed_room or mediafed_room_for(room_id)
+        party = invite.party_id or invite.call_id if invite is not None else self.call_id
+        self.identity = f"{caller}:{party}"
+        role = "callee" if self.outgoing else "caller"
+        self.label = f"call={self.call_id} room={room_id} {role}={caller}"
+        self.state = CallState.PLACING if self.outgoing else CallState.ANSWERING
+        self._invited = False
         self.end_reason = ""
         self.session: Session | None = None
         self.remote_candidates = 0
@@ -212,6 +263,31 @@ class MatrixCall:
         self._task: asyncio.Task[None] | None = None
         self._cancel_reason: tuple[str, str | None] = ("cancelled", None)
         self.done = asyncio.get_running_loop().create_future()
+
+    @classmethod
+    def placed(
+        cls,
+        bridge: MatrixCallBridge,
+        *,
+        room_id: str,
+        callee: str,
+        callee_name: str,
+        ghost: str,
+        lifetime_ms: int,
+        mediafed_room: str = "",
+    ) -> MatrixCall:
+        """A call ``ghost`` places to Matrix user ``callee`` (started with :meth:`start`)."""
+        return cls(
+            bridge,
+            room_id=room_id,
+            caller=callee,
+            caller_name=callee_name,
+            callee=ghost,
+            invite=None,
+            call_id=f"mf{secrets.token_hex(8)}",
+            lifetime_ms=lifetime_ms,
+            mediafed_room=mediafed_room,
+        )
 
     # -- state ------------------------------------------------------------------
     def _set_state(self, state: CallState) -> None:
@@ -249,11 +325,20 @@ class MatrixCall:
         self._remote_queued += 1
         self._queue.put_nowait(_Remote(event))
 
+    def joined_elsewhere(self) -> None:
+        """The callee joined the room's MatrixRTC call (Element Call) instead."""
+        if self.outgoing and self.state is not CallState.ENDED:
+            self._queue.put_nowait(_JoinedElsewhere())
+
     def on_room_event(self, event: events.RoomEvent) -> None:
         session = self.session
         match event:
             case events.SessionClosed(reason=reason):
                 self._queue.put_nowait(_SessionClosed(reason))
+            case events.ParticipantLeft() if (
+                self.outgoing and session is not None and self._nobody_else()
+            ):
+                self._queue.put_nowait(_NobodyElse())
             case events.ParticipantUpdated(participant=participant) if (
                 session is not None
                 and participant.sid == session.sid
@@ -277,10 +362,16 @@ class MatrixCall:
         # ICE-lite: our candidates are in the SDP and sent right after the answer.
         pass
 
+    def _nobody_else(self) -> bool:
+        session = self.session
+        return session is not None and all(
+            p.identity == session.identity for p in session.room.participants()
+        )
+
     # -- the call's task ------------------------------------------------------
     async def _run(self) -> None:
         try:
-            await self._answer()
+            await (self._place() if self.outgoing else self._answer())
             while self.state is not CallState.ENDED:
                 item = await self._queue.get()
                 if isinstance(item, _Remote):
@@ -302,8 +393,37 @@ class MatrixCall:
             if not self.done.done():
                 self.done.set_result(self.end_reason)
 
+    async def _place(self) -> None:
+        """Join the room, offer, invite the callee; then wait for the answer."""
+        room = self.bridge.rooms.get_or_create(self.mediafed_room)
+        self.session = session = await room.join(
+            self.identity, name=self.caller_name, listener=self, single_connection=True
+        )
+        if self._nobody_else():
+            await self._end("nobody else in the call to ring for", hangup=None)
+            return
+        offer_sdp = session.offer_connection()
+        self._last_metadata = session.stream_metadata()
+        self._invited = True
+        await self._send(
+            voip.INVITE,
+            {
+                "offer": {"type": "offer", "sdp": offer_sdp},
+                "lifetime": self.lifetime_ms,
+                "invitee": self.caller,
+                "sdp_stream_metadata": self._last_metadata,
+                "capabilities": CAPABILITIES,
+            },
+        )
+        self._set_state(CallState.INVITING)
+        self._timer = asyncio.get_running_loop().call_later(
+            self.lifetime_ms / 1000, self._queue.put_nowait, _InviteExpired()
+        )
+        await self._send_candidates()
+
     async def _answer(self) -> None:
         invite = self.invite
+        assert invite is not None
         tracks = offered_tracks(invite.offer.sdp)
         room = self.bridge.rooms.get_or_create(self.mediafed_room)
         self.session = session = await room.join(
@@ -399,6 +519,41 @@ class MatrixCall:
         await transition(self, item)
 
     # -- transitions (see TRANSITIONS) -----------------------------------------
+    async def _callee_answered(self, item: _Item) -> None:
+        assert isinstance(item, _Remote) and isinstance(item.event, voip.Answer)
+        answer = item.event
+        session = self.session
+        assert session is not None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if answer.version == 1:
+            self.remote_party = answer.party_id
+        self._announce(offered_tracks(answer.answer.sdp), answer.stream_metadata)
+        await session.accept_connection_answer(answer.answer.sdp)
+        self._apply_mutes(answer.stream_metadata)
+        log.info("< m.call.answer %s party=%s", self.label, answer.party_id)
+        if answer.version == 1:
+            # The callee's other devices stop ringing (spec, "m.call.select_answer").
+            await self._send(voip.SELECT_ANSWER, {"selected_party_id": answer.party_id})
+        self._set_state(CallState.ANSWERED)
+        if session.info().state == "active":
+            self._set_state(CallState.CONNECTED)
+        else:
+            self._timer = asyncio.get_running_loop().call_later(
+                self.bridge.connect_timeout_s, self._queue.put_nowait, _ConnectTimeout()
+            )
+
+    async def _invite_expired(self, item: _Item) -> None:
+        await self._end("invite not answered in time", hangup="invite_timeout")
+
+    async def _nobody_left(self, item: _Item) -> None:
+        if self._nobody_else():
+            await self._end("nobody else left in the call", hangup="user_hangup")
+
+    async def _joined_instead(self, item: _Item) -> None:
+        await self._end("the callee joined the MatrixRTC call instead", hangup="user_hangup")
+
     async def _caller_hung_up(self, item: _Item) -> None:
         assert isinstance(item, _Remote) and isinstance(item.event, voip.Hangup)
         await self._end(f"caller hung up ({item.event.reason})", hangup=None)
@@ -502,7 +657,7 @@ class MatrixCall:
         )
 
     async def _offer(self, offer: _LocalOffer) -> None:
-        if self.state in (CallState.ENDED, CallState.ANSWERING):
+        if self.state not in _LIVE:
             return
         if self.version == 0:
             log.info("- %s version 0 call: cannot renegotiate; new tracks not sent", self.label)
@@ -526,7 +681,7 @@ class MatrixCall:
 
     async def _metadata_changed(self) -> None:
         session = self.session
-        if session is None or self.state in (CallState.ENDED, CallState.ANSWERING):
+        if session is None or self.state not in _LIVE:
             return
         metadata = session.stream_metadata()
         if metadata == self._last_metadata or self.version == 0:
@@ -564,6 +719,8 @@ class MatrixCall:
                 await session.leave(why)
             except Exception:
                 log.exception("x %s leaving the room failed", self.label)
+        if self.outgoing and not self._invited:
+            hangup = None  # nothing was sent: nothing to take back
         if hangup is not None and not self._ended_by_caller:
             content: dict[str, Any] = {}
             if answered or self.version == 0:
@@ -594,10 +751,20 @@ class MatrixCall:
 
 _Transition = Callable[[MatrixCall, _Item], Awaitable[None]]
 _LIVE = (CallState.ANSWERED, CallState.CONNECTED)
+_OURS = (CallState.INVITING, CallState.ANSWERED, CallState.CONNECTED)
 _ROWS: list[tuple[tuple[CallState, ...], type, _Transition]] = [
-    # (in these states, this input, does this); ANSWERING is the task's _answer(), which
-    # runs before the queue is read (a hangup meanwhile is seen by ``deliver``), and
-    # ENDED takes nothing.
+    # (in these states, this input, does this); ANSWERING and PLACING are the task's
+    # _answer() and _place(), which run before the queue is read (a hangup meanwhile
+    # is seen by ``deliver``), and ENDED takes nothing. INVITING and _NobodyElse,
+    # _JoinedElsewhere only come to calls we placed.
+    ((CallState.INVITING,), voip.Answer, MatrixCall._callee_answered),
+    ((CallState.INVITING,), voip.Hangup, MatrixCall._caller_hung_up),
+    ((CallState.INVITING,), voip.Reject, MatrixCall._caller_rejected),
+    ((CallState.INVITING,), voip.Candidates, MatrixCall._remote_candidates),
+    ((CallState.INVITING,), _InviteExpired, MatrixCall._invite_expired),
+    ((CallState.INVITING,), _SessionClosed, MatrixCall._session_closed),
+    ((CallState.INVITING,), _JoinedElsewhere, MatrixCall._joined_instead),
+    (_OURS, _NobodyElse, MatrixCall._nobody_left),
     (_LIVE, voip.Hangup, MatrixCall._caller_hung_up),
     (_LIVE, voip.Reject, MatrixCall._caller_rejected),
     (_LIVE, voip.SelectAnswer, MatrixCall._answer_selected),
@@ -615,5 +782,6 @@ TRANSITIONS: dict[tuple[CallState, type], _Transition] = {
     (state, kind): transition for states, kind, transition in _ROWS for state in states
 }
 """The call's state machine: (state, input type) -> transition. Transitions that end
-the call go through ``_end`` (state ENDED); ``_media_connected`` moves ANSWERED to
-CONNECTED; the others keep the state."""
+the call go through ``_end`` (state ENDED); ``_callee_answered`` moves INVITING to
+ANSWERED (or CONNECTED), ``_media_connected`` ANSWERED to CONNECTED; the others keep
+the state."""

@@ -9,6 +9,19 @@ of a call are taken only from its caller (and, in version 1, its party).
 Every call runs on a task of its own; a call's failure is logged and hung up,
 never raised into the appservice, and never touches another call. The call
 itself, its state machine and the VoIP details are in :mod:`mediafed.matrix.call`.
+
+The other way (:meth:`MatrixCallBridge.place_call`): when a Rocket.Chat user
+starts a call in a direct room linked to Matrix, the ghost that rings the
+Matrix side (:mod:`mediafed.matrix.rtc_ghosts`) also places a classic call to
+the room's Matrix user, if that user takes classic calls. With
+``classic_invites="auto"`` (the default) that is a user who called the bridge
+with ``m.call.invite`` in this room before, or who has never been a MatrixRTC
+member of it: Element X and Element Web with Element Call leave
+``call.member`` state in every room they called in and ring on the MSC4075
+notification alone (Element X ignores ``m.call.invite``), while Element Web's
+1:1 calls, nheko and other classic clients only ring on an invite.
+``"always"`` and ``"never"`` decide without looking. The callee joining the
+room's MatrixRTC call instead takes the invite back.
 """
 
 from __future__ import annotations
@@ -17,11 +30,12 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from mediafed.matrix import voip
 from mediafed.matrix.call import CallState, MatrixCall
+from mediafed.matrix.membership import MEMBERSHIP_EVENT_TYPES
 
 if TYPE_CHECKING:
     from mediafed.matrix.appservice import MatrixAppService
@@ -39,6 +53,13 @@ MAX_CALLS = 256
 MAX_CALLS_PER_CALLER = 4
 """Calls one Matrix user may have with the bridge at once; more are answered busy."""
 ENDED_CALLS_KEPT = 1024
+INVITE_LIFETIME_MS = 60000
+"""Lifetime of the invites the bridge sends (matrix-js-sdk's ``CALL_TIMEOUT_MS``)."""
+CLASSIC_CALLERS_KEPT = 4096
+
+ClassicInvites = Literal["auto", "always", "never"]
+MatrixRtcUsed = Callable[[str, str], Awaitable[bool]]
+"""``(room_id, user_id)`` -> whether the user has been a MatrixRTC member of the room."""
 
 
 class MatrixSender(Protocol):
@@ -87,6 +108,24 @@ class AppServiceSender:
             return None
         return {str(user): member.displayname or "" for user, member in members.items()}
 
+    async def matrixrtc_used(self, room_id: str, user_id: str) -> bool:
+        """Whether the room's state holds a MatrixRTC membership ``user_id`` sent (a
+        left one is ``{}`` and still there)."""
+        from mautrix.api import Method, Path
+        from mautrix.errors import MatrixRequestError
+
+        try:
+            state = await self._service.intent.api.request(Method.GET, Path.v3.rooms[room_id].state)
+        except MatrixRequestError as exc:
+            log.info("- room=%s state not readable (%s)", room_id, exc.errcode)
+            return False
+        return any(
+            isinstance(event, dict)
+            and event.get("type") in MEMBERSHIP_EVENT_TYPES
+            and event.get("sender") == user_id
+            for event in state
+        )
+
 
 OnCallStarted = Callable[[str, str], object]
 
@@ -106,6 +145,9 @@ class MatrixCallBridge:
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         max_calls: int = MAX_CALLS,
         negotiate_lifetime_ms: int = NEGOTIATE_LIFETIME_MS,
+        classic_invites: ClassicInvites = "auto",
+        invite_lifetime_ms: int = INVITE_LIFETIME_MS,
+        matrixrtc_used: MatrixRtcUsed | None = None,
     ) -> None:
         self.rooms = rooms
         self.negotiate_lifetime_ms = negotiate_lifetime_ms
@@ -115,8 +157,13 @@ class MatrixCallBridge:
         self.clock_ms = clock_ms
         self.connect_timeout_s = connect_timeout_s
         self.max_calls = max_calls
+        self.classic_invites = classic_invites
+        self.invite_lifetime_ms = invite_lifetime_ms
+        self.matrixrtc_used = matrixrtc_used
         self.calls: dict[tuple[str, str], MatrixCall] = {}
         self._ended: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._classic_callers: OrderedDict[tuple[str, str], None] = OrderedDict()
+        """(room, user) who called a bridge user with ``m.call.invite`` there."""
 
     async def on_call_event(
         self, room_id: str, sender: str, call_event: voip.CallEvent, raw: Mapping[str, Any]
@@ -141,7 +188,7 @@ class MatrixCallBridge:
             log.debug("- %s for unknown call=%s room=%s", raw.get("type"), key[1], room_id)
             return
         if sender != call.caller or (
-            call.invite.version == 1 and call_event.party_id != call.invite.party_id
+            call.remote_party is not None and call_event.party_id != call.remote_party
         ):
             log.info(
                 "- %s from %s (party %s) is not from the caller of call=%s; ignored",
@@ -204,8 +251,78 @@ class MatrixCallBridge:
             self._remember_ended(key)
             return
         self.calls[key] = call
+        self._classic_callers[(room_id, sender)] = None
+        if len(self._classic_callers) > CLASSIC_CALLERS_KEPT:
+            self._classic_callers.popitem(last=False)
         log.info("< m.call.invite %s to %s (version %s)", label, callee, call.version)
         call.start()
+
+    # -- calls we place -----------------------------------------------------------
+    async def takes_classic_calls(self, room_id: str, user_id: str) -> bool:
+        """Whether to ring ``user_id`` with ``m.call.invite`` (see the module's text)."""
+        if self.classic_invites != "auto":
+            return self.classic_invites == "always"
+        if (room_id, user_id) in self._classic_callers:
+            return True
+        if self.matrixrtc_used is None:
+            return True
+        return not await self.matrixrtc_used(room_id, user_id)
+
+    async def place_call(
+        self, mediafed_room: str, room_id: str, ghost: str, callee: str
+    ) -> MatrixCall | None:
+        """Have ``ghost`` call Matrix user ``callee`` of ``room_id`` into the call of
+        ``mediafed_room``, if the user takes classic calls and is not in one with us
+        in that room already; the call, or None."""
+        label = f"room={room_id} callee={callee} ghost={ghost}"
+        if not await self.takes_classic_calls(room_id, callee):
+            log.info(
+                "- %s rings by MatrixRTC alone (classic_invites=%s)", label, self.classic_invites
+            )
+            return None
+        if any(
+            call.room_id == room_id and call.caller == callee and call.state is not CallState.ENDED
+            for call in self.calls.values()
+        ):
+            log.info("- %s is in a classic call with the bridge already; no invite", label)
+            return None
+        members = await self.sender.joined_members(room_id)
+        if members is None or callee not in members or ghost not in members:
+            log.info("- %s callee or ghost not in the room; no invite", label)
+            return None
+        if len(self.calls) >= self.max_calls:
+            log.warning(
+                "x %s not placed: %d calls (limit %d)", label, len(self.calls), self.max_calls
+            )
+            return None
+        call = MatrixCall.placed(
+            self,
+            room_id=room_id,
+            callee=callee,
+            callee_name=members.get(callee) or callee,
+            ghost=ghost,
+            lifetime_ms=self.invite_lifetime_ms,
+            mediafed_room=mediafed_room,
+        )
+        self.calls[(room_id, call.call_id)] = call
+        log.info("> m.call.invite %s call=%s", label, call.call_id)
+        call.start()
+        return call
+
+    def on_room_event(self, raw: Mapping[str, Any]) -> None:
+        """Appservice listener: a callee who joins the room's MatrixRTC call (a
+        membership with content) while our invite rings has answered that way."""
+        if raw.get("type") not in MEMBERSHIP_EVENT_TYPES or not raw.get("content"):
+            return
+        room_id, sender = raw.get("room_id"), raw.get("sender")
+        for call in list(self.calls.values()):
+            if (
+                call.outgoing
+                and call.room_id == room_id
+                and call.caller == sender
+                and call.state in (CallState.PLACING, CallState.INVITING)
+            ):
+                call.joined_elsewhere()
 
     def _callee(self, invitee: str | None, caller: str, members: Mapping[str, str]) -> str | None:
         if invitee is not None:

@@ -7,6 +7,7 @@ the composition root hands it to :func:`mediafed.matrix.frontend.setup_matrix`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -54,6 +55,16 @@ class MatrixConfig(BaseModel):
     """Also publish bridged participants as ``m.rtc.member`` sticky events (MSC4354,
     Element Call's ``matrix_2_0`` mode; Synapse: ``experimental_features:
     {msc4354_enabled: true}``)."""
+
+    classic_call_invites: Literal["auto", "always", "never"] = "auto"
+    """Whether a Rocket.Chat call in a direct room linked to Matrix also rings the
+    Matrix user with a classic ``m.call.invite`` from the caller's ghost. ``auto``:
+    when that user called the bridge that way in the room before, or has never been
+    a MatrixRTC member of it (Element X and Element Call ring on the MSC4075
+    notification alone; Element Web's 1:1 calls, nheko and other classic clients
+    only on an invite)."""
+    classic_invite_lifetime_s: float = Field(60.0, ge=5, le=600)
+    """How long such an invite rings before it is hung up (``invite_timeout``)."""
 
     @field_validator("allowed_homeservers")
     @classmethod

@@ -1,7 +1,8 @@
 """Composition of the Matrix front-end: the focus always, the appservice when a
 registration file is configured (``[matrix] registration``), and with a media
 server (``rooms``) the bridge that answers classic ``m.call.*`` calls
-(:mod:`mediafed.matrix.calls`).
+(:mod:`mediafed.matrix.calls`), which also places classic calls from ghosts
+(Rocket.Chat calls in direct rooms, ``[matrix] classic_call_invites``).
 
 The composition root (:mod:`mediafed.server`) hands it the ``[matrix]`` section
 and what it needs of the node: the API keys, the public URL, the data directory.
@@ -116,11 +117,23 @@ def setup_matrix(
         )
         service.add_event_listener(watcher.on_event)
     if call_sink is None and rooms is not None:
+        sender = AppServiceSender(service)
         bridge = MatrixCallBridge(
-            rooms, registration, AppServiceSender(service), on_call_started=on_call_started
+            rooms,
+            registration,
+            sender,
+            on_call_started=on_call_started,
+            classic_invites=matrix.classic_call_invites,
+            invite_lifetime_ms=int(matrix.classic_invite_lifetime_s * 1000),
+            matrixrtc_used=sender.matrixrtc_used,
         )
         service.call_sink = bridge
+        service.add_event_listener(bridge.on_room_event)
         app[CALL_BRIDGE_KEY] = bridge
+        ghosts = app.get(RTC_GHOSTS_KEY)
+        if ghosts is not None:
+            # A Rocket.Chat call in a direct room rings classic clients too.
+            ghosts.classic_call = bridge.place_call
 
         async def hang_up_all(app: web.Application) -> None:
             await bridge.close()

@@ -34,6 +34,12 @@ participant into a call Rocket.Chat started sends, right after its membership,
 an ``org.matrix.msc4075.rtc.notification`` referring to it, ``ring`` in a room
 of two (Element X and Element Web show an incoming call) and ``notification`` in
 a larger one; once per call. Calls started on the Matrix side ring there already.
+In a room of two whose other member is a Matrix user, the same ghost also places
+a classic call to that user when the call bridge says they take classic calls
+(``classic_call``, :meth:`mediafed.matrix.calls.MatrixCallBridge.place_call`).
+
+A mediafed room that is deleted (the call ended in Rocket.Chat) takes its
+ghosts' memberships with it, as their leaving would.
 
 Classic ``m.call`` callers are not published: they are Matrix users already in
 the room, whose identity (``@caller:server:party``) the appservice cannot send
@@ -79,6 +85,10 @@ MatrixRoomOf = Callable[[str], Awaitable[str | None]]
 RingingCallOf = Callable[[str], Awaitable[str | None]]
 """mediafed room -> the id of its active call if Rocket.Chat started it (so the
 Matrix side is to ring), else None."""
+
+ClassicCall = Callable[[str, str, str, str], Awaitable[object]]
+"""``(mediafed room, Matrix room, ghost user id, Matrix user)``: ring the user with a
+classic call from the ghost, if they take those (the call bridge decides)."""
 
 RTC_NOTIFICATION = "org.matrix.msc4075.rtc.notification"
 """The MSC4075 call notification matrix-js-sdk sends (``EventType.RTCNotification``)
@@ -397,6 +407,8 @@ class RtcGhosts:
         self.fallback_expires_ms = fallback_expires_ms
         self.clock_ms = clock_ms
         self.ringing_call_of = ringing_call_of
+        self.classic_call: ClassicCall | None = None
+        """Set by the composition: the call bridge's ``place_call``."""
         self._rung: dict[str, str] = {}
         """mediafed room -> the call a notification was sent for (one per call)."""
         self.delayed_events: bool | None = None
@@ -419,6 +431,12 @@ class RtcGhosts:
                 ghost = self.ghosts.pop((room.name, participant.identity), None)
                 if ghost is not None:
                     self._spawn(self._leave(ghost))
+            case events.RoomClosed():
+                # A deleted room's sessions close without a ParticipantLeft each.
+                self._present = {key for key in self._present if key[0] != room.name}
+                for key in [key for key in self.ghosts if key[0] == room.name]:
+                    self._spawn(self._leave(self.ghosts.pop(key)))
+                self._rung.pop(room.name, None)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -552,8 +570,9 @@ class RtcGhosts:
         return event_id
 
     async def _ring(self, ghost: _Ghost, membership_event_id: str) -> None:
-        """Send the call notification if Rocket.Chat started this call and none was
-        sent for it yet. A failure is logged; the membership stands."""
+        """Send the call notification (and in a room of two, have the classic call
+        placed) if Rocket.Chat started this call and that was not done for it yet.
+        Failures are logged; the membership stands."""
         if self.ringing_call_of is None:
             return
         try:
@@ -564,22 +583,36 @@ class RtcGhosts:
             # Room of two: the cheap check. m.direct is each user's own account
             # data, which the appservice cannot read; the bridge bot is not a party.
             members = await self.homeserver.joined_members(ghost.matrix_room_id, ghost.user_id)
-            ring = len([m for m in members if m != self.registration.bot_user_id]) == 2
-            content = rtc_notification_content(
-                membership_event_id=membership_event_id, ring=ring, sender_ts=self.clock_ms()
-            )
+        except Exception as exc:
+            log.warning("x %s: call notification not sent: %s", ghost.label, exc)
+            return
+        parties = [m for m in members if m != self.registration.bot_user_id]
+        ring = len(parties) == 2
+        content = rtc_notification_content(
+            membership_event_id=membership_event_id, ring=ring, sender_ts=self.clock_ms()
+        )
+        try:
             await self.homeserver.send(
                 ghost.matrix_room_id, ghost.user_id, RTC_NOTIFICATION, content
             )
         except Exception as exc:
             log.warning("x %s: call notification not sent: %s", ghost.label, exc)
+        else:
+            log.info(
+                "> MatrixRTC call notification %s call=%s type=%s",
+                ghost.label,
+                call_id,
+                content["notification_type"],
+            )
+        others = [m for m in parties if m != ghost.user_id]
+        if not ring or self.classic_call is None or len(others) != 1:
             return
-        log.info(
-            "> MatrixRTC call notification %s call=%s type=%s",
-            ghost.label,
-            call_id,
-            content["notification_type"],
-        )
+        if self.registration.is_ours(others[0]):
+            return  # another bridged user: it has no Matrix client to ring
+        try:
+            await self.classic_call(ghost.room, ghost.matrix_room_id, ghost.user_id, others[0])
+        except Exception as exc:
+            log.warning("x %s: classic call to %s not placed: %s", ghost.label, others[0], exc)
 
     async def _keep_alive(self, ghost: _Ghost) -> None:
         """Restart the delayed leave a few times per delay; resend the membership

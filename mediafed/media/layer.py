@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 _fanout = native.fanout
 NACK_MAX_TRIES = 5
+NACK_MAX_BACKOFF = 8.0
 NACK_RETRY_S = 0.05
 """The least time between two NACKs of one packet; once repairs have shown the round
 trip to the publisher, 1.25 times that (asking again before the answer could come
@@ -46,6 +47,7 @@ class Layer(native.InStream):
         "last_sr_at",
         "last_sr_ntp",
         "last_sr_rtp",
+        "nack_backoff",
         "nacked",
         "octets_at_rate",
         "quality",
@@ -96,6 +98,10 @@ class Layer(native.InStream):
         """Sequence number -> when it was first NACKed, while unrepaired."""
         self.repair_rtt_s = 0.0
         """Smoothed time from a NACK to its repair: the round trip to the publisher."""
+        self.nack_backoff = 1.0
+        """Karn's backoff: doubles when a first NACK goes unanswered for its spacing (the
+        round trip is longer than believed, and retried repairs give no sample), back
+        to 1 at the next clean sample."""
         self.level = 127
         self.bitrate_bps = 0
         self.octets_at_rate = 0
@@ -245,7 +251,8 @@ class Layer(native.InStream):
                 sample = now - asked.pop(seq)  # repaired since the last call
                 rtt = self.repair_rtt_s
                 self.repair_rtt_s = sample if not rtt else 0.8 * rtt + 0.2 * sample
-        spacing = max(NACK_RETRY_S, 1.25 * self.repair_rtt_s)
+                self.nack_backoff = 1.0
+        spacing = max(NACK_RETRY_S, 1.25 * self.repair_rtt_s) * self.nack_backoff
         due = []
         for seq, state in list(missing.items()):
             if state[1] and now - state[0] < spacing:
@@ -256,10 +263,11 @@ class Layer(native.InStream):
                 continue
             if not state[1]:
                 asked[seq] = now
-            else:
+            elif asked.pop(seq, None) is not None:
                 # Karn: a repair after a retry cannot tell which NACK it answers, and
-                # timing it from the first would stretch the spacing it feeds
-                asked.pop(seq, None)
+                # timing it from the first would stretch the spacing it feeds; so
+                # no sample, and the next first NACKs wait longer for theirs
+                self.nack_backoff = min(NACK_MAX_BACKOFF, 2 * self.nack_backoff)
             state[0] = now
             state[1] += 1
             due.append(seq)

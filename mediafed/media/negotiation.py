@@ -469,6 +469,101 @@ def build_single_offer(
     return offer
 
 
+OPENING_EXTENSION_IDS = {**codecs.FORWARD_EXTENSIONS, rtp.URI_MID: 4}
+"""Header extension ids of an offer that opens a single connection: the canonical
+forwarded ones (no rewrite on the way out) and the mid."""
+
+
+def build_opening_offer(
+    slots: list[OutgoingSlot],
+    receive: tuple[str, ...],
+    local: LocalTransport,
+    *,
+    session_id: int,
+    version: int,
+) -> SessionDescription:
+    """Our offer that opens a single connection (we call a classic Matrix client).
+
+    One section per kind in ``receive`` (mids ``0``, ``1``...) to receive the
+    client's media on, listing every codec we forward; the first active slot of
+    that kind is sent there too (``sendrecv``, its codec first, so the client,
+    answering in offer order, sends it back in the same one), as a client's
+    ``addTrack`` pairs a track with the first transceiver of its kind. Other
+    active slots get ``sendonly`` sections of their own. Slots moved to a receive
+    section take its mid."""
+    offer = _new_description(session_id, version)
+    uris = {
+        "audio": (rtp.URI_AUDIO_LEVEL, rtp.URI_TRANSPORT_CC, rtp.URI_MID),
+        "video": (rtp.URI_ABS_SEND_TIME, rtp.URI_TRANSPORT_CC, rtp.URI_MID),
+    }
+    paired: set[str] = set()
+    for index, kind in enumerate(receive):
+        mid = str(index)
+        specs = [spec for spec in codecs.SUPPORTED if spec.mime.startswith(kind + "/")]
+        slot = next((s for s in slots if s.active and s.kind == kind and s.mid not in paired), None)
+        if slot is not None:
+            mime = slot.codec.mime.lower()
+            specs.sort(key=lambda spec: spec.mime.lower() != mime)
+            slot.mid = mid
+            paired.add(mid)
+        section = MediaSection(kind=kind, port=9, protocol="UDP/TLS/RTP/SAVPF", formats=[], mid=mid)
+        for spec in specs:
+            if slot is not None and spec.mime.lower() == slot.codec.mime.lower():
+                section.codecs += [slot.codec] + ([slot.rtx] if slot.rtx is not None else [])
+                continue
+            section.codecs.append(spec.codec())
+            rtx = spec.rtx_codec()
+            if rtx is not None:
+                section.codecs.append(rtx)
+        section.formats = [str(c.payload_type) for c in section.codecs]
+        section.extmaps = [Extmap(OPENING_EXTENSION_IDS[uri], uri) for uri in uris[kind]]
+        section.rtcp_mux = True
+        section.rtcp_rsize = True
+        section.direction = "recvonly"
+        if slot is not None:
+            _set_sending(section, slot, receiving=True)
+        offer.media.append(section)
+    for slot in slots:
+        if not slot.active or slot.mid in paired:
+            continue
+        section = MediaSection(
+            kind=slot.kind, port=9, protocol="UDP/TLS/RTP/SAVPF", formats=[], mid=slot.mid
+        )
+        section.codecs = [slot.codec] + ([slot.rtx] if slot.rtx is not None else [])
+        section.formats = [str(c.payload_type) for c in section.codecs]
+        section.extmaps = [
+            Extmap(OPENING_EXTENSION_IDS[uri], uri)
+            for uri in uris.get(slot.kind, ())
+            if uri != rtp.URI_MID
+        ]
+        section.rtcp_mux = True
+        section.rtcp_rsize = True
+        _set_sending(section, slot, receiving=False)
+        offer.media.append(section)
+    for section in offer.media:
+        _transport_attrs(section, local, with_candidates=True)
+    offer.groups = [("BUNDLE", [m.mid or "" for m in offer.media])]
+    return offer
+
+
+def answered_media(offer: SessionDescription, answer: SessionDescription) -> list[AcceptedMedia]:
+    """What the client's answer to our offer sends us: one entry per section it
+    sends on (``sendrecv``/``sendonly`` from its side) in a codec we forward."""
+    offered = {m.mid for m in offer.media if m.port != 0}
+    accepted = []
+    for media in answer.media:
+        if media.mid not in offered or media.port == 0 or media.kind not in ("audio", "video"):
+            continue
+        chosen = next((c for c in media.codecs if codecs.find_spec(c) is not None), None)
+        if chosen is None:
+            continue
+        scratch = MediaSection(kind=media.kind, port=9, protocol=media.protocol, formats=[])
+        entry = _accept_rtp(media, scratch, chosen, None)
+        if entry is not None:
+            accepted.append(entry)
+    return accepted
+
+
 def _extmaps_for(wanted: list[Extmap], ext_ids: dict[str, int]) -> list[Extmap]:
     """Our extensions, numbered as the connection already numbers them (one id, one URI)."""
     out = []

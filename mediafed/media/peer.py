@@ -273,6 +273,22 @@ class MediaPeer(native.PeerBase):
         if packets:
             self.endpoint.send_rtcp(rtcp.serialize_rtcp(packets))
 
+    def _send_nacks(self, layer: Layer, due: list[int], out: list[rtcp.RtcpPacket]) -> None:
+        """First NACKs in this tick's compound; each retry in a packet of its own.
+
+        libwebrtc answers a NACK's numbers in order and drops the rest of the list
+        at the first it refuses (one it resent less than a round trip ago, or
+        beyond its retransmission budget): a retry at the head of a list would
+        take the new losses behind it down with it."""
+        tries = layer.missing
+        fresh = [seq for seq in due if tries.get(seq, (0.0, 1.0))[1] <= 1]
+        if fresh:
+            out.append(rtcp.GenericNack(self.local_ssrc, layer.ssrc, fresh))
+        for seq in due:
+            if tries.get(seq, (0.0, 1.0))[1] > 1:
+                nack = rtcp.GenericNack(self.local_ssrc, layer.ssrc, [seq])
+                self.endpoint.send_rtcp(rtcp.serialize_rtcp([nack]))
+
     def periodic(self, now: float, *, reports: bool) -> None:
         """Timer work: NACKs and transport-cc feedback upstream; RTCP reports."""
         if self.endpoint.srtp is None:
@@ -284,7 +300,7 @@ class MediaPeer(native.PeerBase):
                 if layer.nack_pending and layer.ssrc:
                     missing = layer.due_nacks(now)
                     if missing:
-                        out.append(rtcp.GenericNack(self.local_ssrc, layer.ssrc, missing))
+                        self._send_nacks(layer, missing, out)
         if reports:
             blocks = []
             for track in self.tracks_by_mid.values():

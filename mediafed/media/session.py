@@ -33,7 +33,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from mediafed.errors import AuthError, LocalProtocolError
+from mediafed.errors import AuthError, LocalProtocolError, NegotiationError
 from mediafed.media import events, limits, negotiation, quality
 from mediafed.media.downlink import Downlink
 from mediafed.media.downtrack import DownTrack
@@ -401,6 +401,38 @@ class Session:
                 section.simulcast = None
         self.subscribing.answered(answer)
         return serialize_sdp(answer)
+
+    def offer_connection(self, receive: Sequence[str] = ("audio", "video")) -> str:
+        """Single-connection sessions: our offer opening the connection, for when we
+        call the client (a classic Matrix call placed by the bridge). It receives one
+        stream of each kind in ``receive`` and sends the room's tracks; the client's
+        answer goes to :meth:`accept_connection_answer`, later offers go both ways as
+        after :meth:`answer_offer`."""
+        self._check_open()
+        if not self.single or self.answer_only or self.subscribing.last_local is not None:
+            raise LocalProtocolError(
+                "offer_connection opens a single connection, once, before any offer"
+            )
+        offer = self.subscribing.opening_offer(
+            tuple(receive), self.local_transport(self.publisher, "actpass")
+        )
+        return serialize_sdp(offer)
+
+    async def accept_connection_answer(self, sdp: str) -> None:
+        """The client's answer to :meth:`offer_connection`: what it sends is published,
+        the room's tracks go out where it receives them."""
+        self._check_open()
+        answer = negotiation.parse(sdp, "answer")
+        ufrag, pwd, fingerprints, setup = negotiation.remote_transport(answer, "answer")
+        if setup == "actpass":
+            raise NegotiationError(
+                "answer says a=setup:actpass; an answer must choose active or passive"
+            )
+        offer = self.subscribing.opened(answer)
+        endpoint = self.publisher.endpoint
+        endpoint.configure_remote(ufrag, pwd, fingerprints, setup)
+        endpoint.target.set_twcc(negotiation.extension_id(answer, rtp.URI_TRANSPORT_CC))
+        self.publishing.apply(negotiation.answered_media(offer, answer))
 
     # -- transport --------------------------------------------------------------
     def configure_remote(self, peer: MediaPeer, offer: SessionDescription, what: str) -> str:

@@ -327,6 +327,59 @@ class Subscribing:
             if section is not None:
                 downtrack.ext_remap = codecs.downstream_table(section.extmaps)
 
+    # -- our offer opening a single connection -------------------------------------
+    def opening_offer(
+        self, receive: tuple[str, ...], local: negotiation.LocalTransport
+    ) -> SessionDescription:
+        """The offer that opens a single connection (we call the client): see
+        :func:`negotiation.build_opening_offer`. Its answer goes to :meth:`opened`."""
+        self.sdp_version += 1
+        offer = negotiation.build_opening_offer(
+            self.slots,
+            receive,
+            local,
+            session_id=self.session.sdp_session_id,
+            version=self.sdp_version + self.session.publishing.sdp_version,
+        )
+        for track_sid, downtrack in self.downtracks.items():
+            slot = self.slot_of.get(track_sid)
+            if slot is not None:
+                downtrack.mid = slot.mid
+        self._pending_local = offer
+        return offer
+
+    def opened(self, answer: SessionDescription) -> SessionDescription:
+        """The client answered our opening offer: send on the sections it receives on
+        in the codec we offered, and offer what found no section. Our offer, as taken."""
+        offer = self._pending_local
+        if offer is None:
+            raise NegotiationError("no opening offer is outstanding; this answer is not for us")
+        self._pending_local = None
+        answered = {m.mid: m for m in answer.media}
+        for section in offer.media:
+            theirs = answered.get(section.mid)
+            if theirs is None or theirs.port == 0:
+                section.port = 0
+                section.direction = "inactive"
+        self.last_local = offer
+        now = self.session.room.manager.clock()
+        for track_sid, downtrack in self.downtracks.items():
+            slot = self.slot_of.get(track_sid)
+            theirs = answered.get(downtrack.mid)
+            if slot is None or theirs is None or theirs.port == 0:
+                continue
+            if theirs.direction not in ("recvonly", "sendrecv"):
+                continue
+            if theirs.codec(slot.codec.payload_type) is None:
+                continue  # the client dropped the codec we send this track in
+            self._use_negotiated_codec(downtrack, slot)
+            downtrack.attach(now)
+        placed = {m.mid for m in offer.media}
+        if self._dirty or any(s.active and s.mid not in placed for s in self.slots):
+            self._dirty = False
+            self.negotiate()
+        return offer
+
     # -- the client's offers (single connection) -----------------------------------
     def take_client_offer(self, offer: SessionDescription) -> dict[str, negotiation.OutgoingSlot]:
         """The client offers the connection: our own offer, if out, gives way (we are

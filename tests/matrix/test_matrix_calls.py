@@ -682,16 +682,23 @@ async def test_unanswered_negotiate_offer_is_made_again_after_its_lifetime(
 
 
 def test_the_state_machine_is_one_table() -> None:
-    """What each state takes: a live call takes every caller event; only an answered,
-    not yet connected call can time out or become connected; an ended one takes nothing."""
+    """What each state takes: a live call takes every caller event; a call we placed
+    takes, while it rings, the callee's answer, hangup, reject and candidates; only an
+    answered, not yet connected call can time out or become connected; an ended one
+    takes nothing."""
     from mediafed.matrix import call as call_module
 
     states_of: dict[type, set[CallState]] = {}
     for state, kind in TRANSITIONS:
         states_of.setdefault(kind, set()).add(state)
     live = {CallState.ANSWERED, CallState.CONNECTED}
-    for event in (voip.Hangup, voip.Reject, voip.Candidates, voip.Negotiate, voip.SelectAnswer):
+    ringing = {CallState.INVITING}
+    for event in (voip.Hangup, voip.Reject, voip.Candidates):
+        assert states_of[event] == live | ringing, event
+    for event in (voip.Negotiate, voip.SelectAnswer):
         assert states_of[event] == live, event
+    assert states_of[voip.Answer] == ringing
+    assert states_of[call_module._InviteExpired] == ringing
     assert states_of[call_module._ConnectTimeout] == {CallState.ANSWERED}
     assert states_of[call_module._MediaConnected] == {CallState.ANSWERED}
     assert all(state is not CallState.ENDED for state, _ in TRANSITIONS)

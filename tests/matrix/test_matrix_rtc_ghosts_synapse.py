@@ -21,9 +21,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiortc import RTCSessionDescription
 
 from mediafed import server
 from mediafed.config import Config
+from mediafed.matrix import voip
 from mediafed.matrix.appservice import APPSERVICE_KEY
 from mediafed.matrix.frontend import RTC_GHOSTS_KEY
 from mediafed.matrix.membership import CALL_MEMBER
@@ -35,15 +37,23 @@ from mediafed.matrix.rtc_ghosts import (
 )
 from mediafed.media import RoomManager
 from tests.matrix.conftest import serve
-from tests.matrix.test_matrix_calls_synapse import _room_with_bot
+from tests.matrix.test_matrix_calls import MatrixCaller, close_to
+from tests.matrix.test_matrix_calls_synapse import MatrixClient, _room_with_bot
 from tests.rocketchat.test_call_api import KEY, SECRET, admin_token
-from tests.support.aiortc_client import AiortcParticipant
+from tests.support.aiortc_client import (
+    AiortcParticipant,
+    PatternVideoTrack,
+    ToneAudioTrack,
+    wait_for,
+)
 from tests.support.synapse import MatrixUser, SynapseServer
 
 pytestmark = pytest.mark.slow
 
 LEAVE_DELAY_S = 3.0
 TIMEOUT_S = 20.0
+RED = (220, 0, 0)
+GREEN = (0, 200, 0)
 
 
 @asynccontextmanager
@@ -200,3 +210,89 @@ async def test_rocketchat_user_is_a_matrixrtc_member_until_they_leave_or_mediafe
         assert took_s > LEAVE_DELAY_S / 2, f"removed after {took_s:.1f} s: not by the delay"
         assert took_s < LEAVE_DELAY_S + 10
         await bob.close()
+
+
+async def test_a_rocketchat_call_in_a_direct_room_rings_a_classic_client_that_joins_it(
+    synapse: SynapseServer, tmp_path: Path, rooms: RoomManager
+) -> None:
+    """A classic client (no MatrixRTC) gets an ``m.call.invite`` from the Rocket.Chat
+    caller's ghost; answering it puts it in the same call, both ways; the
+    Rocket.Chat user hanging up hangs it up."""
+    assert synapse.appservice is not None
+    classic = await asyncio.to_thread(synapse.register_user, "classicuser")
+    async with _node(synapse, tmp_path / "data", rooms) as (url, app):
+        room_id = await _room_with_bot(
+            synapse,
+            app[APPSERVICE_KEY],
+            classic,
+            power_level_content_override={"events": {CALL_MEMBER: 0}},
+        )
+        client = MatrixClient(synapse, classic, room_id)
+        await client.start()
+        callee = MatrixCaller()
+        alice: AiortcParticipant | None = None
+        try:
+            async with aiohttp.ClientSession() as http:
+                link = await _join_link(http, url, room_id, "alice")
+            ghost, _device = parse_ghost_identity(synapse.appservice, link["identity"]) or ("", "")
+            alice = AiortcParticipant(rooms.get_or_create(link["room"]), link["identity"])
+            await alice.join()
+            await alice.publish(PatternVideoTrack(RED), ToneAudioTrack())
+
+            def invites() -> list[dict[str, Any]]:
+                return [
+                    e for e in client.events if e["type"] == voip.INVITE and e["sender"] == ghost
+                ]
+
+            await client.until(lambda: bool(invites()), "the ghost's m.call.invite")
+            [invite] = invites()
+            content = invite["content"]
+            assert content["invitee"] == classic.user_id
+            assert content["version"] == "1" and content["lifetime"] > 0
+            call_id = content["call_id"]
+
+            # the classic client answers with its own camera and microphone
+            pc = callee.pc
+            await pc.setRemoteDescription(RTCSessionDescription(content["offer"]["sdp"], "offer"))
+            pc.addTrack(PatternVideoTrack(GREEN))
+            pc.addTrack(ToneAudioTrack())
+            await pc.setLocalDescription(await pc.createAnswer())
+            await client.send(
+                voip.ANSWER,
+                {
+                    "call_id": call_id,
+                    "party_id": classic.device_id,
+                    "version": "1",
+                    "answer": {"type": "answer", "sdp": pc.localDescription.sdp},
+                },
+            )
+            await client.until(
+                lambda: bool(client.received(voip.SELECT_ANSWER, call_id)), "select_answer"
+            )
+            [selected] = client.received(voip.SELECT_ANSWER, call_id)
+            assert selected["content"]["selected_party_id"] == classic.device_id
+
+            # one call: the classic user sees Alice, Alice sees the classic user
+            await wait_for(lambda: callee.sees(RED), timeout=TIMEOUT_S)
+            await wait_for(
+                lambda: any(
+                    v.frames >= 5 and close_to(v.colour, GREEN) for v in alice.video.values()
+                ),
+                timeout=TIMEOUT_S,
+            )
+            await wait_for(
+                lambda: any(a.frames > 10 for a in callee.audio.values()), timeout=TIMEOUT_S
+            )
+            await wait_for(
+                lambda: any(a.frames > 10 for a in alice.audio.values()), timeout=TIMEOUT_S
+            )
+
+            # Alice hangs up in Rocket.Chat: nobody is left, the bridge hangs up
+            await alice.close()
+            alice = None
+            await client.until(lambda: bool(client.received(voip.HANGUP, call_id)), "the hangup")
+        finally:
+            if alice is not None:
+                await alice.close()
+            await callee.close()
+            await client.close()

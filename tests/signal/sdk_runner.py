@@ -1,20 +1,22 @@
 """Run the Python ``livekit`` SDK client scripts on test hosts and read their events.
 
-``run_client`` runs ``lk_sdk_client.py`` to its end; :class:`ScriptClient` runs any
-of the scripts (``lk_sdk_publisher.py``, ``lk_sdk_viewer.py``) and reads its JSON
-lines while it runs, for tests that change the network meanwhile.
+``run_client`` runs ``lk_sdk_client.py`` to its end; :class:`ScriptClient`
+(``loadtest/sdk_client.py``) runs the publisher and viewer scripts and reads
+their JSON lines while they run, for tests that change the network meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from loadtest.sdk_client import PUBLISHER, VIEWER, ScriptClient
 from tests.support.netns_hosts import TestHost
+
+__all__ = ["PUBLISHER", "VIEWER", "ScriptClient", "close_to", "run_client"]
 
 CLIENT = Path(__file__).with_name("lk_sdk_client.py")
 SIGNAL_IDS = ["v1", "v0", "v1+v0"]
@@ -46,55 +48,6 @@ async def run_client(
     if not any(line["event"] in ("done", "refused") for line in lines):
         raise AssertionError(f"{role} did not finish: {lines[-5:]} {err.decode()[-2000:]}")
     return lines
-
-
-class ScriptClient:
-    """A client script on a test host whose JSON lines are read as they come."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[dict[str, Any]] = []
-        self._reader = asyncio.create_task(self._read())
-
-    @classmethod
-    async def start(
-        cls,
-        host: TestHost,
-        script: Path,
-        url: str,
-        token: str,
-        *args: str,
-        env: dict[str, str] | None = None,
-    ) -> ScriptClient:
-        proc = await host.spawn(
-            [sys.executable, script, url, token, *args],
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            env=None if env is None else os.environ | env,
-        )
-        return cls(proc)
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        async for raw in self.proc.stdout:
-            if raw.startswith(b"{"):
-                self.lines.append(json.loads(raw))
-
-    def last(self, event: str) -> dict[str, Any] | None:
-        return next((line for line in reversed(self.lines) if line["event"] == event), None)
-
-    def seen(self) -> tuple[int, int]:
-        """(video frames, audio frames) a viewer script decoded so far."""
-        line = self.last("seen")
-        if line is None:
-            return 0, 0
-        return sum(v["frames"] for v in line["video"].values()), line["audio"]["frames"]
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-        self._reader.cancel()
 
 
 def close_to(rgb: list[int], expected: tuple[int, int, int]) -> bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from sdk_runner import ScriptClient
 
+from loadtest.sdk_client import PUBLISHER, VIEWER
 from mediafed.media.allocation import PAUSED
 from mediafed.media.downtrack import DownTrack
 from mediafed.media.types import TrackKind
@@ -27,8 +28,6 @@ from tests.support.livekit_node import LiveNode, live_node
 from tests.support.netns_hosts import TestHost
 
 HERE = Path(__file__).parent
-PUBLISHER = HERE / "lk_sdk_publisher.py"
-VIEWER = HERE / "lk_sdk_viewer.py"
 RUN_S = 110
 
 

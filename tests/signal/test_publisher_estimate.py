@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
+from loadtest.sdk_client import PUBLISHER
 from mediafed.media.types import TrackKind
 from tests.support.browser import TIMEOUT_MS, chromium
 from tests.support.livekit_node import LiveNode, live_node
 from tests.support.netns_hosts import TestHost
 
-PUBLISHER = Path(__file__).with_name("lk_sdk_publisher.py")
 RUN_S = 24
 MIN_ESTIMATE_BPS = 1_000_000
 

@@ -26,12 +26,11 @@ from pathlib import Path
 import pytest
 from sdk_runner import ScriptClient
 
+from loadtest.sdk_client import PUBLISHER, VIEWER
 from tests.support.netns_hosts import TestHost
 from tests.support.relay import Relay
 
 HERE = Path(__file__).parent
-PUBLISHER = HERE / "lk_sdk_publisher.py"
-VIEWER = HERE / "lk_sdk_viewer.py"
 ROOM = "reconnect"
 RUN_S = 120
 

@@ -21,12 +21,12 @@ import pytest
 from playwright.async_api import Page
 from sdk_runner import ScriptClient
 
+from loadtest.sdk_client import PUBLISHER
 from tests.support.browser import TIMEOUT_MS, chromium
 from tests.support.netns_hosts import TestHost
 from tests.support.relay import Relay
 
 HERE = Path(__file__).parent
-PUBLISHER = HERE / "lk_sdk_publisher.py"
 ROOM = "browser-reconnect"
 
 pytestmark = pytest.mark.slow

@@ -12,18 +12,17 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import pytest
 
 from loadtest.livekit_server import LiveKitServerTarget
+from loadtest.sdk_client import PUBLISHER, ScriptClient
 from loadtest.target import RoomPlan
 from mediafed import server
 from mediafed.media import Room, Session
 from mediafed.media.track import PublishedTrack
 from mediafed.signal.livekit.link import LINK_ATTRIBUTE, LinkTarget, RelayLink
 from mediafed.signal.livekit.tokens import VideoGrant, mint_token
-from tests.signal.sdk_runner import ScriptClient
 from tests.support.aiortc_client import (
     AiortcParticipant,
     PatternVideoTrack,
@@ -32,8 +31,6 @@ from tests.support.aiortc_client import (
 )
 from tests.support.livekit_node import API_KEY, API_SECRET, LiveNode, live_node
 from tests.support.netns_hosts import TestHost
-
-PUBLISHER = Path(__file__).with_name("lk_sdk_publisher.py")
 
 pytestmark = pytest.mark.slow
 

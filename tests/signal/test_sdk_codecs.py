@@ -17,13 +17,12 @@ import pytest
 from livekit.protocol import models
 from sdk_runner import ScriptClient
 
+from loadtest.sdk_client import PUBLISHER, VIEWER
 from mediafed.media.types import TrackKind
 from tests.support.livekit_node import LiveNode, live_node
 from tests.support.netns_hosts import TestHost
 
 HERE = Path(__file__).parent
-PUBLISHER = HERE / "lk_sdk_publisher.py"
-VIEWER = HERE / "lk_sdk_viewer.py"
 
 pytestmark = pytest.mark.slow
 

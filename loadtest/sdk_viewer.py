@@ -1,6 +1,6 @@
 """A Python ``livekit`` SDK participant that only watches, for the bandwidth tests.
 
-Usage: ``lk_sdk_viewer.py URL TOKEN SECONDS``. It subscribes to everything
+Usage: ``sdk_viewer.py URL TOKEN SECONDS``. It subscribes to everything
 and prints, every half second, a JSON line of what it decoded so far: per
 video track the frames, the size of the last one and the longest time between
 two frames (``gap_ms``) since the last line, the frame metadata of the last

@@ -1,7 +1,7 @@
 """A Python ``livekit`` SDK publisher of a 1280x720 simulcast camera and a tone, for the
 estimate and bandwidth tests.
 
-Usage: ``lk_sdk_publisher.py URL TOKEN SECONDS [WIDTHxHEIGHT [CODEC]]`` (simulcast
+Usage: ``sdk_publisher.py URL TOKEN SECONDS [WIDTHxHEIGHT [CODEC]]`` (simulcast
 at 1280x720, the default; one layer at any other size; CODEC is VP8, the
 default, H264, VP9 or AV1). With ``FRAME_METADATA=1`` in its environment every
 frame carries metadata (its number as frame id, the wall clock in
