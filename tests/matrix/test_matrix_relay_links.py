@@ -29,13 +29,20 @@ from aiohttp import web
 
 from mediafed import server
 from mediafed.config import Config
+from mediafed.matrix import voip
+from mediafed.matrix.appservice import APPSERVICE_KEY
 from mediafed.matrix.focus import FOCUS_KEY, room_call_alias
 from mediafed.matrix.frontend import RTC_LINKS_KEY
 from mediafed.matrix.membership import CALL_MEMBER
+from mediafed.matrix.rtc_ghosts import RTC_NOTIFICATION
 from mediafed.media import RoomManager, Session
 from mediafed.signal.livekit.link import LINK_ATTRIBUTE
 from mediafed.signal.livekit.tokens import verify_token
 from mediafed.worker import Worker
+from tests.matrix.test_matrix_calls_synapse import MatrixClient
+from tests.matrix.test_matrix_rtc_ghosts_synapse import _join_link
+from tests.matrix.test_matrix_synapse import Waiter
+from tests.rocketchat.test_call_api import KEY as CALL_API_KEY, SECRET as CALL_API_SECRET
 from tests.support.aiortc_client import (
     AiortcParticipant,
     PatternVideoTrack,
@@ -76,7 +83,8 @@ async def _relay(
     url = f"http://127.0.0.1:{port}"
     config = Config.model_validate(
         {
-            "keys": {KEY: SECRET},
+            # the second key signs the call API's requests (as the Rocket.Chat App's)
+            "keys": {KEY: SECRET, CALL_API_KEY: CALL_API_SECRET},
             "server": {
                 "bind": media_ip,
                 "http_port": port,
@@ -308,3 +316,65 @@ async def test_a_focus_that_refuses_the_link_is_reported_and_asked_again(
         finally:
             await carol.close()
             await bob_client.close()
+
+
+async def test_a_rocketchat_call_rings_a_user_of_another_homeserver(
+    homeservers: tuple[SynapseServer, SynapseServer], tmp_path: Path
+) -> None:
+    """Bob, of homeserver B, shares a direct room with A's bridge; a Rocket.Chat user
+    of A starts a call there: over federation Bob's homeserver shows him the ghost's
+    MatrixRTC membership, the ring (MSC4075) and a classic invite from the ghost."""
+    hs_a, hs_b = homeservers
+    bob = await asyncio.to_thread(hs_b.register_user, "bob3")
+    assert hs_a.appservice is not None
+    bot_a = hs_a.appservice.bot_user_id
+    async with _relay(hs_a, hs_b, tmp_path / "relay-a", "127.0.0.2") as relay_a:
+        waiter = Waiter()
+        relay_a.app[APPSERVICE_KEY].add_event_listener(waiter)
+        room_id = await asyncio.to_thread(
+            hs_b.create_room,
+            bob,
+            name="bob and rocket.chat",
+            power_level_content_override={"events": {CALL_MEMBER: 0}},
+        )
+        await asyncio.to_thread(hs_b.invite, bob, room_id, bot_a)
+        await waiter.until(
+            lambda: any(
+                e.get("type") == "m.room.member"
+                and e.get("state_key") == bot_a
+                and e.get("content", {}).get("membership") == "join"
+                for e in waiter.events
+            ),
+            "the bridge bot's join over federation",
+        )
+        client = MatrixClient(hs_b, bob, room_id)
+        await client.start()
+        alice: AiortcParticipant | None = None
+        try:
+            async with aiohttp.ClientSession() as http:
+                link = await _join_link(http, relay_a.url, room_id, "alice")
+            alice = AiortcParticipant(relay_a.rooms.get_or_create(link["room"]), link["identity"])
+            await alice.join()
+            await alice.publish(PatternVideoTrack(BLUE))
+            ghost = f"@rc_alice:{hs_a.server_name}"
+
+            def seen(event_type: str) -> list[dict[str, Any]]:
+                return [
+                    e for e in client.events if e["type"] == event_type and e["sender"] == ghost
+                ]
+
+            await client.until(lambda: bool(seen(CALL_MEMBER)), "the ghost's membership")
+            [membership] = seen(CALL_MEMBER)
+            focus = membership["content"]["foci_preferred"][0]
+            assert focus["livekit_service_url"] == relay_a.url
+            await client.until(lambda: bool(seen(RTC_NOTIFICATION)), "the ring")
+            [ring] = seen(RTC_NOTIFICATION)
+            assert ring["content"]["notification_type"] == "ring"
+            await client.until(lambda: bool(seen(voip.INVITE)), "the classic invite")
+            [invite] = seen(voip.INVITE)
+            assert invite["content"]["invitee"] == bob.user_id
+            assert invite["content"]["offer"]["type"] == "offer"
+        finally:
+            if alice is not None:
+                await alice.close()
+            await client.close()
