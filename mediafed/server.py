@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import gc
 import logging
@@ -26,7 +27,7 @@ from aiohttp import web
 from mediafed import __version__
 from mediafed.config import Config
 from mediafed.media import ParticipantInfo, Room, RoomManager, events
-from mediafed.operator.health import add_health_route
+from mediafed.operator.health import HEALTH_SECTIONS_KEY, add_health_route
 from mediafed.rocketchat.config import RocketChatConfig
 from mediafed.signal.livekit.tokens import MIN_SECRET_LENGTH
 from mediafed.worker import Worker
@@ -123,6 +124,9 @@ def relay_links_extension(rooms: RoomManager) -> Extension:
         if not links:
             return
         app[RELAY_LINKS_KEY] = links
+        app.setdefault(HEALTH_SECTIONS_KEY, {})["relay_links"] = lambda: [
+            dataclasses.asdict(link.status) for link in links
+        ]
 
         async def start(app: web.Application) -> None:
             for link in links:

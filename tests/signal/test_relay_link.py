@@ -13,6 +13,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import aiohttp
 import pytest
 
 from loadtest.livekit_server import LiveKitServerTarget
@@ -338,6 +339,15 @@ async def test_a_configured_link_starts_with_the_node_and_joins_hidden_and_subsc
                 await wait_for(lambda: _decoding(bob, RED), timeout=30)
                 (link,) = local.app[server.RELAY_LINKS_KEY]
                 assert link.status.state == "connected"
+                # the operator sees it on /healthz
+                async with (
+                    aiohttp.ClientSession() as http,
+                    http.get(f"{local.http_url}/healthz") as resp,
+                ):
+                    health = await resp.json()
+                [shown] = health["relay_links"]
+                assert (shown["room"], shown["state"]) == ("call", "connected")
+                assert shown["remote_participants"] == ["alice"] and shown["tracks"] == 1
                 joined = remote_room.sessions["mediafed-relay"]
                 assert joined.permission.hidden and not joined.permission.can_publish
                 assert "mediafed-relay" not in {
