@@ -15,12 +15,13 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
+from livekit.protocol import models
 
 from loadtest.livekit_server import LiveKitServerTarget
 from loadtest.sdk_client import PUBLISHER, ScriptClient
 from loadtest.target import RoomPlan
 from mediafed import server
-from mediafed.media import Room, Session
+from mediafed.media import Room, Session, events
 from mediafed.media.track import PublishedTrack
 from mediafed.signal.livekit.link import LINK_ATTRIBUTE, LinkTarget, RelayLink
 from mediafed.signal.livekit.tokens import VideoGrant, mint_token
@@ -62,6 +63,14 @@ async def _two_nodes() -> AsyncIterator[tuple[LiveNode, LiveNode]]:
 def _link(remote: LiveNode, local: LiveNode, identity: str = "relay-local") -> RelayLink:
     token = remote.token(identity, room="call", hidden=True)
     return RelayLink(local.rooms, LinkTarget(remote.ws_url, token, "call"))
+
+
+def _data_from(participant: AiortcParticipant, identity: str) -> list[events.PacketRelayed]:
+    return [
+        e
+        for e in participant.events
+        if isinstance(e, events.PacketRelayed) and e.sender.identity == identity
+    ]
 
 
 def _mirrored_tracks(session: Session) -> list[PublishedTrack]:
@@ -113,6 +122,17 @@ async def test_a_remote_publisher_reaches_local_subscribers_over_one_link() -> N
                 for video in watcher.video.values():
                     counters = video.counters[-30:]
                     assert counters == sorted(counters), counters
+
+            # what alice broadcasts there (chat, data streams) reaches them from her mirror
+            assert alice.session is not None
+            alice.session.send_data(b"hello from the remote room", topic="lk-chat-topic")
+            await wait_for(lambda: all(_data_from(w, "alice") for w in watchers), timeout=10)
+            packet = models.DataPacket()
+            packet.ParseFromString(_data_from(watchers[0], "alice")[0].packet)
+            assert packet.user.payload == b"hello from the remote room"
+            assert packet.user.topic == "lk-chat-topic"
+            assert packet.participant_identity == "alice" == packet.user.participant_identity
+            assert packet.participant_sid == local_room.sessions["alice"].sid
 
             # nobody here watches any more: the link asks the remote to stop the video
             (video_down,) = [

@@ -14,7 +14,9 @@ identity, name, metadata and attributes (plus ``mediafed.relay_link``, the
 remote's URL), which shows the remote tracks (``Session.announce_track`` with
 ``owner``) while the link's connection carries them. Joins, leaves,
 publications and mutes on the remote side are mirrored as they come in
-``ParticipantUpdate`` messages. Mirrors of other links, and this link's own
+``ParticipantUpdate`` messages, and what a remote participant broadcasts on the
+data channels (chat, data streams, user packets) is relayed here as sent by its
+mirror. Mirrors of other links, and this link's own
 participant, are never pulled: a track published outward by a link is never
 pulled back (no loops).
 
@@ -563,6 +565,29 @@ class _Connection:
         if mirror is not None and not mirror.closed:
             await mirror.leave("left the remote room")
 
+    def relay_data(self, label: str, data: bytes) -> None:
+        packet = models.DataPacket()
+        try:
+            packet.ParseFromString(data)
+        except DecodeError:
+            log.info("x relay link room=%s: malformed DataPacket dropped", self.target.room)
+            return
+        sender = packet.participant_identity or packet.user.participant_identity
+        mirror = next(
+            (m for m in self.mirrors.values() if m.identity == sender and not m.closed), None
+        )
+        if mirror is None:
+            return  # from nobody mirrored here (the remote server, a hidden sender)
+        relayed = translate.relayed_data_packet(
+            packet, sender_sid=mirror.sid, sender_identity=mirror.identity, lossy=label == "_lossy"
+        )
+        if relayed is None or relayed.destination_identities or relayed.destination_sids:
+            return  # only what the remote room broadcast: nobody here was addressed
+        try:
+            mirror.relay_packet(relayed.packet, protocol=translate.DATA_PROTOCOL, kind=relayed.kind)
+        except MediafedError as exc:
+            log.info("x relay link room=%s: data refused: %s", self.target.room, exc)
+
     def _update_status(self) -> None:
         status = self.link.status
         status.remote_participants = sorted(m.identity for m in self.mirrors.values())
@@ -582,6 +607,11 @@ class _Carrier:
 
     def on_subscriber_offer(self, sdp: str, offer_id: int) -> None:
         return None  # the link sends nothing back over this connection
+
+    def on_data_message(self, role: str, label: str, data: bytes) -> None:
+        """Data the remote SFU delivers to the link (a remote participant's broadcast:
+        chat, data streams, user packets): relayed here as sent by its mirror."""
+        self.connection.relay_data(label, data)
 
     def on_local_candidate(
         self, target: str, candidate: str, sdp_mid: str, sdp_mline_index: int
@@ -606,7 +636,7 @@ async def _join(
         attributes=attributes,
         permission=Permission(
             can_subscribe=False,
-            can_publish_data=False,
+            can_publish_data=not identity.startswith("relay-link:"),  # mirrors relay data
             hidden=identity.startswith("relay-link:"),
         ),
         listener=listener,
