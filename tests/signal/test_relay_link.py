@@ -123,6 +123,17 @@ async def test_a_remote_publisher_reaches_local_subscribers_over_one_link() -> N
                     counters = video.counters[-30:]
                     assert counters == sorted(counters), counters
 
+            # her tone makes her an active speaker here too (the audio level rides along)
+            mirror_sid = local_room.sessions["alice"].sid
+            await wait_for(
+                lambda: any(
+                    isinstance(e, events.SpeakersChanged)
+                    and any(sid == mirror_sid and active for sid, _, active in e.speakers)
+                    for e in watchers[0].events
+                ),
+                timeout=10,
+            )
+
             # what alice broadcasts there (chat, data streams) reaches them from her mirror
             assert alice.session is not None
             alice.session.send_data(b"hello from the remote room", topic="lk-chat-topic")
