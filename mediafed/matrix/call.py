@@ -447,13 +447,7 @@ class MatrixCall:
                 "capabilities": CAPABILITIES,
             },
         )
-        self._set_state(CallState.ANSWERED)
-        if session.info().state == "active":
-            self._set_state(CallState.CONNECTED)
-        else:
-            self._timer = asyncio.get_running_loop().call_later(
-                self.bridge.connect_timeout_s, self._queue.put_nowait, _ConnectTimeout()
-            )
+        self._answered(session)
         await self._send_candidates()
         self.bridge.call_started(self)
 
@@ -536,6 +530,11 @@ class MatrixCall:
         if answer.version == 1:
             # The callee's other devices stop ringing (spec, "m.call.select_answer").
             await self._send(voip.SELECT_ANSWER, {"selected_party_id": answer.party_id})
+        self._answered(session)
+
+    def _answered(self, session: Session) -> None:
+        """The call is answered (by us or by the callee): connected once media is up,
+        hung up if it does not come up in time."""
         self._set_state(CallState.ANSWERED)
         if session.info().state == "active":
             self._set_state(CallState.CONNECTED)

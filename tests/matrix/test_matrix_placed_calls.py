@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from mediafed.matrix import voip
-from mediafed.matrix.call import CallState
+from mediafed.matrix.call import CallState, MatrixCall
 from mediafed.matrix.calls import MatrixCallBridge
 from mediafed.media import RoomManager
 from tests.matrix.test_matrix_calls import (
@@ -54,15 +54,21 @@ async def _erin(rooms: RoomManager) -> AiortcParticipant:
     return erin
 
 
+async def _ring(bridge: MatrixCallBridge, sender: RecordingSender) -> MatrixCall:
+    """Erin's ghost rings Dave; once the invite is out."""
+    call = await bridge.place_call(CALL_ROOM, OTHER_ROOM, GHOST, CALLER)
+    assert call is not None
+    await sender.until(lambda: bool(sender.of(voip.INVITE)), "the invite")
+    return call
+
+
 async def test_an_unanswered_ring_is_hung_up_after_its_lifetime(
     placing: tuple[MatrixCallBridge, RecordingSender], rooms: RoomManager
 ) -> None:
     bridge, sender = placing
     erin = await _erin(rooms)
     try:
-        call = await bridge.place_call(CALL_ROOM, OTHER_ROOM, GHOST, CALLER)
-        assert call is not None
-        await sender.until(lambda: bool(sender.of(voip.INVITE)), "the invite")
+        call = await _ring(bridge, sender)
         [invite] = sender.of(voip.INVITE)
         assert (invite.room_id, invite.user_id) == (OTHER_ROOM, GHOST)
         assert invite.content["invitee"] == CALLER and invite.content["lifetime"] == 400
@@ -86,9 +92,7 @@ async def test_a_rejected_ring_ends_without_a_hangup(
     bridge, sender = placing
     erin = await _erin(rooms)
     try:
-        call = await bridge.place_call(CALL_ROOM, OTHER_ROOM, GHOST, CALLER)
-        assert call is not None
-        await sender.until(lambda: bool(sender.of(voip.INVITE)), "the invite")
+        call = await _ring(bridge, sender)
         content = {"call_id": call.call_id, "party_id": "DAVEPHONE", "version": "1"}
         await bridge.on_call_event(
             OTHER_ROOM,

@@ -172,15 +172,7 @@ class RelayLink:
                     self.status.url = self.target.url
                 except (TimeoutError, MediafedError, aiohttp.ClientError, OSError) as exc:
                     self.status.last_error = f"no token for the link: {exc}"
-                    log.info(
-                        "x relay link room=%s: %s; again in %.0f s",
-                        self.target.room,
-                        self.status.last_error,
-                        pause,
-                    )
-                    self.status.state = "retrying"
-                    await asyncio.sleep(pause)
-                    pause = min(RETRY_MAX_S, pause * 2)
+                    pause = await self._pause(pause)
                     continue
             connection = _Connection(self)
             self._connection = connection
@@ -199,16 +191,20 @@ class RelayLink:
             self._connection = None
             if connection.was_connected:
                 pause = RETRY_FIRST_S
-            log.info(
-                "x relay link room=%s to %s down (%s); again in %.0f s",
-                self.target.room,
-                self.target.url,
-                self.status.last_error,
-                pause,
-            )
-            self.status.state = "retrying"
-            await asyncio.sleep(pause)
-            pause = min(RETRY_MAX_S, pause * 2)
+            pause = await self._pause(pause)
+
+    async def _pause(self, pause: float) -> float:
+        """Wait before the next attempt; the pause after that one (doubled, capped)."""
+        log.info(
+            "x relay link room=%s to %s down (%s); again in %.0f s",
+            self.target.room,
+            self.target.url,
+            self.status.last_error,
+            pause,
+        )
+        self.status.state = "retrying"
+        await asyncio.sleep(pause)
+        return min(RETRY_MAX_S, pause * 2)
 
 
 class _Connection:
