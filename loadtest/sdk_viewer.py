@@ -1,6 +1,7 @@
 """A Python ``livekit`` SDK participant that only watches, for the bandwidth tests.
 
-Usage: ``sdk_viewer.py URL TOKEN SECONDS``. It subscribes to everything
+Usage: ``sdk_viewer.py URL TOKEN SECONDS [QUALITY]``. It subscribes to everything
+(videos at QUALITY: LOW, MEDIUM or HIGH, the default)
 and prints, every half second, a JSON line of what it decoded so far: per
 video track the frames, the size of the last one and the longest time between
 two frames (``gap_ms``) since the last line, the frame metadata of the last
@@ -24,7 +25,7 @@ def say(**fields: object) -> None:
     print(json.dumps(fields), flush=True)
 
 
-async def main(url: str, token: str, seconds: float) -> None:
+async def main(url: str, token: str, seconds: float, quality: str = "HIGH") -> None:
     room = rtc.Room()
     video: dict[str, dict[str, int]] = {}
     audio = {"frames": 0}
@@ -55,6 +56,8 @@ async def main(url: str, token: str, seconds: float) -> None:
         track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
     ) -> None:
         if track.kind == rtc.TrackKind.KIND_VIDEO:
+            if quality != "HIGH":
+                pub.set_video_quality(getattr(rtc.VideoQuality, f"VIDEO_QUALITY_{quality}"))
             tasks.add(asyncio.ensure_future(watch_video(track, pub.sid)))
         else:
             tasks.add(asyncio.ensure_future(watch_audio(track)))
@@ -97,4 +100,4 @@ async def main(url: str, token: str, seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), *sys.argv[4:5]))

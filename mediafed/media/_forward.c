@@ -263,6 +263,7 @@ typedef struct {
     char synced;
     char switching; /* between two layers until a keyframe: Python decides */
     char vp8;       /* continue VP8 picture ids, TL0PICIDX and KEYIDX */
+    char svc;       /* VP9: Python picks the spatial layers each packet belongs to */
     unsigned int pid_off;
     unsigned int tl0_off;
     unsigned int keyidx_off;
@@ -314,6 +315,7 @@ static PyMemberDef Forwarder_members[] = {
     {"synced", T_BOOL, offsetof(Forwarder, synced), 0, NULL},
     {"switching", T_BOOL, offsetof(Forwarder, switching), 0, NULL},
     {"vp8", T_BOOL, offsetof(Forwarder, vp8), 0, "continue VP8 picture ids across layers"},
+    {"svc", T_BOOL, offsetof(Forwarder, svc), 0, "spatial layers chosen by forward()"},
     {"pid_off", T_UINT, offsetof(Forwarder, pid_off), 0, NULL},
     {"tl0_off", T_UINT, offsetof(Forwarder, tl0_off), 0, NULL},
     {"keyidx_off", T_UINT, offsetof(Forwarder, keyidx_off), 0, NULL},
@@ -366,7 +368,7 @@ fanout_list(PyObject *list, PyObject *packet_obj, const unsigned char *packet, P
         if (PyObject_TypeCheck(item, &ForwarderType)) {
             Forwarder *f = (Forwarder *)item;
             const unsigned char *table = NULL;
-            if (!padding && !f->needs_keyframe && f->synced && !f->switching &&
+            if (!padding && !f->needs_keyframe && f->synced && !f->switching && !f->svc &&
                 (f->pad_floor < 0 || ((seq - (unsigned long)f->pad_floor) & 0xFFFFUL) < 0x8000UL) &&
                 f->target != NULL &&
                 PyObject_TypeCheck(f->target, transport->send_target_type) &&

@@ -47,6 +47,10 @@ if TYPE_CHECKING:
     from mediafed.wire.rtcp import ReportBlock
 
 
+MAX_SPATIAL = 2
+"""The top VP9 spatial layer a subscriber can ask for (LiveKit's three qualities)."""
+
+
 class DownTrack(native.Forwarder):
     """One subscriber's copy of a published track: its own SSRC, sequence and timestamps.
 
@@ -76,6 +80,8 @@ class DownTrack(native.Forwarder):
         "rtx_seq",
         "rtx_ssrc",
         "seq_history",
+        "spatial_out",
+        "spatial_target",
         "sr_sent",
         "started",
         "track",
@@ -116,6 +122,10 @@ class DownTrack(native.Forwarder):
         """(input sequence number, offset used before it): one entry per run of dropped
         padding since the last re-anchoring, oldest first."""
         self.vp8 = track.mime_lower == "video/vp8"
+        self.svc = track.mime_lower == "video/vp9"
+        self.spatial_out = self.spatial_target = MAX_SPATIAL
+        """VP9 SVC: the highest spatial layer forwarded, and the one wanted (the
+        subscriber's quality: 0 LOW, 1 MEDIUM, 2 HIGH); every layer above is dropped."""
         self.pid_off = self.tl0_off = self.keyidx_off = 0
         self.pid_out = self.tl0_out = self.keyidx_out = 0
         self.max_quality = 2
@@ -155,6 +165,8 @@ class DownTrack(native.Forwarder):
         self.select_layer(now)
 
     def select_layer(self, now: float) -> None:
+        if self.svc:
+            self._select_spatial(now)
         if (
             self.disabled
             or not self.negotiated
@@ -206,6 +218,17 @@ class DownTrack(native.Forwarder):
         if self.track.kind is TrackKind.VIDEO:
             self.needs_keyframe = True
             target.keyframe_waiters += 1
+            self.track.request_keyframe(now)
+
+    def _select_spatial(self, now: float) -> None:
+        """VP9 SVC: the spatial layer the subscriber's quality asks for (its allocation
+        caps simulcast layers, not these). Down at the next picture, up at the next
+        key picture (asked for: in K-SVC an upper layer only restarts from one)."""
+        wanted = max(0, min(self.max_quality, MAX_SPATIAL))
+        if wanted == self.spatial_target:
+            return
+        self.spatial_target = wanted
+        if wanted > self.spatial_out:
             self.track.request_keyframe(now)
 
     def _cancel_switch(self) -> None:
@@ -276,6 +299,20 @@ class DownTrack(native.Forwarder):
             self._continue_from(packet, length, seq, ts, now)
         elif not self.synced:
             self._continue_from(packet, length, seq, ts, now)
+        mark = False
+        if self.svc:
+            vp9 = payload_codecs.vp9_layer(packet, length)
+            if vp9 is not None:
+                spatial, begins, ends, key = vp9
+                switch_now = key or self.spatial_target < self.spatial_out
+                if begins and spatial == 0 and switch_now:
+                    self.spatial_out = self.spatial_target
+                if spatial > self.spatial_out:
+                    if seq == (self.seq_out + 1 - self.seq_off) & 0xFFFF:
+                        self._drop_padding(seq)  # numbered around, as padding is
+                    return
+                # the end of the top layer forwarded ends the picture for this decoder
+                mark = ends and spatial == self.spatial_out
         seq_off = self.seq_off
         if packet[0] & 0x20 and padding_only(packet, length):
             if seq == (self.seq_out + 1 - seq_off) & 0xFFFF:
@@ -287,7 +324,7 @@ class DownTrack(native.Forwarder):
         ts_out = (ts + self.ts_off) & 0xFFFFFFFF
         # The same packet the native fan-out builds (media/_forward.c): header, ids, VP8.
         out = bytearray(packet[:length])
-        out[1] = (b1 & 0x80) | self.payload_type
+        out[1] = (0x80 if mark else b1 & 0x80) | self.payload_type
         SEQ_TS_SSRC.pack_into(out, 2, seq_out, ts_out, self.ssrc)
         if self.ext_remap is not None:
             remap_extension_ids(out, length, self.ext_remap)
@@ -306,8 +343,8 @@ class DownTrack(native.Forwarder):
         self.octets_sent += length
 
     def _drop_padding(self, seq: int) -> None:
-        """Drop the padding-only packet ``seq`` (the next in order): later packets are
-        numbered one lower."""
+        """Drop packet ``seq``, the next in order (padding only, or a VP9 spatial layer
+        above the subscriber's): later packets are numbered one lower."""
         history = self.seq_history
         if history and history[-1][0] == seq:
             history[-1] = ((seq + 1) & 0xFFFF, history[-1][1])  # the same run goes on

@@ -85,6 +85,7 @@ class PyForwarder:
         "seq_off",
         "seq_out",
         "ssrc",
+        "svc",
         "switching",
         "synced",
         "target",
@@ -109,6 +110,7 @@ class PyForwarder:
     seq_off: int
     seq_out: int
     ssrc: int
+    svc: bool
     switching: bool
     synced: bool
     target: Any

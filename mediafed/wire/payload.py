@@ -30,6 +30,7 @@ __all__ = [
     "vp8_is_keyframe",
     "vp8_rewrite_picture_id",
     "vp9_is_keyframe",
+    "vp9_layer",
 ]
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
@@ -229,6 +230,40 @@ def vp9_is_keyframe(buf: Buffer, offset: int, end: int) -> bool:
         return False
     spatial_id = (buf[pos] >> 1) & 0x07
     return spatial_id == 0
+
+
+def vp9_layer(buf: Buffer, length: int) -> tuple[int, bool, bool, bool] | None:
+    """(spatial layer id, B: a layer frame begins, E: it ends, a key picture begins)
+    of the VP9 payload descriptor in a whole RTP packet (VP9 RTP draft, 4.2), or None
+    without layer indices (L clear: one layer) or when unreadable. Never raises."""
+    if length < 13 or length > len(buf):
+        return None
+    pos = 12 + 4 * (buf[0] & 0x0F)
+    if buf[0] & 0x10:
+        if pos + 4 > length:
+            return None
+        pos += 4 + 4 * ((buf[pos + 2] << 8) | buf[pos + 3])
+    end = length
+    if buf[0] & 0x20:
+        pad = buf[length - 1]
+        if pad == 0 or pad > length - 12:
+            return None
+        end = length - pad
+    if pos >= end:
+        return None
+    first = buf[pos]
+    if not first & 0x20:
+        return None
+    pos += 1
+    if first & 0x80:  # I: picture id, 7 or 15 bits
+        if pos >= end:
+            return None
+        pos += 2 if buf[pos] & 0x80 else 1
+    if pos >= end:
+        return None
+    spatial = (buf[pos] >> 1) & 0x07
+    begins, ends = bool(first & 0x08), bool(first & 0x04)
+    return spatial, begins, ends, begins and spatial == 0 and not first & 0x40
 
 
 OBU_SEQUENCE_HEADER = 1

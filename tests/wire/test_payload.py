@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from mediafed.errors import WireError
+from mediafed.wire import rtp
 from mediafed.wire.payload import (
     PayloadError,
     Vp8Descriptor,
@@ -20,6 +21,7 @@ from mediafed.wire.payload import (
     vp8_is_keyframe,
     vp8_rewrite_picture_id,
     vp9_is_keyframe,
+    vp9_layer,
 )
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -209,6 +211,25 @@ def test_h264_nal_types_rfc6184(payload: bytes, expected: bool) -> None:
 def test_vp9_descriptor_draft_layout(payload: bytes, expected: bool) -> None:
     assert vp9_is_keyframe(*framed(payload)) is expected
     assert is_keyframe("video/vp9", *framed(payload)) is expected
+
+
+@pytest.mark.parametrize(
+    ("descriptor", "expected"),
+    [
+        # Chromium's L3T3_KEY, flexible mode: (spatial id, B, E, key picture begins)
+        (bytes([0xBE, 0x92, 0x0F, 0x00]), (0, True, True, True)),  # I L F B E V, SID 0
+        (bytes([0xB8, 0x92, 0x0F, 0x02]), (1, True, False, False)),  # SID 1 begins
+        (bytes([0xB4, 0x92, 0x0F, 0x05]), (2, False, True, False)),  # SID 2 ends
+        (bytes([0xFC, 0x92, 0x10, 0x40]), (0, True, True, False)),  # P: not a key picture
+        (bytes([0x9C, 0x92, 0x10]), None),  # no L: one layer
+    ],
+)
+def test_vp9_layer_indices(descriptor: bytes, expected: object) -> None:
+    packet = rtp.build_header(98, 1, 1, 7) + descriptor + b"\x00" * 8
+    assert vp9_layer(packet, len(packet)) == expected
+    truncated = rtp.build_header(98, 1, 1, 7) + descriptor[:2]  # ends in the picture id
+    assert vp9_layer(truncated, len(truncated)) is None
+    assert vp9_layer(packet, len(packet) + 1) is None  # longer than the buffer
 
 
 # ----------------------------------------------------------------- AV1
