@@ -207,7 +207,7 @@ def _caller_identity(participant: ParticipantInfo) -> str:
 
 def front_ends(rooms: RoomManager) -> list[Extension]:
     """Every front-end of a full node, wired to ``rooms``."""
-    from mediafed.matrix.frontend import RTC_GHOSTS_KEY, setup_matrix
+    from mediafed.matrix.frontend import RTC_GHOSTS_KEY, RTC_LINKS_KEY, setup_matrix
     from mediafed.matrix.rtc_ghosts import ghost_identity
     from mediafed.rocketchat.handlers import CALL_SERVICE_KEY
 
@@ -250,6 +250,11 @@ def front_ends(rooms: RoomManager) -> list[Extension]:
             on_call_ended=service.call_ended_elsewhere if service is not None else None,
             matrix_room_of=service.matrix_room_of if service is not None else None,
         )
+        links = app.get(RTC_LINKS_KEY)
+        if links is not None:
+            app.setdefault(HEALTH_SECTIONS_KEY, {})["matrixrtc_links"] = lambda: [
+                dataclasses.asdict(link.status) for link in links.links.values()
+            ]
         ghosts = app.get(RTC_GHOSTS_KEY)
         if service is not None and ghosts is not None:
             # Users of calls linked to a Matrix room join as their ghost's device.

@@ -247,6 +247,12 @@ async def test_a_bridged_user_sees_a_remote_homeservers_member_through_one_link(
             mirror = room_a.sessions[bob_identity]
             assert mirror.info().attributes[LINK_ATTRIBUTE] == link.target.url
 
+            # relay A's operator sees the link on /healthz
+            async with http.get(f"{relay_a.url}/healthz") as resp:
+                [shown] = (await resp.json())["matrixrtc_links"]
+            assert (shown["room"], shown["state"]) == (alias, "connected")
+            assert shown["remote_participants"] == [bob_identity]
+
             # relay B sees one subscribe-only participant of A's bot, taking one copy
             (linked,) = linked_on(relay_b)
             assert not linked.permission.can_publish
