@@ -232,11 +232,10 @@ def vp9_is_keyframe(buf: Buffer, offset: int, end: int) -> bool:
     return spatial_id == 0
 
 
-def vp9_layer(buf: Buffer, length: int) -> tuple[int, bool, bool, bool] | None:
-    """(spatial layer id, B: a layer frame begins, E: it ends, a key picture begins)
-    of the VP9 payload descriptor in a whole RTP packet (VP9 RTP draft, 4.2), or None
-    without layer indices (L clear: one layer) or when unreadable. Never raises."""
-    if length < 13 or length > len(buf):
+def payload_span(buf: Buffer, length: int) -> tuple[int, int] | None:
+    """(start, end) of the payload of a whole RTP packet: after CSRCs and the header
+    extension, before padding; None when it has none or the header is unreadable."""
+    if length < 12 or length > len(buf):
         return None
     pos = 12 + 4 * (buf[0] & 0x0F)
     if buf[0] & 0x10:
@@ -251,6 +250,17 @@ def vp9_layer(buf: Buffer, length: int) -> tuple[int, bool, bool, bool] | None:
         end = length - pad
     if pos >= end:
         return None
+    return pos, end
+
+
+def vp9_layer(buf: Buffer, length: int) -> tuple[int, bool, bool, bool] | None:
+    """(spatial layer id, B: a layer frame begins, E: it ends, a key picture begins)
+    of the VP9 payload descriptor in a whole RTP packet (VP9 RTP draft, 4.2), or None
+    without layer indices (L clear: one layer) or when unreadable. Never raises."""
+    bounds = payload_span(buf, length)
+    if bounds is None:
+        return None
+    pos, end = bounds
     first = buf[pos]
     if not first & 0x20:
         return None
@@ -347,21 +357,10 @@ def vp8_fields(buf: Buffer, length: int) -> Vp8Fields:
     """The VP8 descriptor fields a forwarder continues across simulcast layers
     (RFC 7741 section 4.2), found in a whole RTP packet; ``media/_forward.c``'s
     ``vp8_parse`` is its twin, byte for byte. Never raises."""
-    if length < 12 or length > len(buf):
+    bounds = payload_span(buf, length)
+    if bounds is None:
         return NO_VP8_FIELDS
-    pos = 12 + 4 * (buf[0] & 0x0F)
-    if buf[0] & 0x10:
-        if pos + 4 > length:
-            return NO_VP8_FIELDS
-        pos += 4 + 4 * ((buf[pos + 2] << 8) | buf[pos + 3])
-    end = length
-    if buf[0] & 0x20:
-        pad = buf[length - 1]
-        if pad == 0 or pad > length - 12:
-            return NO_VP8_FIELDS
-        end = length - pad
-    if pos >= end:
-        return NO_VP8_FIELDS
+    pos, end = bounds
     first = buf[pos]
     pos += 1
     if not first & 0x80 or pos >= end:
