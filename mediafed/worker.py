@@ -146,9 +146,9 @@ class Worker:
 
     def link_datagrams_in(self) -> int:
         """Datagrams relay links received since start (their own ports)."""
-        live = sum(m.counters["datagrams_in"] for m in self.link_sockets if m.sock is not None)
-        closed = sum(m.counters["datagrams_in"] for m in self.link_sockets if m.sock is None)
-        return self.link_datagrams_retired + live + closed
+        return self.link_datagrams_retired + sum(
+            m.counters["datagrams_in"] for m in self.link_sockets
+        )
 
     async def _run_timers(self) -> None:
         next_report = self.clock() + REPORT_EVERY_S
@@ -168,7 +168,7 @@ class Worker:
                     mux.send_checks(now)
                     if reports:
                         mux.tick(now, self.settings.consent_timeout_s)
-                if reports and any(m.sock is None for m in self.link_sockets):
+                if reports:
                     self._prune_link_sockets()
             except Exception:
                 log.exception("x timer work failed")

@@ -280,14 +280,15 @@ class MediaPeer(native.PeerBase):
         at the first it refuses (one it resent less than a round trip ago, or
         beyond its retransmission budget): a retry at the head of a list would
         take the new losses behind it down with it."""
-        tries = layer.missing
-        fresh = [seq for seq in due if tries.get(seq, (0.0, 1.0))[1] <= 1]
-        if fresh:
-            out.append(rtcp.GenericNack(self.local_ssrc, layer.ssrc, fresh))
-        for seq in due:
-            if tries.get(seq, (0.0, 1.0))[1] > 1:
+        fresh = []
+        for seq in due:  # all still missing: due_nacks counted this try
+            if layer.missing[seq][1] <= 1:
+                fresh.append(seq)
+            else:
                 nack = rtcp.GenericNack(self.local_ssrc, layer.ssrc, [seq])
                 self.endpoint.send_rtcp(rtcp.serialize_rtcp([nack]))
+        if fresh:
+            out.append(rtcp.GenericNack(self.local_ssrc, layer.ssrc, fresh))
 
     def periodic(self, now: float, *, reports: bool) -> None:
         """Timer work: NACKs and transport-cc feedback upstream; RTCP reports."""
