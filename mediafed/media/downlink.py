@@ -33,6 +33,8 @@ ALLOCATE_INTERVAL_S = 0.5
 UPGRADE_HOLD_S = 2.0
 PROBE_REACH = 3.0
 """A probe asks for at most this many times the current estimate."""
+OVERRUN = 2.0
+"""A layer this many times the estimate leaves at once (DownTrack.overrun)."""
 PAUSE_HOLD_S = 2.0
 ESTIMATE_STALE_S = 5.0
 AUDIO_RESERVE_BPS = 64_000
@@ -133,6 +135,7 @@ class Downlink:
         if not videos:
             return
         estimate = self.budget_bps(now)
+        rates: dict[Hashable, dict[int, int]] = {}
         if estimate is None:
             choice: dict[Hashable, int] = {d.track.sid: 2 for d in videos}
         else:
@@ -149,6 +152,7 @@ class Downlink:
                 )
                 for d in videos
             ]
+            rates = {demand.key: demand.layers for demand in demands}
             # Pausing needs probes to find the way back: the send-side estimate only.
             choice = allocation.allocate(budget, demands, may_pause=self.bwe.has_feedback)
             missing = allocation.shortfall(demands, choice)
@@ -194,6 +198,12 @@ class Downlink:
                 paused = quality == allocation.PAUSED
                 if paused != (before == allocation.PAUSED):
                     self._paused(downtrack, paused)
+            current = downtrack.layer
+            downtrack.overrun = (
+                estimate is not None
+                and current is not None
+                and rates[sid].get(current.quality, 0) > OVERRUN * estimate
+            )
             downtrack.select_layer(now)
 
     def _paused(self, downtrack: DownTrack, paused: bool) -> None:

@@ -24,7 +24,7 @@ and retransmissions of earlier ones still map to the numbers they were given.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mediafed.media import native
 from mediafed.media.types import TrackKind
@@ -51,6 +51,20 @@ MAX_SPATIAL = 2
 """The top VP9 spatial layer a subscriber can ask for (LiveKit's three qualities)."""
 
 
+class _Run(NamedTuple):
+    """What a subscriber got from one layer between two switches: NACKs for those
+    packets are answered from that layer, with the offsets of then."""
+
+    layer: Layer
+    start: int
+    """The first sequence number sent from it (its keyframe)."""
+    end: int
+    """The first sequence number sent after it."""
+    offsets: tuple[int, int]
+    vp8_offsets: tuple[int, int, int]
+    history: list[tuple[int, int]]
+
+
 class DownTrack(native.Forwarder):
     """One subscriber's copy of a published track: its own SSRC, sequence and timestamps.
 
@@ -59,6 +73,7 @@ class DownTrack(native.Forwarder):
     """
 
     __slots__ = (
+        "_cut",
         "_left",
         "allocated_at",
         "allocated_quality",
@@ -69,6 +84,7 @@ class DownTrack(native.Forwarder):
         "mid",
         "nacked",
         "negotiated",
+        "overrun",
         "peer",
         "pending",
         "previous",
@@ -79,6 +95,7 @@ class DownTrack(native.Forwarder):
         "rtx_payload_type",
         "rtx_seq",
         "rtx_ssrc",
+        "run_start",
         "seq_history",
         "spatial_out",
         "spatial_target",
@@ -109,12 +126,17 @@ class DownTrack(native.Forwarder):
         """The layer this DownTrack moves to on its next keyframe (None: staying)."""
         self.switching = False
         self._left: Layer | None = None
-        self.previous: (
-            tuple[Layer, int, tuple[int, int], tuple[int, int, int], list[tuple[int, int]]] | None
-        ) = None
-        """(layer, first sequence number after it, (seq, ts offsets), VP8 offsets,
-        sequence history) of the layer forwarded before the last switch: NACKs for its
-        packets come from it."""
+        self._cut = False
+        """The layer was left before the next one's keyframe (the link no longer
+        carried it): what was sent of it is not repaired."""
+        self.run_start = 0
+        self.overrun = False
+        """The current layer alone is far more than the subscriber's link carries
+        (set by its downlink's allocation): a switch down does not wait for the
+        next layer's keyframe."""
+        """The first sequence number sent from the current layer (its keyframe)."""
+        self.previous: _Run | None = None
+        """The layer forwarded before the last switch."""
         self.pad_floor = -1
         """Input sequence number from which the current ``seq_off`` applies, after
         padding was dropped (-1: none dropped since the last re-anchoring)."""
@@ -201,9 +223,12 @@ class DownTrack(native.Forwarder):
             and current is not None
             and not self.needs_keyframe
             and current.receiving(now)
+            and not (self.overrun and target.quality < current.quality)
         ):
             # Switch on the new layer's keyframe; until it comes the current layer
-            # goes on, so the subscriber never waits on a frozen picture.
+            # goes on, so the subscriber never waits on a frozen picture. Not when
+            # the link is far too thin for the current layer: what it sends meanwhile
+            # is lost in an overfull queue, and the new layer's keyframe with it.
             self._cancel_switch()
             self.pending = target
             self.switching = True
@@ -212,6 +237,7 @@ class DownTrack(native.Forwarder):
             self.track.request_keyframe(now)
             return
         self._leave_layer()
+        self._cut = current is not None and target.quality < current.quality
         self.layer = target
         target.downtracks.append(self)
         self.synced = False
@@ -388,18 +414,24 @@ class DownTrack(native.Forwarder):
             elapsed = max(now - self.time_out, 0.001)
             next_ts = (self.ts_out + max(1, int(elapsed * self.clock_rate))) & 0xFFFFFFFF
             left = self._left
-            if left is not None:
-                # what the subscriber got before this point came from that layer
-                self.previous = (
+            # what the subscriber got before this point came from that layer
+            self.previous = (
+                _Run(
                     left,
+                    self.run_start,
                     (self.seq_out + 1) & 0xFFFF,
                     (self.seq_off, self.ts_off),
                     (self.pid_off, self.tl0_off, self.keyidx_off),
                     self.seq_history,
                 )
+                if left is not None and not self._cut
+                else None
+            )
         else:
             next_ts = self.ts_out
         self._left = None
+        self._cut = False
+        self.run_start = (self.seq_out + 1) & 0xFFFF
         self.seq_off = (self.seq_out + 1 - seq) & 0xFFFF
         self.seq_history = []
         self.pad_floor = -1
@@ -444,22 +476,32 @@ class DownTrack(native.Forwarder):
                 del resends[old]
         gap = max(RESEND_MIN_GAP_S, self.rtt_ms / 1000.0)
         sent = 0
+        unrepaired = False
         for seq_out in sequences:
-            last = resends.get(seq_out)
-            if last is not None and now - last[0] > RESENDS_FORGET_S:
-                last = None  # long ago: a packet of an earlier turn of the numbers
-            if last is not None and (now - last[0] < gap or last[1] >= RESEND_MAX_TIMES):
-                continue
-            resends[seq_out] = (now, 1 if last is None else last[1] + 1)
             source, (seq_off, ts_off) = layer, (self.seq_off, self.ts_off)
             history = self.seq_history
             vp8_offsets = None
-            previous = self.previous
-            if previous is not None and 0 < ((previous[1] - seq_out) & 0xFFFF) < 0x8000:
-                # sent before the last switch: it came from the layer left then
-                source, _first, (seq_off, ts_off), vp8_offsets, history = previous
-            packet = source.cache.get(_input_seq(seq_out, seq_off, history), now)
+            if _before(seq_out, self.run_start):
+                # sent before the current layer's keyframe: from the layer left then,
+                # if it is known; else a keyframe has made it useless since
+                previous = self.previous
+                if previous is None or _before(seq_out, previous.start):
+                    continue
+                source, _start, _end, (seq_off, ts_off), vp8_offsets, history = previous
+            last = resends.get(seq_out)
+            if last is not None and now - last[0] > RESENDS_FORGET_S:
+                last = None  # long ago: a packet of an earlier turn of the numbers
+            if last is not None and now - last[0] < gap:
+                continue
+            if last is not None and last[1] >= RESEND_MAX_TIMES:
+                unrepaired = unrepaired or source is layer
+                continue
+            resends[seq_out] = (now, 1 if last is None else last[1] + 1)
+            seq_in = _input_seq(seq_out, seq_off, history)
+            packet = source.cache.get(seq_in, now)
             if packet is None:
+                # (one that has not arrived yet comes when its publisher resends it)
+                unrepaired = unrepaired or (source is layer and layer.cache.expired(seq_in, now))
                 continue
             _b0, b1, _seq, ts, _ssrc = HEADER.unpack_from(packet, 0)
             ts_out = (ts + ts_off) & 0xFFFFFFFF
@@ -477,6 +519,10 @@ class DownTrack(native.Forwarder):
             if self.target.send_packet(out) >= 0:
                 sent += 1
         self.retransmitted += sent
+        if unrepaired and self.track.kind is TrackKind.VIDEO:
+            # A frame of the current layer the subscriber cannot complete stalls its
+            # decoder until libwebrtc gives up on it (3 s): a keyframe ends that sooner.
+            self.track.request_keyframe(now)
         return sent
 
     def _rtx_packet(self, packet: bytes, b1: int, ts_out: int, seq_out: int) -> bytearray:

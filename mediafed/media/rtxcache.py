@@ -42,6 +42,14 @@ class RetransmissionCache:
             return None
         return self._packets[index]
 
+    def expired(self, sequence: int, now: float) -> bool:
+        """``sequence`` was held but is too old to serve now (unlike one that never
+        arrived, which its publisher may still resend)."""
+        index = sequence & self._mask
+        if self._sequences[index] != sequence:
+            return False
+        return self._packets[index] is None or now - self._times[index] > self.max_age_s
+
     def trim(self, now: float) -> int:
         """Drop packets too old to serve, oldest first; how many were dropped.
 

@@ -10,6 +10,7 @@ import pylibsrtp
 
 from mediafed.media import LayerInfo, RoomManager, TrackKind
 from mediafed.media.allocation import PAUSED, Demand, allocate, full_demand, shortfall
+from mediafed.media.downtrack import DownTrack
 from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.srtp import SrtpContext
 from mediafed.wire import rtcp, rtp
@@ -86,56 +87,81 @@ def test_what_a_probe_aims_for_is_everything_wanted() -> None:
     assert full_demand(demands) == 2_500_000 + 150_000
 
 
-async def test_remb_moves_a_subscriber_between_simulcast_layers(
-    rooms: RoomManager, worker: Worker
-) -> None:
-    room = rooms.get_or_create("simulcast")
-    publisher = await room.join("pub", listener=AiortcParticipant(room, "x"))
-    publisher.announce_track(
-        "cam",
-        TrackKind.VIDEO,
-        layers=[
-            LayerInfo(0, 320, 180, LAYERS[0], "q"),
-            LayerInfo(1, 640, 360, LAYERS[1], "h"),
-            LayerInfo(2, 1280, 720, LAYERS[2], "f"),
-        ],
-    )
-    answer = await publisher.answer_publisher_offer(SIMULCAST_OFFER)
-    assert "a=simulcast:recv q;h;f" in answer and "a=rid:q recv" in answer
-    subscriber = await room.join("sub", listener=AiortcParticipant(room, "y"))
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind(("127.0.0.2", 0))
-    sink.setblocking(False)
-    endpoint = subscriber.subscriber.endpoint
-    endpoint.srtp = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY))
-    endpoint.mux.bind_address(endpoint, sink.getsockname())
-    [downtrack] = subscriber.downtracks.values()
-    rx = pylibsrtp.Session(pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND))
-    tx = pylibsrtp.Session(pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
-    seq = iter(range(1, 10_000))
+class SimulcastSubscriber:
+    """A publisher of three VP8 layers fed by hand, one subscriber whose packets
+    land on a local socket, and REMB and NACK sent as that subscriber."""
 
-    def send_round(keyframe_on: str = "") -> None:
-        number = next(seq)
+    def __init__(self, rooms: RoomManager, worker: Worker) -> None:
+        self.rooms = rooms
+        self.worker = worker
+        self.seq = iter(range(1, 10_000))
+        self.sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sink.bind(("127.0.0.2", 0))
+        self.sink.setblocking(False)
+        self.rx = pylibsrtp.Session(
+            pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND)
+        )
+        self.tx = pylibsrtp.Session(
+            pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        )
+
+    async def join(self) -> DownTrack:
+        room = self.rooms.get_or_create("simulcast")
+        self.publisher = await room.join("pub", listener=AiortcParticipant(room, "x"))
+        self.publisher.announce_track(
+            "cam",
+            TrackKind.VIDEO,
+            layers=[
+                LayerInfo(0, 320, 180, LAYERS[0], "q"),
+                LayerInfo(1, 640, 360, LAYERS[1], "h"),
+                LayerInfo(2, 1280, 720, LAYERS[2], "f"),
+            ],
+        )
+        answer = await self.publisher.answer_publisher_offer(SIMULCAST_OFFER)
+        assert "a=simulcast:recv q;h;f" in answer and "a=rid:q recv" in answer
+        subscriber = await room.join("sub", listener=AiortcParticipant(room, "y"))
+        endpoint = subscriber.subscriber.endpoint
+        endpoint.srtp = SrtpContext(SrtpKeys(b"SRTP_AES128_CM_SHA1_80", KEY, KEY))
+        endpoint.mux.bind_address(endpoint, self.sink.getsockname())
+        [self.downtrack] = subscriber.downtracks.values()
+        return self.downtrack
+
+    def send_round(self, keyframe_on: str = "") -> None:
+        number = next(self.seq)
         for rid in ("q", "h", "f"):
-            feed(publisher, layer_packet(rid, number, rid == keyframe_on), rooms.clock())
+            feed(self.publisher, layer_packet(rid, number, rid == keyframe_on), self.rooms.clock())
 
-    async def forwarded_layers() -> list[tuple[int, str]]:
+    async def forwarded(self) -> list[tuple[int, str]]:
+        """(sequence number, layer) of each media packet that reached the subscriber."""
         await asyncio.sleep(0.05)
         out = []
         while True:
             try:
-                data = sink.recv(2048)
+                data = self.sink.recv(2048)
             except BlockingIOError:
                 return out
             if 192 <= data[1] <= 223:
                 continue
-            plain = rx.unprotect(data)
+            plain = self.rx.unprotect(data)
             out.append((struct.unpack_from("!H", plain, 2)[0], chr(plain[-1])))
 
-    def remb(bitrate_bps: int) -> None:
-        packet = rtcp.serialize_rtcp([rtcp.Remb(0xABC, bitrate_bps, [downtrack.ssrc])])
-        sink.sendto(tx.protect_rtcp(packet), ("127.0.0.2", worker.udp_port))
+    def _rtcp(self, packet: rtcp.RtcpPacket) -> None:
+        data = rtcp.serialize_rtcp([packet])
+        self.sink.sendto(self.tx.protect_rtcp(data), ("127.0.0.2", self.worker.udp_port))
 
+    def remb(self, bitrate_bps: int) -> None:
+        self._rtcp(rtcp.Remb(0xABC, bitrate_bps, [self.downtrack.ssrc]))
+
+    def nack(self, sequences: list[int]) -> None:
+        self._rtcp(rtcp.GenericNack(0xABC, self.downtrack.ssrc, sequences))
+
+
+async def test_remb_moves_a_subscriber_between_simulcast_layers(
+    rooms: RoomManager, worker: Worker
+) -> None:
+    sub = SimulcastSubscriber(rooms, worker)
+    downtrack = await sub.join()
+    send_round, forwarded_layers = sub.send_round, sub.forwarded
     try:
         send_round()  # every layer starts arriving
         downtrack.attach(rooms.clock())
@@ -145,17 +171,17 @@ async def test_remb_moves_a_subscriber_between_simulcast_layers(
         first = await forwarded_layers()
         assert [layer for _, layer in first] == ["f", "f"]
 
-        remb(300_000)  # a thin downlink: only the lowest layer fits
-        await wait_for(lambda: downtrack.pending is not None and downtrack.pending.rid == "q")
-        send_round()  # no keyframe of q yet: f goes on, the picture never freezes
+        sub.remb(1_000_000)  # f (1.5 Mbit/s) no longer fits, h does
+        await wait_for(lambda: downtrack.pending is not None and downtrack.pending.rid == "h")
+        send_round()  # no keyframe of h yet: f goes on, the picture never freezes
         held = await forwarded_layers()
         assert [layer for _, layer in held] == ["f"]
-        send_round(keyframe_on="q")  # the switch happens on q's keyframe
+        send_round(keyframe_on="h")  # the switch happens on h's keyframe
         send_round()
         second = await forwarded_layers()
-        assert [layer for _, layer in second] == ["q", "q"]
+        assert [layer for _, layer in second] == ["h", "h"]
         assert second[0][0] == (held[-1][0] + 1) & 0xFFFF, "one continuous sequence"
-        assert downtrack.layer is not None and downtrack.layer.rid == "q"
+        assert downtrack.layer is not None and downtrack.layer.rid == "h"
         assert downtrack.pending is None
 
         async def keep_sending(seconds: float) -> list[str]:
@@ -167,24 +193,60 @@ async def test_remb_moves_a_subscriber_between_simulcast_layers(
                 await asyncio.sleep(0.15)
             return layers
 
-        remb(5_000_000)  # room again, but upgrades wait out the hold time
-        assert set(await keep_sending(0.6)) == {"q"}
-        assert downtrack.pending is None and downtrack.layer.rid == "q"
-        assert set(await keep_sending(1.6)) == {"q"}
-        remb(5_000_000)
+        sub.remb(5_000_000)  # room again, but upgrades wait out the hold time
+        assert set(await keep_sending(0.6)) == {"h"}
+        assert downtrack.pending is None and downtrack.layer.rid == "h"
+        assert set(await keep_sending(1.6)) == {"h"}
+        sub.remb(5_000_000)
         for _ in range(50):  # the next allocation (at most a second away) moves it up
             if downtrack.pending is not None:
                 break
-            assert set(await keep_sending(0.2)) == {"q"}
+            assert set(await keep_sending(0.2)) == {"h"}
         assert downtrack.pending is not None and downtrack.pending.rid == "f"
-        send_round()  # until f's keyframe, q goes on
-        assert [layer for _, layer in await forwarded_layers()] == ["q"]
-        send_round(keyframe_on="f")  # q's packet of this round still goes, then f's keyframe
+        send_round()  # until f's keyframe, h goes on
+        assert [layer for _, layer in await forwarded_layers()] == ["h"]
+        send_round(keyframe_on="f")  # h's packet of this round still goes, then f's keyframe
         third = await forwarded_layers()
-        assert [layer for _, layer in third] == ["q", "f"]
+        assert [layer for _, layer in third] == ["h", "f"]
         assert third[1][0] == (third[0][0] + 1) & 0xFFFF
     finally:
-        sink.close()
+        sub.sink.close()
+
+
+async def test_a_link_far_too_thin_leaves_the_layer_at_once_and_stops_repairing_it(
+    rooms: RoomManager, worker: Worker
+) -> None:
+    """What the top layer would send until the lowest one's keyframe is lost in the
+    queue of a link a fifth its size, and the keyframe behind it: f stops at once, and
+    the subscriber's NACKs for what it sent of f are not answered (the keyframe of q
+    makes them useless), while those for q's packets are."""
+    sub = SimulcastSubscriber(rooms, worker)
+    downtrack = await sub.join()
+    try:
+        sub.send_round()
+        downtrack.attach(rooms.clock())
+        sub.send_round(keyframe_on="f")
+        sub.send_round()
+        top = await sub.forwarded()
+        assert [layer for _, layer in top] == ["f", "f"]
+
+        sub.remb(300_000)  # a fifth of f: only q fits
+        await wait_for(lambda: downtrack.layer is not None and downtrack.layer.rid == "q")
+        assert downtrack.pending is None and downtrack.overrun
+        sub.send_round()  # nothing until q's keyframe
+        assert await sub.forwarded() == []
+        sub.send_round(keyframe_on="q")
+        sub.send_round()
+        low = await sub.forwarded()
+        assert [layer for _, layer in low] == ["q", "q"]
+        assert low[0][0] == (top[-1][0] + 1) & 0xFFFF, "one continuous sequence"
+
+        sub.nack([seq for seq, _ in top] + [low[1][0]])
+        resent = await sub.forwarded()
+        assert [layer for _, layer in resent] == ["q"], resent
+        assert downtrack.retransmitted == 1
+    finally:
+        sub.sink.close()
 
 
 async def test_publishers_hear_which_layers_are_watched(rooms: RoomManager) -> None:

@@ -17,6 +17,8 @@ def test_serves_recent_packets_by_sequence_and_refuses_old_or_overwritten() -> N
         cache.put(seq, bytes([seq & 0xFF]), now=10.0)
     assert cache.get(65533, now=10.5) == bytes([65533 & 0xFF])
     assert cache.get(65533, now=11.5) is None  # too late to help a jitter buffer
+    assert cache.expired(65533, now=11.5) and not cache.expired(65533, now=10.5)
+    assert not cache.expired(7, now=11.5)  # never held: its publisher may still resend it
     cache.put(2, b"new", now=10.6)  # 2 & 7 == 65530 & 7: the slot is reused
     assert cache.get(65530, now=10.6) is None
     assert cache.get(2, now=10.6) == b"new"

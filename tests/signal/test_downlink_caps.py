@@ -36,7 +36,7 @@ TIMELINE: list[str] = []
 step fails, so a failure says why."""
 
 
-async def _sample(node: LiveNode, host: TestHost) -> None:
+async def _sample(node: LiveNode, host: TestHost, viewers: list[ScriptClient]) -> None:
     loop = asyncio.get_running_loop()
     start = loop.time()
     while True:
@@ -47,11 +47,21 @@ async def _sample(node: LiveNode, host: TestHost) -> None:
             now = node.rooms.clock()
             layer = downtrack.layer
             sent, dropped = host.link.downlink_counts()
+            seen = viewers[0].last("seen") if viewers else None
+            decoded = (
+                " ".join(
+                    f"decoded={v['frames']} {v['width']}x{v['height']} gap={v['gap_ms']}ms"
+                    for v in seen["video"].values()
+                )
+                if seen
+                else ""
+            )
             TIMELINE.append(
                 f"{loop.time() - start:6.1f}s estimate={session.downlink.bwe.estimate_bps}"
                 f" allocated={downtrack.allocated_quality}"
                 f" layer={layer.quality if layer else None} switching={downtrack.switching}"
                 f" layers={downtrack.track.layer_bitrates(now)} sent={sent} dropped={dropped}"
+                f" nacked={downtrack.nacked} resent={downtrack.retransmitted} {decoded}"
             )
         await asyncio.sleep(0.5)
 
@@ -108,7 +118,8 @@ async def test_a_shrinking_downlink_moves_layers_pauses_video_and_recovers() -> 
         async with live_node(host.server_ip, settings=settings) as node:
             publisher = await _client(pub_host, PUBLISHER, node, "publisher")
             viewer: ScriptClient | None = None
-            sampler = asyncio.create_task(_sample(node, host))
+            viewers: list[ScriptClient] = []
+            sampler = asyncio.create_task(_sample(node, host, viewers))
             try:
                 await _until(
                     "the publisher sends three layers",
@@ -116,6 +127,7 @@ async def test_a_shrinking_downlink_moves_layers_pauses_video_and_recovers() -> 
                     30,
                 )
                 viewer = await _client(host, VIEWER, node, "viewer")
+                viewers.append(viewer)
                 figures["top layer at start (s)"] = await _until(
                     "the viewer gets the top layer", lambda: _quality(node) == 2, 30
                 )
