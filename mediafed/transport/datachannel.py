@@ -10,6 +10,7 @@ channels are off the media path: a message is a handful of Python calls.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable
@@ -68,8 +69,10 @@ class DataChannels:
         self._on_message = on_message
         self._label = label
         self._channels: dict[str, RTCDataChannel] = {}
-        self._inbox: asyncio.Queue[bytes] = asyncio.Queue(MAX_QUEUED_RECORDS)
+        self._inbox: collections.deque[bytes] = collections.deque()
         self._reader: asyncio.Task[None] | None = None
+        """Works through the inbox while it holds records (none waits on an idle one:
+        a queue and a parked task per association cost memory on every peer)."""
         self.started = False
         self._sctp.on("datachannel", self._adopt)
 
@@ -78,19 +81,25 @@ class DataChannels:
         if self.started:
             return
         self.started = True
-        self._reader = asyncio.get_running_loop().create_task(self._read())
+        self._wake()
         await self._sctp.start(RTCSctpCapabilities(maxMessageSize=max_message_size), remote_port)
 
     def feed(self, record: bytes) -> None:
         """DTLS application data (one SCTP packet) arrived; handled in order."""
-        try:
-            self._inbox.put_nowait(record)
-        except asyncio.QueueFull:
+        if len(self._inbox) >= MAX_QUEUED_RECORDS:
             log.info("x %s SCTP backlog full; dropping a packet", self._label)
+            return
+        self._inbox.append(record)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.started and self._inbox and (self._reader is None or self._reader.done()):
+            self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
-        while True:
-            record = await self._inbox.get()
+        inbox = self._inbox
+        while inbox:
+            record = inbox.popleft()
             receiver = self._adapter._receiver
             if receiver is None:
                 continue

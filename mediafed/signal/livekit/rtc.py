@@ -171,7 +171,11 @@ class RtcEndpoint:
         except RemoteProtocolError as exc:
             log.info("x %s refused: %s", request.path, exc)
             return web.Response(status=400, text=str(exc), headers=CORS_HEADERS)
-        ws = web.WebSocketResponse(max_msg_size=self.options.max_frame_bytes, autoping=True)
+        # No permessage-deflate (clients offer it): signal messages are small protobufs,
+        # and a deflate context both ways costs a few hundred KB per participant.
+        ws = web.WebSocketResponse(
+            max_msg_size=self.options.max_frame_bytes, autoping=True, compress=False
+        )
         await ws.prepare(request)
         first: list[rtc.SignalRequest] = []
         if connect.reconnect:
