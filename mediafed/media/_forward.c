@@ -402,7 +402,7 @@ fanout_list(PyObject *list, PyObject *packet_obj, const unsigned char *packet, P
                             (unsigned char)((scratch[vp8.key_at] & 0xE0) | key_out);
                     }
                 }
-                long sent = transport->send_buffer(f->target, scratch, length);
+                long sent = transport->queue_buffer(f->target, scratch, length);
                 if (sent >= 0) {
                     if (((seq_out - f->seq_out) & 0xFFFFUL) < 0x8000UL) {
                         /* the newest so far: a late packet must not move back the
@@ -422,6 +422,8 @@ fanout_list(PyObject *list, PyObject *packet_obj, const unsigned char *packet, P
                 PyErr_Clear(); /* a bad ext_remap: the Python forward() says so */
             }
         }
+        if (!done)
+            transport->flush(); /* what is queued goes before any Python runs */
         if (!done && !failed && args == NULL && made[0] == NULL) {
             made[0] = list;
             Py_INCREF(list);
@@ -448,6 +450,7 @@ fanout_list(PyObject *list, PyObject *packet_obj, const unsigned char *packet, P
         }
         Py_DECREF(item);
     }
+    transport->flush();
     for (int k = 0; k < 8; k++)
         Py_XDECREF(made[k]);
     return failed ? -1 : 0;

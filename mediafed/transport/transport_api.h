@@ -8,7 +8,7 @@
 #include <Python.h>
 
 #define TRANSPORT_API_CAPSULE "mediafed.transport._transport._C_API"
-#define TRANSPORT_API_VERSION 1
+#define TRANSPORT_API_VERSION 2
 
 /* The largest datagram mediafed accepts, hence the largest plaintext it ever
  * protects (transport/srtp.py has the same number). */
@@ -25,6 +25,12 @@ typedef struct {
     long (*send_buffer)(PyObject *target, unsigned char *buf, Py_ssize_t length);
     int buffer_size;
     int max_datagram;
+    /* As send_buffer, but a UDP datagram is copied into a batch and sent with
+     * the others at the next flush() (one sendmmsg per socket); the kernel's
+     * refusal is counted on the target then. The caller flushes before any
+     * Python runs (which might change or free a queued target) and when done. */
+    long (*queue_buffer)(PyObject *target, unsigned char *buf, Py_ssize_t length);
+    void (*flush)(void);
 } MediafedTransportAPI;
 
 #endif

@@ -157,6 +157,43 @@ def test_fanout_forwards_steady_tracks_natively_and_hands_the_rest_to_python(
     assert sink.recv(2048)
 
 
+def test_a_fanout_to_many_sends_every_datagram_in_order_across_batches_and_sockets(
+    sink: socket.socket, sender: socket.socket
+) -> None:
+    """The native fan-out sends in batches (sendmmsg): more subscribers than a batch
+    holds, targets on two sockets in turn, a Python forward() in the middle and a
+    target the kernel refuses: each subscriber's datagram arrives once, in the order
+    of the list, and each target counts what it sent or what was refused."""
+    built()
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other.bind(("127.0.0.2", 0))
+    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    dest = sink.getsockname()
+    cls = transport_native.SendTarget
+    try:
+        tracks: list[Any] = []
+        for i in range(150):
+            sock = sender if (i // 7) % 2 == 0 else other
+            tracks.append(_Track(make_target(cls, sock, GCM, dest), ssrc=1000 + i, offsets=(0, 0)))
+        tracks.insert(90, _NotAForwarder())
+        # the kernel refuses a datagram to port 0
+        refused = _Track(make_target(cls, sender, GCM, ("127.0.0.2", 0)), ssrc=7, offsets=(0, 0))
+        tracks.insert(40, refused)
+        packet = RTP.pack(0x80, 96, 5, 9, 1) + bytes(200)
+        native.fanout(tracks, packet, len(packet), 96, 5, 9, False, 3.0)
+        ssrcs = [struct.unpack_from("!I", unprotect(sink.recv(2048)), 8)[0] for _ in range(150)]
+        assert ssrcs == list(range(1000, 1150))
+        sink.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            sink.recv(2048)
+        forwarders = [t for t in tracks if isinstance(t, _Track) and t is not refused]
+        assert all(t.target.datagrams_out == 1 and t.target.send_errors == 0 for t in forwarders)
+        assert (refused.target.datagrams_out, refused.target.send_errors) == (0, 1)
+        assert tracks[91].calls == [(packet, len(packet), 96, 5, 9, False, 3.0)]
+    finally:
+        other.close()
+
+
 def test_fanout_and_python_fanout_leave_the_same_state() -> None:
     built()
     packet = RTP.pack(0x80, 96, 7, 9, 1) + bytes(30)
