@@ -67,6 +67,11 @@ SIMULCAST_OFFER = (
     "a=simulcast:send q;h;f\r\n"
 )
 SSRCS = {"q": 0x1000, "h": 0x2000, "f": 0x3000}
+SIMULCAST_LAYERS = [
+    LayerInfo(0, 320, 180, LAYERS[0], "q"),
+    LayerInfo(1, 640, 360, LAYERS[1], "h"),
+    LayerInfo(2, 1280, 720, LAYERS[2], "f"),
+]
 
 
 def layer_packet(rid: str, seq: int, keyframe: bool) -> bytes:
@@ -111,11 +116,7 @@ class SimulcastSubscriber:
         self.publisher.announce_track(
             "cam",
             TrackKind.VIDEO,
-            layers=[
-                LayerInfo(0, 320, 180, LAYERS[0], "q"),
-                LayerInfo(1, 640, 360, LAYERS[1], "h"),
-                LayerInfo(2, 1280, 720, LAYERS[2], "f"),
-            ],
+            layers=SIMULCAST_LAYERS,
         )
         answer = await self.publisher.answer_publisher_offer(SIMULCAST_OFFER)
         assert "a=simulcast:recv q;h;f" in answer and "a=rid:q recv" in answer
@@ -258,11 +259,7 @@ async def test_publishers_hear_which_layers_are_watched(rooms: RoomManager) -> N
     publisher.announce_track(
         "cam",
         TrackKind.VIDEO,
-        layers=[
-            LayerInfo(0, 320, 180, LAYERS[0], "q"),
-            LayerInfo(1, 640, 360, LAYERS[1], "h"),
-            LayerInfo(2, 1280, 720, LAYERS[2], "f"),
-        ],
+        layers=SIMULCAST_LAYERS,
     )
     await publisher.answer_publisher_offer(SIMULCAST_OFFER)
     [track_sid] = publisher.published
