@@ -496,13 +496,14 @@ class DownTrack(native.Forwarder):
             if last is not None and last[1] >= RESEND_MAX_TIMES:
                 unrepaired = unrepaired or source is layer
                 continue
-            resends[seq_out] = (now, 1 if last is None else last[1] + 1)
             seq_in = _input_seq(seq_out, seq_off, history)
             packet = source.cache.get(seq_in, now)
             if packet is None:
-                # (one that has not arrived yet comes when its publisher resends it)
+                # (one that has not arrived yet comes when its publisher resends it:
+                # asking for it again and again is no reason for a keyframe)
                 unrepaired = unrepaired or (source is layer and layer.cache.expired(seq_in, now))
                 continue
+            resends[seq_out] = (now, 1 if last is None else last[1] + 1)
             _b0, b1, _seq, ts, _ssrc = HEADER.unpack_from(packet, 0)
             ts_out = (ts + ts_off) & 0xFFFFFFFF
             original = bytearray(packet)

@@ -72,6 +72,10 @@ class RetransmissionCache:
         self._trim_at = index
         return dropped
 
+    def held(self) -> int:
+        """How many packets are held."""
+        return sum(packet is not None for packet in self._packets)
+
     def clear(self) -> None:
         size = self._mask + 1
         self._packets = [None] * size

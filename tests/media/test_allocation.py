@@ -10,7 +10,7 @@ import pylibsrtp
 
 from mediafed.media import LayerInfo, RoomManager, TrackKind
 from mediafed.media.allocation import PAUSED, Demand, allocate, full_demand, shortfall
-from mediafed.media.downtrack import DownTrack
+from mediafed.media.downtrack import RESEND_MAX_TIMES, RESEND_MIN_GAP_S, DownTrack
 from mediafed.transport.dtls import SrtpKeys
 from mediafed.transport.srtp import SrtpContext
 from mediafed.wire import rtcp, rtp
@@ -279,3 +279,44 @@ async def test_publishers_hear_which_layers_are_watched(rooms: RoomManager) -> N
     await wait_for(lambda: reported()[-1] == (0, 2), timeout=5)
     viewer.set_subscribed(track_sid, False)
     await wait_for(lambda: reported()[-1] == (0,), timeout=5)
+
+
+async def test_a_packet_that_cannot_be_resent_brings_a_keyframe_one_not_arrived_does_not(
+    rooms: RoomManager, worker: Worker
+) -> None:
+    """A subscriber's decoder stalls on a frame it cannot complete until libwebrtc
+    gives up on it (3 s), so a packet resent RESEND_MAX_TIMES times and asked for
+    again makes the relay ask its publisher for a keyframe. A packet the relay has
+    not got yet (lost on the publisher's side, its retransmission on the way) is
+    asked for as often without one."""
+    sub = SimulcastSubscriber(rooms, worker)
+    downtrack = await sub.join()
+    track = downtrack.track
+    try:
+        sub.send_round()
+        downtrack.attach(rooms.clock())
+        sub.send_round(keyframe_on="f")
+        next(sub.seq)  # this round is lost on the way from the publisher
+        sub.send_round()
+        got = await sub.forwarded()
+        assert len(got) == 2 and got[1][0] == (got[0][0] + 2) & 0xFFFF
+        missing = (got[0][0] + 1) & 0xFFFF
+        await asyncio.sleep(0.6)  # past the interval of the first keyframe request
+        requests = track.keyframe_requests
+        for _ in range(RESEND_MAX_TIMES + 2):
+            sub.nack([missing])
+            await asyncio.sleep(RESEND_MIN_GAP_S + 0.03)
+        assert await sub.forwarded() == []
+        await asyncio.sleep(0.6)  # (a request within the interval would wait for it)
+        assert track.keyframe_requests == requests and not track.keyframe_pending
+        sub.send_round()
+        [(held, _)] = await sub.forwarded()
+        for _ in range(RESEND_MAX_TIMES):
+            sub.nack([held])
+            await asyncio.sleep(RESEND_MIN_GAP_S + 0.03)
+        assert len(await sub.forwarded()) == RESEND_MAX_TIMES
+        assert track.keyframe_requests == requests
+        sub.nack([held])
+        await wait_for(lambda: track.keyframe_requests == requests + 1, timeout=2)
+    finally:
+        sub.sink.close()

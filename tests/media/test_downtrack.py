@@ -212,9 +212,9 @@ async def test_publisher_alone_is_cached_not_forwarded(rooms: RoomManager) -> No
         # The track's timer work lets packets older than the cache's age go.
         track = next(iter(publisher.published.values()))
         track.tick(1.5)
-        assert layer.cache._packets[1] is not None
+        assert layer.cache.held() == 1
         track.tick(2.5)
-        assert layer.cache._packets[1] is None
+        assert layer.cache.held() == 0 and layer.cache.expired(1, 2.5)
     finally:
         await worker.stop()
 

@@ -8,7 +8,7 @@ from mediafed.media.rtxcache import RetransmissionCache
 
 
 def held(cache: RetransmissionCache) -> int:
-    return sum(packet is not None for packet in cache._packets)
+    return cache.held()
 
 
 def test_serves_recent_packets_by_sequence_and_refuses_old_or_overwritten() -> None:
