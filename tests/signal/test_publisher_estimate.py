@@ -76,8 +76,9 @@ async def test_sdk_publisher_estimate_grows_and_all_three_layers_flow() -> None:
     sizes = {rid: (layer["width"], layer["height"]) for rid, layer in last.items()}
     assert sizes == {"q": (320, 180), "h": (640, 360), "f": (1280, 720)}, last
     for rid in ("q", "h", "f"):
-        # still sending (how many frames depends on the content and the CPU, not the link)
-        assert last[rid]["frames"] > first[rid]["frames"] + 10, (rid, first[rid], last[rid])
+        # still sending: how many frames depends on the content and the CPU, not the
+        # link (the lowest layer encoded only 10 in three seconds once, on a busy machine)
+        assert last[rid]["frames"] >= first[rid]["frames"] + 5, (rid, first[rid], last[rid])
         assert last[rid]["limit"] != "LIMITATION_BANDWIDTH", (rid, last[rid])
     # ...and the relay receives all three, the top one at a real 720p bitrate
     assert set(received) == {"q", "h", "f"}, received
