@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 _fanout = native.fanout
 NACK_MAX_TRIES = 5
-NACK_MAX_BACKOFF = 8.0
+NACK_MAX_BACKOFF = 2.0
 NACK_RETRY_S = 0.05
 """The least time between two NACKs of one packet; once repairs have shown the round
 trip to the publisher, 1.25 times that (asking again before the answer could come
