@@ -57,9 +57,8 @@ class _Run(NamedTuple):
 
     layer: Layer
     start: int
-    """The first sequence number sent from it (its keyframe)."""
-    end: int
-    """The first sequence number sent after it."""
+    """The first sequence number sent from it (its keyframe); it ends where the
+    current layer's run starts."""
     offsets: tuple[int, int]
     vp8_offsets: tuple[int, int, int]
     history: list[tuple[int, int]]
@@ -73,7 +72,6 @@ class DownTrack(native.Forwarder):
     """
 
     __slots__ = (
-        "_cut",
         "_left",
         "allocated_at",
         "allocated_quality",
@@ -126,15 +124,12 @@ class DownTrack(native.Forwarder):
         """The layer this DownTrack moves to on its next keyframe (None: staying)."""
         self.switching = False
         self._left: Layer | None = None
-        self._cut = False
-        """The layer was left before the next one's keyframe (the link no longer
-        carried it): what was sent of it is not repaired."""
         self.run_start = 0
+        """The first sequence number sent from the current layer (its keyframe)."""
         self.overrun = False
         """The current layer alone is far more than the subscriber's link carries
         (set by its downlink's allocation): a switch down does not wait for the
         next layer's keyframe."""
-        """The first sequence number sent from the current layer (its keyframe)."""
         self.previous: _Run | None = None
         """The layer forwarded before the last switch."""
         self.pad_floor = -1
@@ -237,7 +232,8 @@ class DownTrack(native.Forwarder):
             self.track.request_keyframe(now)
             return
         self._leave_layer()
-        self._cut = current is not None and target.quality < current.quality
+        if current is not None and target.quality < current.quality:
+            self._left = None  # left before the next keyframe: what it sent is not repaired
         self.layer = target
         target.downtracks.append(self)
         self.synced = False
@@ -419,18 +415,16 @@ class DownTrack(native.Forwarder):
                 _Run(
                     left,
                     self.run_start,
-                    (self.seq_out + 1) & 0xFFFF,
                     (self.seq_off, self.ts_off),
                     (self.pid_off, self.tl0_off, self.keyidx_off),
                     self.seq_history,
                 )
-                if left is not None and not self._cut
+                if left is not None
                 else None
             )
         else:
             next_ts = self.ts_out
         self._left = None
-        self._cut = False
         self.run_start = (self.seq_out + 1) & 0xFFFF
         self.seq_off = (self.seq_out + 1 - seq) & 0xFFFF
         self.seq_history = []
@@ -487,7 +481,7 @@ class DownTrack(native.Forwarder):
                 previous = self.previous
                 if previous is None or _before(seq_out, previous.start):
                     continue
-                source, _start, _end, (seq_off, ts_off), vp8_offsets, history = previous
+                source, _start, (seq_off, ts_off), vp8_offsets, history = previous
             last = resends.get(seq_out)
             if last is not None and now - last[0] > RESENDS_FORGET_S:
                 last = None  # long ago: a packet of an earlier turn of the numbers
