@@ -31,10 +31,14 @@ from loadtest.target import Target, TargetError
 
 log = logging.getLogger("loadtest")
 
-TARGETS = ("janus", "livekit", "mediafed")
+TARGETS = ("janus", "livekit", "mediafed", "mediafed-2w")
+"""``mediafed-Nw``: a mediafed node of N workers spread over every core."""
 
 
-def make_target(name: str, server_cpus: set[int] | None) -> Target:
+def make_target(
+    name: str, server_cpus: set[int] | None, client_cpus: set[int] | None = None
+) -> Target:
+    """The target ``name``; ``mediafed-Nw`` runs on the server's and the clients' cores."""
     if name == "janus":
         from loadtest.janus import JanusTarget
 
@@ -43,10 +47,13 @@ def make_target(name: str, server_cpus: set[int] | None) -> Target:
         from loadtest.livekit_server import LiveKitServerTarget
 
         return LiveKitServerTarget(server_cpus=server_cpus)
-    if name == "mediafed":
+    if name == "mediafed" or (name.startswith("mediafed-") and name.endswith("w")):
         from loadtest.livekit_target import MediafedTarget
 
-        return MediafedTarget(server_cpus=server_cpus)
+        workers = 1 if name == "mediafed" else int(name[len("mediafed-") : -1])
+        if workers > 1 and server_cpus is not None:
+            server_cpus = server_cpus | (client_cpus or set())
+        return MediafedTarget(server_cpus=server_cpus, workers=workers)
     raise RunError(f"unknown target {name!r}; choose from {', '.join(TARGETS)}")
 
 
@@ -73,6 +80,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         nargs="+",
         default=[3],
         help="participants (livestream: subscribers); several values plot against N",
+    )
+    parser.add_argument(
+        "--rooms",
+        type=int,
+        default=1,
+        help="run the scenario in this many rooms at once (K meetings of N: --scenario "
+        "meeting -n N --rooms K); mediafed-2w spreads them over its workers",
     )
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
@@ -191,12 +205,13 @@ async def run(args: argparse.Namespace) -> list[TargetResult]:
         config = RunConfig(
             scenario=args.scenario,
             n=n,
+            rooms=args.rooms,
             duration_s=args.duration,
             warmup_s=args.warmup,
             clients_per_worker=args.clients_per_worker,
             log_level=level,
         )
-        target = make_target(name, server_cpus)
+        target = make_target(name, server_cpus, client_cpus)
         try:
             result = await run_one(target, config, clips, client_cpus)
         except (RunError, TargetError, PeerError) as exc:
@@ -221,6 +236,7 @@ def _config_dict(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "scenario": args.scenario,
         "n": args.n,
+        "rooms": args.rooms,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "video_bitrate_bps": args.video_bitrate,

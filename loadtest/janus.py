@@ -239,7 +239,9 @@ class JanusEndpoint:
     url: str
     room_id: int
 
-    async def open(self, identity: str) -> JanusSession:
+    async def open(self, identity: str, room: int = 0) -> JanusSession:
+        if room:
+            raise TargetError("the janus target makes one room; run --rooms with LiveKit targets")
         return await JanusSession.connect(self.url, self.room_id, identity)
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import websockets
 from jwt.warnings import InsecureKeyLengthWarning
 from livekit.protocol import models, rtc
@@ -89,8 +90,15 @@ class MediafedTarget(ServerProcess):
 
     name = "mediafed"
 
-    def __init__(self, server_cpus: set[int] | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, server_cpus: set[int] | None = None, host: str = "127.0.0.1", workers: int = 1
+    ) -> None:
+        """``workers`` > 1: a node of that many media workers (``[server] workers``);
+        give it every core in ``server_cpus`` (the clients' too)."""
         self.server_cpus = server_cpus
+        self.workers = workers
+        if workers > 1:
+            self.name = f"mediafed-{workers}w"
         self.host = host
         """Where signaling and media listen and what ICE advertises (a test host's
         server address for clients that skip loopback, such as ``lk``)."""
@@ -116,6 +124,7 @@ class MediafedTarget(ServerProcess):
             MEDIAFED_RTC_UDP_PORT=str(free_udp_port()),
             MEDIAFED_RTC_TCP_PORT=str(free_tcp_port()),
             MEDIAFED_SERVER_DATA_DIR=self._dir.name,
+            MEDIAFED_SERVER_WORKERS=str(self.workers),
         )
         if self.host != "127.0.0.1":
             env.update(MEDIAFED_SERVER_BIND=self.host, MEDIAFED_RTC_NODE_IP=self.host)
@@ -144,6 +153,15 @@ class MediafedTarget(ServerProcess):
     def endpoint(self) -> LiveKitEndpoint:
         return LiveKitEndpoint(self.url, self.room, API_KEY, API_SECRET, "mediafed")
 
+    async def rooms_per_worker(self) -> list[int]:
+        """How many rooms each worker hosts (``/healthz``); [] with one worker."""
+        if self.workers == 1:
+            return []
+        http = self.url.replace("ws://", "http://", 1)
+        async with aiohttp.ClientSession() as session, session.get(f"{http}/healthz") as answer:
+            health = await answer.json()
+        return [len(worker["rooms"]) for worker in health["workers"]]
+
     def server_pids(self) -> list[int]:
         if self._proc is None or self._proc.returncode is not None:
             return []
@@ -161,9 +179,10 @@ class LiveKitEndpoint:
     server: str = "mediafed"
     """The server's name in error messages."""
 
-    async def open(self, identity: str) -> LiveKitSession:
+    async def open(self, identity: str, room: int = 0) -> LiveKitSession:
+        name = f"{self.room}-{room}" if room else self.room
         return await LiveKitSession.connect(
-            self.url, self.room, identity, self.api_key, self.api_secret, self.server
+            self.url, name, identity, self.api_key, self.api_secret, self.server
         )
 
 

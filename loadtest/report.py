@@ -30,7 +30,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 COLUMNS = (
-    ("target", 9),
+    ("target", 11),
     ("scenario", 11),
     ("N", 4),
     ("subs", 5),
@@ -80,6 +80,12 @@ def table(results: list[TargetResult]) -> str:
         )
         rows.append(" ".join(c.rjust(w) for c, (_, w) in zip(cells, COLUMNS, strict=True)))
     for r in results:
+        if r.rooms_per_worker:
+            rows.append(
+                f"{r.target} round {r.round}: {r.rooms} rooms, per worker "
+                + " / ".join(str(count) for count in r.rooms_per_worker)
+            )
+    for r in results:
         if r.subscribers_without_media:
             rows.append(
                 f"warning: {r.subscribers_without_media} of {r.subscribers} {r.target} "
@@ -88,7 +94,7 @@ def table(results: list[TargetResult]) -> str:
     return "\n".join(rows)
 
 
-BASELINES = ("janus", "livekit")
+BASELINES = ("janus", "livekit", "mediafed")
 """The SFUs every other target is compared with, in this order."""
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -47,9 +48,22 @@ class RunError(Exception):
 # --------------------------------------------------------------------------- plans
 
 
-def plan_clients(scenario: str, n: int) -> list[ClientPlan]:
+def plan_clients(scenario: str, n: int, rooms: int = 1) -> list[ClientPlan]:
     """The participants of a scenario with ``n`` participants (livestream, listeners: n
-    subscribe-only participants besides the publishers)."""
+    subscribe-only participants besides the publishers), in each of ``rooms`` rooms."""
+    if rooms < 1:
+        raise RunError("--rooms must be at least 1")
+    one = _plan_room(scenario, n)
+    if rooms == 1:
+        return one
+    return [
+        dataclasses.replace(plan, name=f"r{k}.{plan.name}", room=k)
+        for k in range(rooms)
+        for plan in one
+    ]
+
+
+def _plan_room(scenario: str, n: int) -> list[ClientPlan]:
     if n < 1:
         raise RunError("N must be at least 1")
     av_sources = ("microphone", "camera")
@@ -176,6 +190,10 @@ class TargetResult:
     """CPU of all client workers over the window (they share the other core(s))."""
     srtp_profiles: list[str] = field(default_factory=list)
     """The SRTP profiles the server chose (clients offer what Chrome offers)."""
+    rooms: int = 1
+    """Rooms of the run (``--rooms``), each with the scenario's N participants."""
+    rooms_per_worker: list[int] = field(default_factory=list)
+    """A target with several workers: how many of the rooms each one hosts."""
     video: str = ""
     """The camera clip, e.g. "640x360 30 fps 0.5 Mbps": runs of one scenario and N with
     other clips are other cases."""
@@ -272,6 +290,7 @@ class RunConfig:
     scenario: str
     n: int
     duration_s: float
+    rooms: int = 1
     warmup_s: float = 1.0
     clients_per_worker: int = 20
     log_level: int = logging.WARNING
@@ -303,7 +322,8 @@ async def run_one(
     progress: Progress = _stderr_progress,
 ) -> TargetResult:
     """Run ``config.scenario`` with ``config.n`` against ``target`` and measure it."""
-    plans = plan_clients(config.scenario, config.n)
+    plans = plan_clients(config.scenario, config.n, config.rooms)
+    room_of = {plan.name: plan.room for plan in plans}
     publishers = [p for p in plans if p.publish]
     subscribers = [p for p in plans if p.subscribe]
     workers = max(1, -(-len(plans) // config.clients_per_worker))
@@ -328,12 +348,18 @@ async def run_one(
         progress(f"{label} joining {len(subscribers)} subscriber(s)")
         by_worker = {}
         for plan in subscribers:
-            others = tuple(feed for name, feed in feeds.items() if name != plan.name)
+            others = tuple(
+                feed
+                for name, feed in feeds.items()
+                if name != plan.name and room_of[name] == plan.room
+            )
             by_worker.setdefault(home[plan.name], []).append((plan, others))
         ttfm: dict[str, float | None] = {}
         for reply in (await pool.call("subscribe", by_worker)).values():
             ttfm.update(reply)
         rss_joined = rss_kb(pids)
+        balance = getattr(target, "rooms_per_worker", None)
+        rooms_per_worker = await balance() if balance is not None else []
 
         await asyncio.sleep(config.warmup_s)
         before, sent_before = _merge(await pool.call_all("mark"))
@@ -380,6 +406,8 @@ async def run_one(
             ttfm,
         )
         result.client_cpu_percent = 100 * client_cpu_s / window
+        result.rooms = config.rooms
+        result.rooms_per_worker = rooms_per_worker
         result.srtp_profiles = sorted(
             {name for r in collected.values() for name in r.get("srtp_profiles", [])}
         )

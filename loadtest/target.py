@@ -132,7 +132,9 @@ class SignalSession(Protocol):
 class Endpoint(Protocol):
     """Picklable: how a worker process reaches the target."""
 
-    async def open(self, identity: str) -> SignalSession: ...
+    async def open(self, identity: str, room: int = 0) -> SignalSession:
+        """A participant joining room ``room`` of the run (0: the one the target made)."""
+        ...
 
 
 class Target(Protocol):

@@ -35,6 +35,8 @@ class ClientPlan:
     name: str
     publish: tuple[str, ...] = ()
     subscribe: bool = False
+    room: int = 0
+    """Which room of the run (``--rooms``): 0 is the target's room, k its ``-k`` sibling."""
 
 
 @dataclass(slots=True)
@@ -57,7 +59,7 @@ class WorkerState:
 async def _session(state: WorkerState, plan: ClientPlan) -> _Participant:
     participant = state.participants.get(plan.name)
     if participant is None:
-        session = await state.endpoint.open(plan.name)
+        session = await state.endpoint.open(plan.name, plan.room)
         participant = state.participants[plan.name] = _Participant(plan, session)
     return participant
 

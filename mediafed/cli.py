@@ -37,16 +37,23 @@ def _data_dir_of(path: Path | None) -> Path:
     return load_config(path).server.data_dir
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from mediafed import server
 
     config = load_config(args.config, dev=args.dev)
-    logging.basicConfig(
-        level=config.log.level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logging.basicConfig(level=config.log.level, format=LOG_FORMAT)
     server.install_event_loop_policy()
+    workers = config.server.worker_count()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(server.serve(config))
+        if workers == 1 and not config.redis.url:
+            asyncio.run(server.serve(config))
+        else:
+            from mediafed.cluster.supervisor import serve_workers
+
+            asyncio.run(serve_workers(config, workers))
     return 0
 
 

@@ -54,6 +54,17 @@ class ServerConfig(_Section):
     public_url: str = ""
     """Base URL clients reach the HTTP port at (join links, focus answers)."""
     dev: bool = False
+    workers: int = Field(0, ge=0, le=1024)
+    """Media worker processes, each hosting whole rooms: 0 = one per core."""
+
+    def worker_count(self) -> int:
+        """``workers``, with 0 resolved to the cores this process may run on."""
+        if self.workers:
+            return self.workers
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not Linux
+            return max(1, os.cpu_count() or 1)
 
     def local_url(self) -> str:
         """The HTTP port's URL on this host: links' base when no ``public_url`` is set
@@ -194,6 +205,29 @@ class RelayConfig(_Section):
     """The identity links join remote rooms as (hidden there)."""
 
 
+class RedisConfig(_Section):
+    """``[redis]``: several nodes placing rooms through one Redis server."""
+
+    url: str = ""
+    """``redis://host:6379/0``; empty: this node alone (no Redis needed)."""
+    node_url: str = ""
+    """Where other nodes reach this node's HTTP port (default: ``server.public_url``,
+    else the port on the bind address)."""
+    node_id: str = ""
+    """This node's name in Redis (default: host name and HTTP port)."""
+    key_prefix: str = "mediafed:"
+    ttl_s: float = Field(6.0, gt=1.0, le=300.0)
+    """A node (and its rooms) that stops renewing them is gone after this long; it
+    renews them every ``ttl_s / 3``."""
+
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, url: str) -> str:
+        if url and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{url!r} is not a redis://, rediss:// or unix:// URL")
+        return url
+
+
 class Config(_Section):
     server: ServerConfig = ServerConfig()
     rtc: RtcConfig = RtcConfig()
@@ -206,6 +240,7 @@ class Config(_Section):
     webhook: WebhookConfig = WebhookConfig()
     """Checked after ``keys``: its ``api_key`` must name one of them."""
     relay: RelayConfig = RelayConfig()
+    redis: RedisConfig = RedisConfig()
 
     @field_validator("keys")
     @classmethod

@@ -27,10 +27,10 @@ from aiohttp import web
 from mediafed import __version__
 from mediafed.config import Config
 from mediafed.media import ParticipantInfo, Room, RoomManager, events
-from mediafed.operator.health import HEALTH_SECTIONS_KEY, add_health_route
+from mediafed.operator.health import HEALTH_SECTIONS_KEY, add_health_route, add_worker_route
 from mediafed.rocketchat.config import RocketChatConfig
 from mediafed.signal.livekit.tokens import MIN_SECRET_LENGTH
-from mediafed.worker import Worker
+from mediafed.worker import Worker, WorkerSettings
 
 if TYPE_CHECKING:
     from mediafed.operator.webhooks import WebhookNotifier
@@ -205,8 +205,10 @@ def _caller_identity(participant: ParticipantInfo) -> str:
     return participant.attributes.get(EXTERNAL_IDENTITY) or participant.identity
 
 
-def front_ends(rooms: RoomManager) -> list[Extension]:
-    """Every front-end of a full node, wired to ``rooms``."""
+def front_ends(rooms: RoomManager, *, home: bool = True) -> list[Extension]:
+    """Every front-end of a full node, wired to ``rooms``; without ``home``, only
+    those of a node's other workers (LiveKit signaling, RoomService, webhooks: the
+    Matrix, Rocket.Chat and relay-link front-ends run on the home worker)."""
     from mediafed.matrix.frontend import RTC_GHOSTS_KEY, RTC_LINKS_KEY, setup_matrix
     from mediafed.matrix.rtc_ghosts import ghost_identity
     from mediafed.rocketchat.handlers import CALL_SERVICE_KEY
@@ -262,14 +264,10 @@ def front_ends(rooms: RoomManager) -> list[Extension]:
             # Calls Rocket.Chat started ring the Matrix side (MSC4075).
             ghosts.ringing_call_of = service.rocketchat_started_call
 
-    return [
-        livekit_extension(rooms),
-        room_service_extension(rooms),
-        webhook_extension(rooms),
-        relay_links_extension(rooms),
-        calls,
-        matrix,
-    ]
+    shared = [livekit_extension(rooms), room_service_extension(rooms), webhook_extension(rooms)]
+    if not home:
+        return shared
+    return [*shared, relay_links_extension(rooms), calls, matrix]
 
 
 async def build_app(
@@ -318,8 +316,7 @@ def install_event_loop_policy() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
-    """Run one node (HTTP + one media worker) until SIGINT/SIGTERM."""
+def warn_short_secrets(config: Config) -> None:
     for key, secret in config.keys.items():
         if len(secret) < MIN_SECRET_LENGTH and not config.server.dev:
             log.warning(
@@ -329,28 +326,65 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
                 len(secret),
                 MIN_SECRET_LENGTH,
             )
-    worker = Worker.from_config(config)
-    app = await build_app(config, front_ends(worker.rooms), worker=worker)
-    # A v1 join request (the first offer, when a client cannot gzip it) makes the
-    # request line longer than aiohttp's default 8 KiB.
-    runner = web.AppRunner(app, access_log=None, max_line_size=1 << 16)
-    await runner.setup()
-    site = web.TCPSite(runner, config.server.bind, config.server.http_port)
-    await site.start()
-    log.info(
-        "- mediafed %s listening on http://%s:%d (media UDP %d, ICE-TCP %s, advertised %s)",
-        __version__,
-        config.server.bind,
-        config.server.http_port,
-        worker.udp_port,
-        worker.tcp_port or "off",
-        config.advertised_ips(),
-    )
+
+
+MAX_LINE_SIZE = 1 << 16
+"""A v1 join request (the first offer, when a client cannot gzip it) makes the
+request line longer than aiohttp's default 8 KiB."""
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+async def serve(
+    config: Config,
+    *,
+    ready: asyncio.Event | None = None,
+    worker_index: int | None = None,
+    unix_path: str | None = None,
+) -> None:
+    """Run one node (HTTP + one media worker) until SIGINT/SIGTERM.
+
+    As worker ``worker_index`` of a node with several (:mod:`mediafed.cluster`),
+    it serves HTTP on the Unix socket ``unix_path`` for the supervisor, which
+    owns the public port; its UDP and ICE-TCP ports are the configured ones plus
+    its index, and only the home worker (0) runs the Matrix, Rocket.Chat and
+    relay-link front-ends.
+    """
+    if worker_index is None:
+        warn_short_secrets(config)
+    settings = WorkerSettings.from_config(config, index=worker_index or 0)
+    worker = Worker(settings)
+    home = not worker_index
+    app = await build_app(config, front_ends(worker.rooms, home=home), worker=worker)
+    if worker_index is not None:
+        add_worker_route(app, worker_index, worker)
+    runner = web.AppRunner(app, access_log=None, max_line_size=MAX_LINE_SIZE)
+    await runner.setup()
+    site: web.BaseSite
+    if unix_path is not None:
+        site = web.UnixSite(runner, unix_path)
+        where = f"worker {worker_index} on {unix_path}"
+    else:
+        site = web.TCPSite(runner, config.server.bind, config.server.http_port)
+        where = f"http://{config.server.bind}:{config.server.http_port}"
+    await site.start()
+    log.info(
+        "- mediafed %s listening on %s (media UDP %d, ICE-TCP %s, advertised %s)",
+        __version__,
+        where,
+        worker.udp_port,
+        worker.tcp_port or "off",
+        config.advertised_ips(),
+    )
+    stop = stop_on_signals()
     # Everything built so far lives as long as the process: keep the cyclic
     # garbage collector from walking it again and again (pauses on the media path).
     gc.collect()

@@ -47,11 +47,17 @@ class WorkerSettings:
     rtx_cache_s: float = 1.0
 
     @classmethod
-    def from_config(cls, config: Config) -> WorkerSettings:
+    def from_config(cls, config: Config, *, index: int = 0) -> WorkerSettings:
+        """Worker ``index`` of the node: its ports are the configured ones plus
+        ``index`` (0 stays 0: any free port)."""
+
+        def port(base: int) -> int:
+            return base + index if base else 0
+
         return cls(
             bind=config.server.bind or "0.0.0.0",
-            udp_port=config.rtc.udp_port,
-            tcp_port=config.rtc.tcp_port if config.rtc.ice_tcp else None,
+            udp_port=port(config.rtc.udp_port),
+            tcp_port=port(config.rtc.tcp_port) if config.rtc.ice_tcp else None,
             advertised_ips=tuple(config.advertised_ips()),
             consent_timeout_s=config.rtc.consent_timeout_s,
             rtx_cache_s=config.rtc.rtx_cache_ms / 1000,

@@ -62,7 +62,7 @@ def _toml(tmp_path: Path, text: str) -> Path:
             "MEDIAFED_COLOUR",
             "unknown setting MEDIAFED_COLOUR; settings are MEDIAFED_KEYS and "
             "MEDIAFED_<SECTION>_<FIELD> with SECTION one of SERVER, RTC, LOG, ROOM, MATRIX, "
-            "ROCKETCHAT, WEBHOOK, RELAY",
+            "ROCKETCHAT, WEBHOOK, RELAY, REDIS",
         ),
     ],
 )
@@ -91,7 +91,8 @@ def test_unknown_variable_names_the_closest_setting(variable: str, message: str)
         (
             "colour = 'blue'\n",
             "unknown setting colour in {path}; the tables are "
-            "[server], [rtc], [log], [room], [matrix], [rocketchat], [keys], [webhook], [relay]",
+            "[server], [rtc], [log], [room], [matrix], [rocketchat], [keys], [webhook], [relay], "
+            "[redis]",
         ),
     ],
 )

@@ -39,7 +39,7 @@ from mediafed.matrix.openid import (
     OpenIDVerifier,
     parse_server_name,
 )
-from mediafed.signal.livekit.tokens import VideoGrant, mint_token
+from mediafed.signal.livekit.tokens import HOME_CLAIM, VideoGrant, mint_token
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,7 @@ def mint_focus_token(
         name=grant.user_id,
         ttl_s=ttl_s,
         now=now,
+        extra_claims={HOME_CLAIM: True},
     )
 
 

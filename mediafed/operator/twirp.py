@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -76,6 +75,48 @@ NONCES_REMEMBERED = 1024
 NO_ROOM = "name the room in the request's 'room' field"
 
 
+REQUESTS: dict[str, type[Message]] = {
+    "CreateRoom": room_pb.CreateRoomRequest,
+    "ListRooms": room_pb.ListRoomsRequest,
+    "DeleteRoom": room_pb.DeleteRoomRequest,
+    "ListParticipants": room_pb.ListParticipantsRequest,
+    "GetParticipant": room_pb.RoomParticipantIdentity,
+    "RemoveParticipant": room_pb.RoomParticipantIdentity,
+    "MutePublishedTrack": room_pb.MuteRoomTrackRequest,
+    "UpdateParticipant": room_pb.UpdateParticipantRequest,
+    "UpdateSubscriptions": room_pb.UpdateSubscriptionsRequest,
+    "SendData": room_pb.SendDataRequest,
+    "UpdateRoomMetadata": room_pb.UpdateRoomMetadataRequest,
+    "ForwardParticipant": room_pb.ForwardParticipantRequest,
+    "MoveParticipant": room_pb.MoveParticipantRequest,
+    "PerformRpc": room_pb.PerformRpcRequest,
+}
+"""Method -> its request message; every one but ListRooms names one room
+(``name`` in CreateRoom, ``room`` in the others)."""
+
+
+def parse_request(name: str, body: bytes, *, as_json: bool) -> Message:
+    """The request message of method ``name``, or TwirpError (``bad_route``, ``malformed``)."""
+    kind = REQUESTS.get(name)
+    if kind is None:
+        raise TwirpError("bad_route", f"RoomService has no method {name!r}")
+    message = kind()
+    try:
+        if as_json:
+            json_format.Parse(body or b"{}", message, ignore_unknown_fields=True)
+        else:
+            message.ParseFromString(body)
+    except (DecodeError, json_format.ParseError, UnicodeDecodeError) as exc:
+        raise TwirpError("malformed", f"the {name} request body does not parse: {exc}") from None
+    return message
+
+
+def room_of(name: str, message: Message) -> str:
+    """The room a RoomService request names ("" for ListRooms)."""
+    field = "name" if name == "CreateRoom" else "room"
+    return str(getattr(message, field, ""))
+
+
 class TwirpError(Exception):
     """An error answered as Twirp JSON ``{"code", "msg"}``."""
 
@@ -93,12 +134,6 @@ class TwirpError(Exception):
 
 
 Handler = Callable[[Any, Claims], Awaitable[Message]]
-
-
-@dataclass(frozen=True, slots=True)
-class _Method:
-    request: type[Message]
-    handler: Handler
 
 
 def _require(condition: bool, message: str) -> None:
@@ -145,27 +180,21 @@ class RoomService:
         self.rooms = rooms
         self.enable_remote_unmute = enable_remote_unmute
         self._nonces: OrderedDict[tuple[str, bytes], None] = OrderedDict()
-        self.methods: dict[str, _Method] = {
-            "CreateRoom": _Method(room_pb.CreateRoomRequest, self.create_room),
-            "ListRooms": _Method(room_pb.ListRoomsRequest, self.list_rooms),
-            "DeleteRoom": _Method(room_pb.DeleteRoomRequest, self.delete_room),
-            "ListParticipants": _Method(room_pb.ListParticipantsRequest, self.list_participants),
-            "GetParticipant": _Method(room_pb.RoomParticipantIdentity, self.get_participant),
-            "RemoveParticipant": _Method(room_pb.RoomParticipantIdentity, self.remove_participant),
-            "MutePublishedTrack": _Method(room_pb.MuteRoomTrackRequest, self.mute_published_track),
-            "UpdateParticipant": _Method(room_pb.UpdateParticipantRequest, self.update_participant),
-            "UpdateSubscriptions": _Method(
-                room_pb.UpdateSubscriptionsRequest, self.update_subscriptions
-            ),
-            "SendData": _Method(room_pb.SendDataRequest, self.send_data),
-            "UpdateRoomMetadata": _Method(
-                room_pb.UpdateRoomMetadataRequest, self.update_room_metadata
-            ),
-            "ForwardParticipant": _Method(
-                room_pb.ForwardParticipantRequest, self.forward_participant
-            ),
-            "MoveParticipant": _Method(room_pb.MoveParticipantRequest, self.move_participant),
-            "PerformRpc": _Method(room_pb.PerformRpcRequest, self.perform_rpc),
+        self.methods: dict[str, Handler] = {
+            "CreateRoom": self.create_room,
+            "ListRooms": self.list_rooms,
+            "DeleteRoom": self.delete_room,
+            "ListParticipants": self.list_participants,
+            "GetParticipant": self.get_participant,
+            "RemoveParticipant": self.remove_participant,
+            "MutePublishedTrack": self.mute_published_track,
+            "UpdateParticipant": self.update_participant,
+            "UpdateSubscriptions": self.update_subscriptions,
+            "SendData": self.send_data,
+            "UpdateRoomMetadata": self.update_room_metadata,
+            "ForwardParticipant": self.forward_participant,
+            "MoveParticipant": self.move_participant,
+            "PerformRpc": self.perform_rpc,
         }
 
     def _room(self, name: str) -> Room:
@@ -446,18 +475,8 @@ class RoomService:
                 claims = verify_token(token_from_request(request), self.keys)
             except AuthError as exc:
                 raise TwirpError("unauthenticated", str(exc)) from None
-            body = await request.read()
-            message = method.request()
-            try:
-                if as_json:
-                    json_format.Parse(body or b"{}", message, ignore_unknown_fields=True)
-                else:
-                    message.ParseFromString(body)
-            except (DecodeError, json_format.ParseError, UnicodeDecodeError) as exc:
-                raise TwirpError(
-                    "malformed", f"the {name} request body does not parse: {exc}"
-                ) from None
-            answer = await method.handler(message, claims)
+            message = parse_request(name, await request.read(), as_json=as_json)
+            answer = await method(message, claims)
         except TwirpError as exc:
             log.info("x twirp %s: %s %s", name, exc.code, exc.msg)
             return exc.response()

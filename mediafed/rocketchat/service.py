@@ -38,7 +38,7 @@ from mediafed.rocketchat.config import RocketChatConfig
 from mediafed.rocketchat.models import JOIN_TTL_DEFAULT_S, CallError, CreateCall
 from mediafed.rocketchat.rooms import external_kind, room_for_external
 from mediafed.rocketchat.webhooks import WebhookSender
-from mediafed.signal.livekit.tokens import VideoGrant, mint_token
+from mediafed.signal.livekit.tokens import HOME_CLAIM, VideoGrant, mint_token
 from mediafed.store import Bridge, CallRecord, Store
 
 log = logging.getLogger(__name__)
@@ -305,6 +305,7 @@ class CallService:
             video=VideoGrant(room_join=True, room=call.room),
             attributes=attributes,
             ttl_s=ttl_s,
+            extra_claims={HOME_CLAIM: True},
         )
 
     def join_url(self, token: str, *, mic: bool, cam: bool, request: web.Request | None) -> str:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -35,7 +36,17 @@ def _free_port(kind: socket.SocketKind) -> int:
 class Relay:
     """``mediafed serve`` in a process of its own, restartable on the same ports."""
 
-    def __init__(self, hosts: list[TestHost], workdir: Path, *, room: str) -> None:
+    def __init__(
+        self,
+        hosts: list[TestHost],
+        workdir: Path,
+        *,
+        room: str,
+        workers: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``workers``: ``[server] workers`` (the default, one per core, when None);
+        ``env``: more settings (``MEDIAFED_*``)."""
         self.room = room
         self.http_port = _free_port(socket.SOCK_STREAM)
         self.env = os.environ | {
@@ -47,7 +58,10 @@ class Relay:
             "MEDIAFED_RTC_TCP_PORT": str(_free_port(socket.SOCK_STREAM)),
             "MEDIAFED_RTC_NODE_IP": ",".join(host.server_ip for host in hosts),
         }
-        self.log_path = workdir / "mediafed.log"
+        if workers is not None:
+            self.env["MEDIAFED_SERVER_WORKERS"] = str(workers)
+        self.env |= env or {}
+        self.log_path = workdir / f"mediafed-{self.http_port}.log"
         self.proc: asyncio.subprocess.Process | None = None
         self.url = f"http://127.0.0.2:{self.http_port}"
 
@@ -94,6 +108,11 @@ class Relay:
         await self.proc.wait()
         await self.start()
 
+    async def health(self) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as http, http.get(f"{self.url}/healthz") as response:
+            body: dict[str, Any] = await response.json()
+            return body
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.send_signal(signal.SIGKILL)
@@ -110,22 +129,23 @@ class Relay:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 
-    def token(self, identity: str, **grant: object) -> str:
+    def token(self, identity: str, *, room: str | None = None, **grant: object) -> str:
         return mint_token(
             API_KEY,
             API_SECRET,
             identity=identity,
-            video=VideoGrant(room_join=True, room=self.room, **grant),  # type: ignore[arg-type]
+            video=VideoGrant(room_join=True, room=room or self.room, **grant),  # type: ignore[arg-type]
         )
 
-    async def participants(self) -> dict[str, str]:
+    async def participants(self, room: str | None = None) -> dict[str, str]:
         """Identity -> sid of the room's participants (RoomService, Twirp JSON)."""
-        token = self.token("admin", room_admin=True)
+        room = room or self.room
+        token = self.token("admin", room=room, room_admin=True)
         async with (
             aiohttp.ClientSession() as http,
             http.post(
                 f"{self.url}/twirp/livekit.RoomService/ListParticipants",
-                json={"room": self.room},
+                json={"room": room},
                 headers={"Authorization": f"Bearer {token}"},
             ) as response,
         ):

@@ -49,7 +49,7 @@ from mediafed.media.events import (
 from mediafed.media.limits import SIGNAL_MESSAGE_BURST, SIGNAL_MESSAGES_PER_S
 from mediafed.media.rpc import RpcCode, RpcError
 from mediafed.signal.livekit import translate
-from mediafed.signal.livekit.tokens import Claims, mint_token
+from mediafed.signal.livekit.tokens import HOME_CLAIM, Claims, mint_token
 
 log = logging.getLogger(__name__)
 
@@ -575,6 +575,7 @@ class SignalPeer:
                 metadata=claims.metadata,
                 attributes=claims.attributes,
                 ttl_s=ttl_s,
+                extra_claims={HOME_CLAIM: True} if claims.raw.get(HOME_CLAIM) is True else None,
             )
             expires_at = time.time() + ttl_s
             log.debug("> %r refresh_token", self)

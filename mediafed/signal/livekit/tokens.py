@@ -116,6 +116,13 @@ class VideoGrant:
         )
 
 
+HOME_CLAIM = "mediafed_home"
+"""A private claim (``true``) in the tokens mediafed's own Matrix and Rocket.Chat
+front-ends mint: on a node of several workers, the room goes to the home worker,
+where those front-ends run (:mod:`mediafed.cluster.placement`). Other servers
+ignore it."""
+
+
 @dataclass(frozen=True, slots=True)
 class Claims:
     api_key: str
