@@ -41,14 +41,16 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from mediafed import server
+    from mediafed.runtime import install_event_loop_policy
 
     config = load_config(args.config, dev=args.dev)
     logging.basicConfig(level=config.log.level, format=LOG_FORMAT)
-    server.install_event_loop_policy()
+    install_event_loop_policy()
     workers = config.server.worker_count()
     with contextlib.suppress(KeyboardInterrupt):
         if workers == 1 and not config.redis.url:
+            from mediafed import server
+
             asyncio.run(server.serve(config))
         else:
             from mediafed.cluster.supervisor import serve_workers

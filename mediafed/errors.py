@@ -40,3 +40,7 @@ class NegotiationError(RemoteProtocolError):
 
 class AuthError(MediafedError):
     """Missing, expired or insufficient credentials."""
+
+
+class DirectoryError(MediafedError):
+    """The node directory (Redis, ``[redis] url``) cannot be reached or failed."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from mediafed import server
 from mediafed.cli import LOG_FORMAT
 from mediafed.cluster.supervisor import load_worker_config
+from mediafed.runtime import install_event_loop_policy
 
 
 def main() -> int:
@@ -23,7 +24,7 @@ def main() -> int:
     args = parser.parse_args()
     config = load_worker_config(args.config_json)
     logging.basicConfig(level=config.log.level, format=f"[w{args.index}] {LOG_FORMAT}")
-    server.install_event_loop_policy()
+    install_event_loop_policy()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(server.serve(config, worker_index=args.index, unix_path=args.socket))
     return 0

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from mediafed.errors import DirectoryError
+
 log = logging.getLogger(__name__)
 
 # KEYS[1] = the room's key; ARGV = (node, ttl_ms, dead owner or "")
@@ -59,10 +61,6 @@ for _, key in ipairs(KEYS) do
 end
 return 0
 """
-
-
-class DirectoryError(Exception):
-    """Redis cannot be reached or answered an error."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -37,15 +37,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from mediafed import __version__
-from mediafed.cluster.nodes import DirectoryError, NodeDirectory, NodeInfo
 from mediafed.cluster.placement import HOME, Placement
-from mediafed.errors import AuthError
+from mediafed.errors import AuthError, DirectoryError
 from mediafed.operator.health import WORKER_PATH
 from mediafed.operator.metrics import CONTENT_TYPE
-from mediafed.operator.twirp import PREFIX, TwirpError, parse_request, room_of
+from mediafed.operator.twirp_protocol import PREFIX, TwirpError, parse_request, room_of
 from mediafed.signal.livekit.auth import verify_request
-from mediafed.signal.livekit.peer import SignalOptions
 from mediafed.signal.livekit.tokens import HOME_CLAIM
+
+if TYPE_CHECKING:  # redis is imported only by a node that has [redis] url
+    from mediafed.cluster.nodes import NodeDirectory, NodeInfo
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ WS_HANDSHAKE = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-web
 JOIN_PATHS = ("/rtc", "/rtc/v1")
 VALIDATE_PATHS = ("/rtc/validate", "/rtc/v1/validate")
 WORKER_TIMEOUT_S = 10.0
+MAX_FRAME_BYTES = 1 << 20
+"""The largest signaling frame relayed (the workers' own limit is no larger)."""
 
 
 @dataclass(slots=True)
@@ -151,7 +154,7 @@ class Proxy:
         keys: Mapping[str, str],
         *,
         clock: Callable[[], float] = time.monotonic,
-        options: SignalOptions | None = None,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
         nodes: NodeDirectory | None = None,
     ) -> None:
         self.workers = workers
@@ -161,7 +164,7 @@ class Proxy:
         self.placement = placement
         self.keys = keys
         self.clock = clock
-        self.max_frame_bytes = (options or SignalOptions()).max_frame_bytes
+        self.max_frame_bytes = max_frame_bytes
         self.sockets: set[web.WebSocketResponse] = set()
 
     def app(self) -> web.Application:
@@ -388,6 +391,7 @@ class Proxy:
                 else:
                     merged.setdefault(name, value)
         workers: list[dict[str, Any]] = []
+        placed_on = self.placement.rooms_of
         for link in self.workers:
             load = self.placement.loads[link.index]
             workers.append(
@@ -398,7 +402,11 @@ class Proxy:
                     "udp_port": link.udp_port,
                     "tcp_port": link.tcp_port,
                     "restarts": link.restarts,
-                    "rooms": dict(sorted(load.rooms.items())),
+                    # reported, and placed here but not reported yet (0 participants)
+                    "rooms": {
+                        name: load.rooms.get(name, 0)
+                        for name in sorted(set(load.rooms) | set(placed_on(link.index)))
+                    },
                 }
             )
         up = all(link.up for link in self.workers)
@@ -415,7 +423,7 @@ class Proxy:
         body: dict[str, Any] = {
             "status": "ok" if up else "degraded",
             "version": __version__,
-            "rooms": sum(len(load.rooms) for load in self.placement.loads),
+            "rooms": sum(len(worker["rooms"]) for worker in workers),
             "participants": sum(load.participants for load in self.placement.loads),
             "workers": workers,
             **merged,

@@ -32,17 +32,21 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
 
 from mediafed import __version__
-from mediafed.cluster.nodes import DirectoryError, NodeDirectory, NodeInfo
 from mediafed.cluster.placement import Placement
 from mediafed.cluster.proxy import Proxy, WorkerLink
 from mediafed.config import Config
+from mediafed.errors import DirectoryError
 from mediafed.operator.health import WORKER_PATH
-from mediafed.server import MAX_LINE_SIZE, stop_on_signals, warn_short_secrets
+from mediafed.runtime import MAX_LINE_SIZE, stop_on_signals, warn_short_secrets
+
+if TYPE_CHECKING:
+    from mediafed.cluster.nodes import NodeDirectory
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +283,8 @@ def _directory(config: Config, workers: int) -> NodeDirectory | None:
     section = config.redis
     if not section.url:
         return None
+    from mediafed.cluster.nodes import NodeDirectory, NodeInfo
+
     url = section.node_url or config.server.public_url or config.server.local_url()
     node_id = section.node_id or f"{socket.gethostname()}:{config.server.http_port}"
     node = NodeInfo(node_id, url, workers=workers, version=__version__)

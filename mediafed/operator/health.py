@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from mediafed import __version__
-from mediafed.media import RoomManager
 
 if TYPE_CHECKING:
+    from mediafed.media import RoomManager
     from mediafed.worker import Worker
 
 WORKER_PATH = "/_mediafed/worker"
