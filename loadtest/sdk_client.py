@@ -64,6 +64,19 @@ class ScriptClient:
             return 0, 0
         return sum(v["frames"] for v in line["video"].values()), line["audio"]["frames"]
 
+    def longest_gap_ms(self, since: int = 0) -> int:
+        """The longest wait between two video frames a viewer script reported after
+        its line ``since``."""
+        return max(
+            (
+                v["gap_ms"]
+                for line in self.lines[since:]
+                if line["event"] == "seen"
+                for v in line["video"].values()
+            ),
+            default=0,
+        )
+
     async def stop(self) -> None:
         if self.proc.returncode is None:
             self.proc.kill()

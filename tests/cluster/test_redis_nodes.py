@@ -22,7 +22,7 @@ import asyncio
 import json
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from aiohttp import web
 
 from loadtest.sdk_client import PUBLISHER, VIEWER, ScriptClient
 from tests.support.netns_hosts import TestHost
-from tests.support.relay import API_KEY, Relay
+from tests.support.relay import API_KEY, Relay, until
 
 ROOM = "across-nodes"
 RUN_S = 120
@@ -125,17 +125,6 @@ class Hooks:
             await self.runner.cleanup()
 
 
-async def _until(what: str, predicate: Callable[[], bool], timeout_s: float, *logs: Relay) -> None:
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    while not predicate():
-        if loop.time() - start > timeout_s:
-            raise AssertionError(
-                f"{what}: not within {timeout_s} s\n" + "\n".join(r.log() for r in logs)
-            )
-        await asyncio.sleep(0.05)
-
-
 async def _post(relay: Relay, method: str, body: dict[str, Any], **grant: object) -> Any:
     token = relay.token("admin", **grant)
     async with (
@@ -196,7 +185,7 @@ async def test_two_nodes_on_redis_share_a_room_and_release_it_when_one_disappear
                     str(RUN_S),
                 )
                 clients.append(viewer)
-                await _until(
+                await until(
                     "the viewer (through node b) decodes the publisher's video (through a)",
                     lambda: viewer.seen()[0] > 20,
                     30,
@@ -217,7 +206,7 @@ async def test_two_nodes_on_redis_share_a_room_and_release_it_when_one_disappear
                     rooms = await _post(node, "ListRooms", {}, room_list=True)
                     assert [r["name"] for r in rooms["rooms"]] == [ROOM], rooms
 
-                await _until(
+                await until(
                     "webhooks of both joins",
                     lambda: hooks.count("participant_joined") >= 2,
                     10,

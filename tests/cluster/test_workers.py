@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -27,34 +26,12 @@ import pytest
 
 from loadtest.sdk_client import PUBLISHER, VIEWER, ScriptClient
 from tests.support.netns_hosts import TestHost
-from tests.support.relay import Relay
+from tests.support.relay import Relay, until
 
 ROOMS = ("left", "right")
 RUN_S = 120
 
 pytestmark = pytest.mark.slow
-
-
-async def _until(what: str, predicate: Callable[[], bool], timeout_s: float, relay: Relay) -> float:
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    while not predicate():
-        if loop.time() - start > timeout_s:
-            raise AssertionError(f"{what}: not within {timeout_s} s\n{relay.log()}")
-        await asyncio.sleep(0.05)
-    return loop.time() - start
-
-
-def _longest_gap_ms(viewer: ScriptClient, since: int) -> int:
-    return max(
-        (
-            v["gap_ms"]
-            for line in viewer.lines[since:]
-            if line["event"] == "seen"
-            for v in line["video"].values()
-        ),
-        default=0,
-    )
 
 
 def _worker_of(health: dict[str, object], room: str) -> dict[str, object]:
@@ -110,7 +87,7 @@ async def test_rooms_spread_over_workers_and_a_killed_worker_takes_only_its_room
                     if who == "viewer":
                         viewers[room] = client
                 # joined before the next room is placed
-                await _until(
+                await until(
                     f"{room} decodes video", lambda r=room: viewers[r].seen()[0] > 20, 30, relay
                 )  # type: ignore[misc]
 
@@ -128,7 +105,7 @@ async def test_rooms_spread_over_workers_and_a_killed_worker_takes_only_its_room
             pid = right["pid"]
             assert isinstance(pid, int)
             os.kill(pid, signal.SIGKILL)
-            back_s = await _until(
+            back_s = await until(
                 "the killed worker's room decodes video again",
                 lambda: viewers["right"].seen()[0] > frames + 5,
                 30,
@@ -147,7 +124,7 @@ async def test_rooms_spread_over_workers_and_a_killed_worker_takes_only_its_room
             after = await relay.participants("right")
             assert set(after) == set(sids["right"]), after
             assert after["viewer-right"] != sids["right"]["viewer-right"], "a new room, new sids"
-            gap = _longest_gap_ms(viewers["left"], first_line)
+            gap = viewers["left"].longest_gap_ms(first_line)
             assert gap <= 1000, f"the other room's video stopped for {gap} ms"
             assert (
                 await _metric(relay, f'mediafed_worker_restarts_total{{worker="{right["index"]}"}}')

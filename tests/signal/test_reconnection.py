@@ -19,7 +19,7 @@ new one).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from sdk_runner import ScriptClient
 
 from loadtest.sdk_client import PUBLISHER, VIEWER
 from tests.support.netns_hosts import TestHost
-from tests.support.relay import Relay
+from tests.support.relay import Relay, until
 
 HERE = Path(__file__).parent
 ROOM = "reconnect"
@@ -57,35 +57,12 @@ async def _call(tmp_path: Path) -> AsyncIterator[tuple[Relay, TestHost, ScriptCl
                     )
                 )
             viewer = clients[1]
-            await _until("the viewer decodes video", lambda: viewer.seen()[0] > 20, 30, relay)
+            await until("the viewer decodes video", lambda: viewer.seen()[0] > 20, 30, relay)
             yield relay, viewer_host, viewer
         finally:
             for client in clients:
                 await client.stop()
             await relay.stop()
-
-
-async def _until(what: str, predicate: Callable[[], bool], timeout_s: float, relay: Relay) -> float:
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    while not predicate():
-        if loop.time() - start > timeout_s:
-            raise AssertionError(f"{what}: not within {timeout_s} s\n{relay.log()}")
-        await asyncio.sleep(0.05)
-    return loop.time() - start
-
-
-def _longest_gap_ms(viewer: ScriptClient, since: int) -> int:
-    """The longest wait between two frames in the viewer's lines after line ``since``."""
-    return max(
-        (
-            v["gap_ms"]
-            for line in viewer.lines[since:]
-            if line["event"] == "seen"
-            for v in line["video"].values()
-        ),
-        default=0,
-    )
 
 
 async def test_a_blackholed_path_resumes_without_leaving(tmp_path: Path) -> None:
@@ -95,7 +72,7 @@ async def test_a_blackholed_path_resumes_without_leaving(tmp_path: Path) -> None
         await asyncio.sleep(3.0)
         frames = viewer.seen()[0]
         host.link.blackhole(False)
-        resumed_s = await _until(
+        resumed_s = await until(
             "video resumes after the path is back", lambda: viewer.seen()[0] > frames + 5, 5, relay
         )
         after = await relay.participants()
@@ -113,7 +90,7 @@ async def test_a_dropped_signal_socket_resumes_and_video_goes_on(tmp_path: Path)
         await asyncio.sleep(6.0)
         after = await relay.participants()
         assert after.get("viewer") == before["viewer"], "the viewer rejoined instead of resuming"
-        gap = _longest_gap_ms(viewer, first_line)
+        gap = viewer.longest_gap_ms(first_line)
         assert gap <= 1000, f"video stopped for {gap} ms"
         assert "resumed" in relay.log(), relay.log()
         print(f"signal socket reset: longest wait between frames {gap} ms")
@@ -124,7 +101,7 @@ async def test_a_restarted_relay_is_rejoined(tmp_path: Path) -> None:
         before = await relay.participants()
         await relay.restart()
         frames = viewer.seen()[0]
-        back_s = await _until(
+        back_s = await until(
             "the viewer decodes video from the restarted relay",
             lambda: viewer.seen()[0] > frames + 5,
             10,

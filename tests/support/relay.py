@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,18 @@ class Relay:
                 return {}
             body = await response.json()
         return {p["identity"]: p["sid"] for p in body.get("participants", [])}
+
+
+async def until(
+    what: str, predicate: Callable[[], bool], timeout_s: float, *relays: Relay
+) -> float:
+    """Seconds until ``predicate()`` holds; AssertionError with the relays' logs if it
+    does not within ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while not predicate():
+        if loop.time() - start > timeout_s:
+            logs = "\n".join(relay.log() for relay in relays)
+            raise AssertionError(f"{what}: not within {timeout_s} s\n{logs}")
+        await asyncio.sleep(0.05)
+    return loop.time() - start
