@@ -268,6 +268,12 @@ class Proxy:
             release()
 
     async def _relay_websocket(self, request: web.Request, link: Upstream) -> web.StreamResponse:
+        client = web.WebSocketResponse(
+            max_msg_size=self.max_frame_bytes, autoping=True, compress=False
+        )
+        if not client.can_prepare(request).ok:
+            # not a WebSocket request: the worker answers it as a single node would
+            return await self._relay_http(request, link)
         url = link.base + request.path_qs
         try:
             upstream = await link.client().ws_connect(
@@ -282,10 +288,11 @@ class Proxy:
             return await self._relay_http(request, link)
         except aiohttp.ClientError as exc:
             return _unavailable(link, exc)
-        client = web.WebSocketResponse(
-            max_msg_size=self.max_frame_bytes, autoping=True, compress=False
-        )
-        await client.prepare(request)
+        try:
+            await client.prepare(request)
+        except BaseException:
+            await upstream.close()
+            raise
         self.sockets.add(client)
         try:
             to_worker = asyncio.ensure_future(_pump(client, upstream))

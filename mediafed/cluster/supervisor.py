@@ -298,10 +298,13 @@ async def _report_loop(proxy: Proxy, ttl_s: float) -> None:
     ticks = 0
     while True:
         await asyncio.sleep(REPORT_EVERY_S)
-        await proxy.refresh()
         ticks += 1
-        if proxy.nodes is not None and ticks % heartbeat_every == 0:
-            await heartbeat(proxy, proxy.nodes)
+        try:
+            await proxy.refresh()
+            if proxy.nodes is not None and ticks % heartbeat_every == 0:
+                await heartbeat(proxy, proxy.nodes)
+        except Exception:  # never let placement go stale for one bad answer
+            log.exception("x reporting failed; trying again in %.0f s", REPORT_EVERY_S)
 
 
 async def heartbeat(proxy: Proxy, nodes: NodeDirectory) -> None:
