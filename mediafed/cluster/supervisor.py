@@ -231,15 +231,18 @@ async def serve_workers(
     runner: web.AppRunner | None = None
     reports: asyncio.Task[None] | None = None
     try:
-        if nodes is not None:
-            await nodes.start()
-        # the home worker first: its front-ends may migrate the database
-        await processes[0].start(attempts=START_ATTEMPTS)
-        await asyncio.gather(*(process.start(attempts=START_ATTEMPTS) for process in processes[1:]))
+        # all at once (only the home worker opens the database): a node killed and
+        # started again is back as soon as its slowest worker is
+        await asyncio.gather(*(process.start(attempts=START_ATTEMPTS) for process in processes))
         for process in processes:
             process.watch()
         runner = web.AppRunner(proxy.app(), access_log=None, max_line_size=MAX_LINE_SIZE)
         await runner.setup()
+        if nodes is not None:
+            # listed once its workers run (a slow start must not outlive the first
+            # announcement); renewed from here on by the report loop
+            await nodes.start()
+            log.info("- node %s in Redis %s as %s", nodes.id, config.redis.url, nodes.node.url)
         site = web.TCPSite(runner, config.server.bind, config.server.http_port)
         await site.start()
         log.info(
@@ -253,8 +256,6 @@ async def serve_workers(
             ", ".join(str(link.tcp_port) for link in links) if links[0].tcp_port else "off",
             config.advertised_ips(),
         )
-        if nodes is not None:
-            log.info("- node %s in Redis %s as %s", nodes.id, config.redis.url, nodes.node.url)
         reports = asyncio.get_running_loop().create_task(_report_loop(proxy, config.redis.ttl_s))
         stop = stop_on_signals()
         if ready is not None:
@@ -297,7 +298,8 @@ async def _report_loop(proxy: Proxy, ttl_s: float) -> None:
     heartbeat_every = max(1, round(ttl_s / 3 / REPORT_EVERY_S))
     ticks = 0
     while True:
-        await asyncio.sleep(REPORT_EVERY_S)
+        if ticks:
+            await asyncio.sleep(REPORT_EVERY_S)
         ticks += 1
         try:
             await proxy.refresh()
