@@ -13,7 +13,6 @@ import base64
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -32,50 +31,37 @@ async def node(tmp_path: Path) -> AsyncIterator[Relay]:
         await relay.stop()
 
 
-async def _twirp(node: Relay, method: str, body: dict[str, Any], token: str) -> tuple[int, Any]:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            f"{node.url}/twirp/livekit.RoomService/{method}",
-            json=body,
-            headers={"Authorization": f"Bearer {token}"},
-        ) as response,
-    ):
-        return response.status, await response.json()
-
-
 async def test_roomservice_places_rooms_on_both_workers_and_answers_for_all(node: Relay) -> None:
     admin = node.token("ops", room_create=True, room_list=True)
     for name in ("one", "two", "three", "four"):
-        status, room = await _twirp(node, "CreateRoom", {"name": name}, admin)
+        status, room = await node.twirp("CreateRoom", {"name": name}, admin)
         assert status == 200 and room["name"] == name, room
     health = await node.health()
     per_worker = [sorted(w["rooms"]) for w in health["workers"]]
     assert sorted(name for rooms in per_worker for name in rooms) == ["four", "one", "three", "two"]
     assert all(len(rooms) == 2 for rooms in per_worker), f"not balanced: {per_worker}"
 
-    status, listed = await _twirp(node, "ListRooms", {}, admin)
+    status, listed = await node.twirp("ListRooms", {}, admin)
     assert status == 200
     assert sorted(r["name"] for r in listed["rooms"]) == ["four", "one", "three", "two"]
-    status, only = await _twirp(node, "ListRooms", {"names": ["two"]}, admin)
+    status, only = await node.twirp("ListRooms", {"names": ["two"]}, admin)
     assert [r["name"] for r in only["rooms"]] == ["two"]
 
     # every other method reaches the room's worker
     for name in ("one", "two", "three", "four"):
-        status, answer = await _twirp(
-            node, "ListParticipants", {"room": name}, node.token("ops", room=name, room_admin=True)
+        status, answer = await node.twirp(
+            "ListParticipants", {"room": name}, node.token("ops", room=name, room_admin=True)
         )
         assert status == 200, answer
-        status, answer = await _twirp(node, "DeleteRoom", {"room": name}, admin)
+        status, answer = await node.twirp("DeleteRoom", {"room": name}, admin)
         assert status == 200, answer
-    status, answer = await _twirp(
-        node,
+    status, answer = await node.twirp(
         "GetParticipant",
         {"room": "nowhere", "identity": "someone"},
         node.token("ops", room="nowhere", room_admin=True),
     )
     assert (status, answer["code"]) == (404, "not_found"), answer
-    status, answer = await _twirp(node, "ListRooms", {}, node.token("nobody"))
+    status, answer = await node.twirp("ListRooms", {}, node.token("nobody"))
     assert status == 401 and answer["code"] == "unauthenticated", answer
 
 

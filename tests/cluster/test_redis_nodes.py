@@ -27,7 +27,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -125,20 +124,6 @@ class Hooks:
             await self.runner.cleanup()
 
 
-async def _post(relay: Relay, method: str, body: dict[str, Any], **grant: object) -> Any:
-    token = relay.token("admin", **grant)
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            f"{relay.url}/twirp/livekit.RoomService/{method}",
-            json=body,
-            headers={"Authorization": f"Bearer {token}"},
-        ) as response,
-    ):
-        assert response.status == 200, await response.text()
-        return await response.json()
-
-
 async def test_two_nodes_on_redis_share_a_room_and_release_it_when_one_disappears(
     tmp_path: Path,
 ) -> None:
@@ -203,7 +188,10 @@ async def test_two_nodes_on_redis_share_a_room_and_release_it_when_one_disappear
                 for node in nodes:
                     people = await node.participants()
                     assert set(people) == {"publisher", "viewer"}, (node.url, people)
-                    rooms = await _post(node, "ListRooms", {}, room_list=True)
+                    status, rooms = await node.twirp(
+                        "ListRooms", {}, node.token("admin", room_list=True)
+                    )
+                    assert status == 200, rooms
                     assert [r["name"] for r in rooms["rooms"]] == [ROOM], rooms
 
                 await until(

@@ -138,21 +138,25 @@ class Relay:
             video=VideoGrant(room_join=True, room=room or self.room, **grant),  # type: ignore[arg-type]
         )
 
+    async def twirp(self, method: str, body: dict[str, Any], token: str) -> tuple[int, Any]:
+        """POST a RoomService call (Twirp JSON): its status and decoded answer."""
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{self.url}/twirp/livekit.RoomService/{method}",
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+            ) as response,
+        ):
+            return response.status, await response.json()
+
     async def participants(self, room: str | None = None) -> dict[str, str]:
         """Identity -> sid of the room's participants (RoomService, Twirp JSON)."""
         room = room or self.room
         token = self.token("admin", room=room, room_admin=True)
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(
-                f"{self.url}/twirp/livekit.RoomService/ListParticipants",
-                json={"room": room},
-                headers={"Authorization": f"Bearer {token}"},
-            ) as response,
-        ):
-            if response.status != 200:
-                return {}
-            body = await response.json()
+        status, body = await self.twirp("ListParticipants", {"room": room}, token)
+        if status != 200:
+            return {}
         return {p["identity"]: p["sid"] for p in body.get("participants", [])}
 
 
