@@ -55,6 +55,8 @@ async def test_roomservice_places_rooms_on_both_workers_and_answers_for_all(node
         assert status == 200, answer
         status, answer = await node.twirp("DeleteRoom", {"room": name}, admin)
         assert status == 200, answer
+    status, listed = await node.twirp("ListRooms", {}, admin)
+    assert (status, listed.get("rooms", [])) == (200, []), "a DeleteRoom missed its worker"
     status, answer = await node.twirp(
         "GetParticipant",
         {"room": "nowhere", "identity": "someone"},
