@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -45,6 +46,15 @@ LINK_DEVICE = "MEDIAFEDLINK"
 REVIEW_EVERY_S = 30.0
 """How often every call is looked at again (memberships expire without an event)."""
 FOCUS_TIMEOUT_S = 15.0
+
+
+def mirror_identity(identity: str, focus_url: str) -> str:
+    """The local participant that shows a remote member's tracks (``identity`` on
+    the SFU of ``focus_url``). Not the member's own identity: their client uses
+    that one when it subscribes here (Element Call keeps a connection to every SFU
+    in use, with one identity everywhere), and Element Call clients here must not
+    match the copy to the member, whom they watch on the member's own SFU."""
+    return f"{identity}~{urlsplit(focus_url).netloc}"
 
 
 class OpenIDSource(Protocol):
@@ -236,7 +246,12 @@ class RtcLinks:
             return LinkTarget(url, jwt, alias)
 
         log.info("- MatrixRTC link room=%s to the SFU of focus %s", room_id, focus_url)
-        link = RelayLink(self.rooms, LinkTarget(focus_url, "", alias), renew=renew)
+        link = RelayLink(
+            self.rooms,
+            LinkTarget(focus_url, "", alias),
+            renew=renew,
+            mirror_identity=lambda identity: mirror_identity(identity, focus_url),
+        )
         self.links[(room_id, focus_url)] = link
         link.start()
 

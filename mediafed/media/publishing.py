@@ -232,6 +232,7 @@ class Publishing:
         peer.tracks_by_mid[media.mid] = track
         owner = self.owners.get(info.cid, session)
         owner.publishing.published[info.sid] = track
+        track.not_for = owner.echo_of
         log.info(
             "- %s published %s %s (%s, mid %s, layers %s)",
             owner.label,

@@ -130,6 +130,9 @@ class Session:
         self.joined_at = time.time()
         self.closed = False
         self.single = single_connection or answer_only
+        self.echo_of = ""
+        """A relay link's copy of a remote participant whose own client may join here
+        too (multi-SFU MatrixRTC): that identity; it is never sent these tracks."""
         self.answer_only = answer_only
         """One connection on which only the client offers (LiveKit's ``/rtc/v1``): when
         tracks need sections we ask for them (``on_media_sections_requirement``)."""

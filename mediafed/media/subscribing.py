@@ -86,6 +86,8 @@ class Subscribing:
         session = self.session
         if track.sid in self.downtracks or track.info.participant_sid == session.sid:
             return
+        if track.not_for == session.identity:
+            return  # its own media, back from another SFU (a relay link's copy)
         if not session.permission.can_subscribe:
             return
         if not session.room.may_subscribe(session, track):

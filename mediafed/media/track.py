@@ -68,6 +68,9 @@ class PublishedTrack:
         self.cache_s = cache_s
         self.layers: dict[str, Layer] = {}
         self.downtracks: dict[str, DownTrack] = {}
+        self.not_for = ""
+        """An identity never subscribed to this track: its own publisher's, when the
+        track is theirs shown again by a relay link (``Session.echo_of``)."""
         self.last_keyframe_request = -1.0
         self.keyframe_pending = False
         self.keyframe_soon = False

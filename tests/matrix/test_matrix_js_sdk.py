@@ -4,22 +4,18 @@ of a call a Rocket.Chat user started, through a real Synapse. Each time the
 Matrix user and a participant of the same mediafed room see and hear each other,
 and a hangup on either side ends the call on the other.
 
-The client is bundled from ``tests/js`` (``npm ci && npm run build`` there, done
-by scripts/install-test-deps) and driven through ``window.mf`` with Playwright.
+The client: tests/support/matrix_js.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from playwright.async_api import Page
 
 from mediafed.matrix.appservice import APPSERVICE_KEY
@@ -27,7 +23,6 @@ from mediafed.matrix.call import mediafed_room_for
 from mediafed.matrix.frontend import CALL_BRIDGE_KEY
 from mediafed.matrix.membership import CALL_MEMBER
 from mediafed.media import RoomManager
-from tests.matrix.conftest import serve
 from tests.matrix.test_matrix_calls_synapse import _room_with_bot
 from tests.matrix.test_matrix_rtc_ghosts_synapse import _join_link, _node
 from tests.support.aiortc_client import (
@@ -36,61 +31,13 @@ from tests.support.aiortc_client import (
     ToneAudioTrack,
     wait_for,
 )
-from tests.support.browser import chromium
-from tests.support.synapse import MatrixUser, SynapseServer
+from tests.support.matrix_js import matrix_js_client, until
+from tests.support.synapse import SynapseServer
 
 pytestmark = pytest.mark.slow
 
-CLIENT = Path(__file__).resolve().parents[1] / "js" / "dist" / "matrix-client.js"
 TIMEOUT_S = 30.0
 RED = (220, 0, 0)
-PAGE = """<!doctype html><meta charset="utf-8"><title>classic client</title>
-<script src="/matrix-client.js"></script>"""
-
-
-@asynccontextmanager
-async def _classic_client(
-    synapse: SynapseServer, user: MatrixUser, profile: Path
-) -> AsyncIterator[Page]:
-    """A page on 127.0.0.1 (a secure context) running matrix-js-sdk as ``user``,
-    synced once."""
-    if not CLIENT.exists():
-        pytest.fail(f"{CLIENT} is missing: run `npm ci && npm run build` in tests/js")
-
-    async def page_html(_: web.Request) -> web.Response:
-        return web.Response(text=PAGE, content_type="text/html")
-
-    async def script(_: web.Request) -> web.FileResponse:
-        return web.FileResponse(CLIENT)
-
-    app = web.Application()
-    app.router.add_get("/", page_html)
-    app.router.add_get("/matrix-client.js", script)
-    async with serve(app) as origin, chromium(profile) as context:
-        page = await context.new_page()
-        await page.goto(origin)
-        await page.evaluate(
-            "(u) => mf.start(u)",
-            {
-                "baseUrl": synapse.base_url,
-                "userId": user.user_id,
-                "accessToken": user.access_token,
-                "deviceId": user.device_id,
-            },
-        )
-        try:
-            yield page
-        finally:
-            await page.evaluate("mf.stop()")
-
-
-async def _until(page: Page, what: str, check: Callable[[], Awaitable[bool]]) -> None:
-    deadline = time.monotonic() + TIMEOUT_S
-    while not await check():
-        if time.monotonic() > deadline:
-            log = "\n".join(await page.evaluate("mf.log"))
-            raise AssertionError(f"timed out waiting for {what}; the client's log:\n{log}")
-        await asyncio.sleep(0.2)
 
 
 async def _state(page: Page) -> dict[str, Any]:
@@ -106,8 +53,8 @@ async def _media(page: Page) -> dict[str, int]:
 async def _sees_and_hears(page: Page, alice: AiortcParticipant) -> None:
     """The Matrix user decodes Alice's video and gets her audio; Alice decodes the
     Matrix user's camera and hears its microphone (Chromium's fake devices)."""
-    await _until(page, "Alice's video decoded in the browser", _frames_after(page, 0))
-    await _until(page, "Alice's audio in the browser", _audio_after(page, 0))
+    await until(page, "Alice's video decoded in the browser", _frames_after(page, 0))
+    await until(page, "Alice's audio in the browser", _audio_after(page, 0))
     await wait_for(lambda: any(v.frames >= 10 for v in alice.video.values()), timeout=TIMEOUT_S)
     await wait_for(
         lambda: any(a.frames > 10 and a.peak_rms > 100 for a in alice.audio.values()),
@@ -115,7 +62,7 @@ async def _sees_and_hears(page: Page, alice: AiortcParticipant) -> None:
     )
     # and it keeps flowing
     decoded = (await _media(page))["framesDecoded"]
-    await _until(page, "more of Alice's video", _frames_after(page, decoded + 30))
+    await until(page, "more of Alice's video", _frames_after(page, decoded + 30))
 
 
 def _frames_after(page: Page, frames: int) -> Callable[[], Awaitable[bool]]:
@@ -152,9 +99,9 @@ async def test_matrix_js_sdk_calls_the_bridge(
         await alice.join(name="Alice")
         await alice.publish(PatternVideoTrack(RED), ToneAudioTrack())
         try:
-            async with _classic_client(synapse, user, tmp_path / "chromium") as page:
+            async with matrix_js_client(synapse.base_url, user, tmp_path / "chromium") as page:
                 call_id = await page.evaluate("([r, b]) => mf.place(r, b)", [room_id, bot])
-                await _until(page, "the call connected", _in_state(page, "connected"))
+                await until(page, "the call connected", _in_state(page, "connected"))
                 bridge = app[CALL_BRIDGE_KEY]
                 room = rooms.get(name)
                 assert room is not None
@@ -191,7 +138,7 @@ async def test_matrix_js_sdk_answers_the_ring_of_a_rocketchat_call(
         )
         alice: AiortcParticipant | None = None
         try:
-            async with _classic_client(synapse, classic, tmp_path / "chromium") as page:
+            async with matrix_js_client(synapse.base_url, classic, tmp_path / "chromium") as page:
                 async with aiohttp.ClientSession() as http:
                     link = await _join_link(http, url, room_id, "alice")
                 alice = AiortcParticipant(rooms.get_or_create(link["room"]), link["identity"])
@@ -201,15 +148,15 @@ async def test_matrix_js_sdk_answers_the_ring_of_a_rocketchat_call(
                 async def rung() -> bool:
                     return (await _state(page))["incoming"] > 0
 
-                await _until(page, "an incoming call in matrix-js-sdk", rung)
+                await until(page, "an incoming call in matrix-js-sdk", rung)
                 await page.evaluate("mf.answer()")
-                await _until(page, "the answered call connected", _in_state(page, "connected"))
+                await until(page, "the answered call connected", _in_state(page, "connected"))
                 await _sees_and_hears(page, alice)
 
                 # Alice hangs up in Rocket.Chat: nobody is left, the call ends
                 await alice.close()
                 alice = None
-                await _until(page, "the hangup", _in_state(page, "ended"))
+                await until(page, "the hangup", _in_state(page, "ended"))
         finally:
             if alice is not None:
                 await alice.close()

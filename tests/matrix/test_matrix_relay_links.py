@@ -35,7 +35,8 @@ from mediafed.matrix.focus import FOCUS_KEY, room_call_alias
 from mediafed.matrix.frontend import RTC_LINKS_KEY
 from mediafed.matrix.membership import CALL_MEMBER
 from mediafed.matrix.rtc_ghosts import RTC_NOTIFICATION
-from mediafed.media import RoomManager, Session
+from mediafed.matrix.rtc_links import mirror_identity
+from mediafed.media import RoomManager, Session, TrackKind
 from mediafed.signal.livekit.link import LINK_ATTRIBUTE
 from mediafed.signal.livekit.tokens import verify_token
 from mediafed.worker import Worker
@@ -49,6 +50,7 @@ from tests.support.aiortc_client import (
     ToneAudioTrack,
     wait_for,
 )
+from tests.support.matrix_js import evaluate, matrix_js_client, until
 from tests.support.synapse import MatrixUser, SynapseServer, start_synapse
 
 pytestmark = pytest.mark.slow
@@ -244,8 +246,12 @@ async def test_a_bridged_user_sees_a_remote_homeservers_member_through_one_link(
             (link,) = links.links.values()
             await wait_for(lambda: link.status.state == "connected", timeout=30)
             await wait_for(lambda: min(blue_frames()) >= 10, timeout=30)
-            mirror = room_a.sessions[bob_identity]
+            # his copy here is not under his own identity, which his client uses
+            # when it subscribes here, as Element Call does (multi-SFU)
+            bob_here = mirror_identity(bob_identity, relay_b.url)
+            mirror = room_a.sessions[bob_here]
             assert mirror.info().attributes[LINK_ATTRIBUTE] == link.target.url
+            assert bob_identity not in room_a.sessions
 
             # relay A's operator sees the link on /healthz
             async with http.get(f"{relay_a.url}/healthz") as resp:
@@ -262,7 +268,7 @@ async def test_a_bridged_user_sees_a_remote_homeservers_member_through_one_link(
             # itself and A's participants never leave
             await bob_client.close()
             await relay_b_running.aclose()
-            await wait_for(lambda: bob_identity not in room_a.sessions, timeout=15)
+            await wait_for(lambda: bob_here not in room_a.sessions, timeout=15)
             relay_b = await relay_b_running.enter_async_context(
                 _relay(hs_b, hs_a, tmp_path / "relay-b", "127.0.0.3")
             )
@@ -280,7 +286,7 @@ async def test_a_bridged_user_sees_a_remote_homeservers_member_through_one_link(
             for watcher in watchers:
                 await watcher.close()
             await wait_for(lambda: not links.links, timeout=10)
-            await wait_for(lambda: bob_identity not in room_a.sessions, timeout=10)
+            await wait_for(lambda: bob_here not in room_a.sessions, timeout=10)
             await wait_for(lambda: not linked_on(relay_b), timeout=15)
         finally:
             for watcher in watchers:
@@ -384,3 +390,175 @@ async def test_a_rocketchat_call_rings_a_user_of_another_homeserver(
             if alice is not None:
                 await alice.close()
             await client.close()
+
+
+FORWARDED = "mediafed_forwarded_packets_total"
+
+
+async def _metric(http: aiohttp.ClientSession, relay: Relay, name: str) -> float:
+    async with http.get(f"{relay.url}/metrics") as resp:
+        text = await resp.text()
+    [value] = [line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")]
+    return float(value)
+
+
+async def test_an_element_call_like_client_of_b_and_rocketchat_users_of_a_share_a_call(
+    homeservers: tuple[SynapseServer, SynapseServer], tmp_path: Path
+) -> None:
+    """Bob's client is matrix-js-sdk's MatrixRTC session with livekit-client in
+    Chromium, doing what Element Call does: camera published on his own relay B,
+    his membership naming it, and a subscribe-only connection to relay A once a
+    member there (Carol's ghost) names A. Five Rocket.Chat users on A watch Bob
+    through one link; relay B restarts and nobody on A leaves."""
+    hs_a, hs_b = homeservers
+    alice = await asyncio.to_thread(hs_a.register_user, "alice4")
+    bob = await asyncio.to_thread(hs_b.register_user, "bob4")
+    assert hs_a.appservice is not None
+    bot_a = hs_a.appservice.bot_user_id
+    bob_identity = f"{bob.user_id}:{bob.device_id}"
+    async with (
+        _relay(hs_a, hs_b, tmp_path / "relay-a", "127.0.0.2") as relay_a,
+        contextlib.AsyncExitStack() as relay_b_running,
+        aiohttp.ClientSession() as http,
+    ):
+        relay_b = await relay_b_running.enter_async_context(
+            _relay(hs_b, hs_a, tmp_path / "relay-b", "127.0.0.3")
+        )
+        room_id = await _shared_room(hs_a, alice, bob, hs_b, "element call meets rocket.chat")
+        alias = room_call_alias(room_id)
+        watchers: list[AiortcParticipant] = []
+        async with matrix_js_client(hs_b.base_url, bob, tmp_path / "chromium") as page:
+
+            async def seen() -> dict[str, Any]:
+                answer: dict[str, Any] = await evaluate(page, "mf.rtc.seen()")
+                return answer
+
+            async def publishing_on_b() -> bool:
+                on_b = (await seen()).get(relay_b.url, {})
+                return on_b.get("state") == "connected" and on_b.get("published", 0) >= 2
+
+            await evaluate(page, "([r, f]) => mf.rtc.join(r, f)", [room_id, relay_b.url])
+            await until(page, "Bob publishing on relay B", publishing_on_b)
+            assert (await seen())[relay_b.url]["identity"] == bob_identity
+
+            # Carol joins from Rocket.Chat (her ghost becomes a member naming relay
+            # A), and four more Rocket.Chat users of A watch
+            link_grant = await _join_link(http, relay_a.url, room_id, "carol")
+            assert link_grant["room"] == alias
+            room_a = relay_a.rooms.get_or_create(alias)
+            # (frames counted, not looked at: ten decoders share this busy process)
+            carol = AiortcParticipant(room_a, link_grant["identity"], pixels=False)
+            watchers = [carol] + [
+                AiortcParticipant(room_a, f"rc-{name}", pixels=False)
+                for name in ("dan", "eve", "fay", "gus")
+            ]
+            try:
+                for watcher in watchers:
+                    await watcher.join()
+                await carol.publish(PatternVideoTrack(BLUE), ToneAudioTrack())
+
+                bob_here = mirror_identity(bob_identity, relay_b.url)
+
+                def bob_frames() -> list[int]:
+                    """Per watcher, the frames of Bob's camera (his copy's track)."""
+                    mirror = room_a.sessions.get(bob_here)
+                    sids = set() if mirror is None else set(mirror.published)
+                    return [
+                        sum(v.frames for k, v in w.video.items() if k in sids) for w in watchers
+                    ]
+
+                def bob_on_a() -> tuple[int, int]:
+                    """Packets of Bob's tracks at A: arrived over the link, sent on."""
+                    mirror = room_a.sessions.get(bob_here)
+                    tracks = [] if mirror is None else list(mirror.published.values())
+                    return (
+                        sum(layer.received for t in tracks for layer in t.layers.values()),
+                        sum(d.packets_sent for t in tracks for d in t.downtracks.values()),
+                    )
+
+                # A's users see Bob through the link
+                await wait_for(lambda: len(bob_frames()) == 5 and min(bob_frames()) >= 10, 30)
+
+                # Bob sees Carol on relay A, where he may subscribe but not publish
+                async def sees_carol() -> bool:
+                    on_a = (await seen()).get(relay_a.url, {})
+                    got = on_a.get("remote", {}).get(carol.identity, {})
+                    return got.get("frames", 0) >= 10 and got.get("audioPackets", 0) > 0
+
+                await until(page, "Bob's client decoding Carol on relay A", sees_carol)
+                on_a = (await seen())[relay_a.url]
+                assert on_a["canPublish"] is False and on_a["published"] == 0
+                assert on_a["identity"] == bob_identity
+                # his own media is not sent back to him from A
+                assert on_a["remote"][bob_here]["frames"] == 0
+                mirror = room_a.sessions[bob_here]
+                assert not any(
+                    d.peer.session.identity == bob_identity
+                    for t in mirror.published.values()
+                    for d in t.downtracks.values()
+                )
+
+                # one copy of Bob's tracks crosses: B forwards to A's bot only
+                links = relay_a.app[RTC_LINKS_KEY]
+                (link,) = links.links.values()
+                linked = [
+                    s
+                    for s in relay_b.rooms.get_or_create(alias).sessions.values()
+                    if s.identity.startswith(bot_a + ":")
+                ]
+                assert len(linked) == 1 and len(linked[0].subscribing.downtracks) == 2
+                # B's metrics: what it forwards (all of it to A's link) is what arrives
+                # at A for Bob; A sends that on to its five users (not back to Bob)
+                b_first, (arrived_first, sent_first) = (
+                    await _metric(http, relay_b, FORWARDED),
+                    bob_on_a(),
+                )
+                await asyncio.sleep(3)
+                b_sent = await _metric(http, relay_b, FORWARDED) - b_first
+                arrived, sent_on = bob_on_a()
+                arrived, sent_on = arrived - arrived_first, sent_on - sent_first
+                assert b_sent > 100, b_sent
+                assert 0.8 < arrived / b_sent < 1.2, (arrived, b_sent)
+                assert sent_on > 4 * b_sent, (sent_on, b_sent)
+
+                # relay B restarts; Bob's livekit-client reconnects by itself, the link
+                # comes back, and A's users never leave
+                await relay_b_running.aclose()
+                relay_b = await relay_b_running.enter_async_context(
+                    _relay(hs_b, hs_a, tmp_path / "relay-b", "127.0.0.3")
+                )
+                await until(page, "Bob publishing on relay B again", publishing_on_b, 60)
+                await wait_for(lambda: link.status.connects >= 2, timeout=40)
+
+                # Bob's new copy reaches every user of A, none of whom left; one who
+                # joins now decodes it (aiortc's receivers do not follow a track that
+                # comes back on a reused transceiver, browsers do)
+                def bob_sent_to() -> list[int]:
+                    mirror = room_a.sessions.get(bob_here)
+                    tracks = [] if mirror is None else list(mirror.published.values())
+                    videos = [t for t in tracks if t.kind is TrackKind.VIDEO]
+                    return [
+                        sum(
+                            d.packets_sent
+                            for t in videos
+                            for d in t.downtracks.values()
+                            if d.peer.session.identity == w.identity
+                        )
+                        for w in watchers
+                    ]
+
+                await wait_for(lambda: min(bob_sent_to()) > 0, timeout=30)
+                before = bob_sent_to()
+                await wait_for(
+                    lambda: all(n > b + 50 for n, b in zip(bob_sent_to(), before, strict=True)),
+                    timeout=30,
+                )
+                assert all(w.session is not None and not w.session.closed for w in watchers)
+                late = AiortcParticipant(room_a, "rc-hal", pixels=False)
+                watchers.append(late)
+                await late.join()
+                await wait_for(lambda: bob_frames()[-1] >= 10, timeout=30)
+            finally:
+                await evaluate(page, "mf.rtc.leave()")
+                for watcher in watchers:
+                    await watcher.close()

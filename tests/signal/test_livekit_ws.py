@@ -405,6 +405,18 @@ async def test_leave_both_ways(node: Node) -> None:
     await alice.closed()
 
 
+async def test_a_server_going_down_asks_clients_to_join_again(node: Node) -> None:
+    """As LiveKit's protocol has it for a restart: the client retries a full join
+    until the server is back (livekit-client and the SDKs do)."""
+    alice = await Client.connect(node, token("alice"))
+    await alice.join()
+    await node.endpoint.shutdown(web.Application())
+    leave = (await alice.expect("leave")).leave
+    assert leave.reason == models.DisconnectReason.SERVER_SHUTDOWN
+    assert leave.action == rtc.LeaveRequest.Action.RECONNECT and leave.can_reconnect
+    await alice.closed()
+
+
 async def test_duplicate_identity_ends_the_older_connection(node: Node) -> None:
     first = await Client.connect(node, token("alice"))
     await first.join()

@@ -109,10 +109,15 @@ class ReceivedAudio:
 class AiortcParticipant:
     """One participant: a publisher and a subscriber RTCPeerConnection."""
 
-    def __init__(self, room: Room, identity: str, *, video_codec: str | None = None) -> None:
+    def __init__(
+        self, room: Room, identity: str, *, video_codec: str | None = None, pixels: bool = True
+    ) -> None:
+        """``pixels=False``: count decoded frames without reading their colour and
+        counter (much lighter where many watchers decode in one busy process)."""
         self.room = room
         self.identity = identity
         self.video_codec = video_codec
+        self.pixels = pixels
         self.pub = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         # MAX_BUNDLE: sections added by later offers must join the one transport.
         self.sub = RTCPeerConnection(
@@ -216,13 +221,14 @@ class AiortcParticipant:
                     frame = await track.recv()
                 except Exception:
                     return
-                image = frame.to_ndarray(format="rgb24")
                 video.frames += 1
                 if not video.first_frame_at:
                     video.first_frame_at = loop.time()
-                video.counters.append(read_counter(image))
-                video.colour = dominant_colour(image)
                 video.width = frame.width
+                if self.pixels:
+                    image = frame.to_ndarray(format="rgb24")
+                    video.counters.append(read_counter(image))
+                    video.colour = dominant_colour(image)
         else:
             audio = self.audio.setdefault(key, ReceivedAudio())
             while True:

@@ -10,9 +10,10 @@ fan-out to every local subscriber. Each remote track crosses the link once,
 however many local participants watch it.
 
 Every remote participant appears locally as a *mirror*: a session of its own
-identity, name, metadata and attributes (plus ``mediafed.relay_link``, the
-remote's URL), which shows the remote tracks (``Session.announce_track`` with
-``owner``) while the link's connection carries them. Joins, leaves,
+identity (or one derived from it: ``mirror_identity``), name, metadata and
+attributes (plus ``mediafed.relay_link``, the remote's URL), which shows the
+remote tracks (``Session.announce_track`` with ``owner``) while the link's
+connection carries them. Joins, leaves,
 publications and mutes on the remote side are mirrored as they come in
 ``ParticipantUpdate`` messages, and what a remote participant broadcasts on the
 data channels (chat, data streams, user packets) is relayed here as sent by its
@@ -139,11 +140,18 @@ class RelayLink:
     MatrixRTC focus hands out tokens that expire; see :mod:`mediafed.matrix.rtc_links`)."""
 
     def __init__(
-        self, rooms: RoomManager, target: LinkTarget, *, renew: Renew | None = None
+        self,
+        rooms: RoomManager,
+        target: LinkTarget,
+        *,
+        renew: Renew | None = None,
+        mirror_identity: Callable[[str], str] = str,
     ) -> None:
         self.rooms = rooms
         self.target = target
         self.renew = renew
+        self.mirror_identity = mirror_identity
+        """The local identity of a remote participant's mirror (its own by default)."""
         self.status = LinkStatus(room=target.room, url=target.url)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -220,6 +228,8 @@ class _Connection:
         self.carrier: Session | None = None
         self.own_identity = ""
         self.mirrors: dict[str, Session] = {}
+        self.remote_identities: dict[str, str] = {}
+        """Remote sid -> the identity of the remote participant it mirrors."""
         """By remote participant sid."""
         self.remote_tracks: dict[str, set[str]] = {}
         """Remote track sids announced locally, by remote participant sid."""
@@ -345,6 +355,7 @@ class _Connection:
         for mirror in list(self.mirrors.values()):
             await mirror.leave("relay link down")
         self.mirrors.clear()
+        self.remote_identities.clear()
         if self.carrier is not None:
             await self.carrier.leave(reason)
             self.carrier = None
@@ -447,23 +458,27 @@ class _Connection:
         attributes = dict(participant.attributes)
         attributes[LINK_ATTRIBUTE] = self.target.url
         if mirror is None or mirror.closed:
-            existing = room.sessions.get(participant.identity)
+            identity = self.link.mirror_identity(participant.identity)
+            existing = room.sessions.get(identity)
             if existing is not None:
                 log.info(
                     "x relay link room=%s: %s is here already; not mirrored",
                     self.target.room,
-                    participant.identity,
+                    identity,
                 )
                 return
             mirror = await _join(
                 room,
-                participant.identity,
+                identity,
                 _Quiet(),
                 name=participant.name,
                 metadata=participant.metadata,
                 attributes=attributes,
             )
+            if identity != participant.identity:
+                mirror.echo_of = participant.identity  # their client here gets none of it
             self.mirrors[sid] = mirror
+            self.remote_identities[sid] = participant.identity
             self.remote_tracks[sid] = set()
         else:
             info = mirror.info()
@@ -554,6 +569,7 @@ class _Connection:
 
     async def _unmirror(self, sid: str) -> None:
         mirror = self.mirrors.pop(sid, None)
+        self.remote_identities.pop(sid, None)
         for remote_sid in self.remote_tracks.pop(sid, set()):
             if self.carrier is not None:
                 self.carrier.publishing.forget(remote_sid)
@@ -569,8 +585,9 @@ class _Connection:
             log.info("x relay link room=%s: malformed DataPacket dropped", self.target.room)
             return
         sender = packet.participant_identity or packet.user.participant_identity
+        identity = self.link.mirror_identity(sender)
         mirror = next(
-            (m for m in self.mirrors.values() if m.identity == sender and not m.closed), None
+            (m for m in self.mirrors.values() if m.identity == identity and not m.closed), None
         )
         if mirror is None:
             return  # from nobody mirrored here (the remote server, a hidden sender)
@@ -586,7 +603,7 @@ class _Connection:
 
     def _update_status(self) -> None:
         status = self.link.status
-        status.remote_participants = sorted(m.identity for m in self.mirrors.values())
+        status.remote_participants = sorted(self.remote_identities.values())
         status.tracks = sum(len(known) for known in self.remote_tracks.values())
 
 

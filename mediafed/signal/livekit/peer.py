@@ -490,12 +490,20 @@ class SignalPeer:
         if self.finished:
             return  # we ended it ourselves (leave, protocol error): already closing
         log.info("- %r closed by the server: %s", self, event.reason)
+        reason = translate.disconnect_reason(event.reason)
+        # A server going down (for a restart, usually) asks clients to join again,
+        # as LiveKit's protocol has it: they retry until it is back.
+        restart = reason == models.DisconnectReason.SERVER_SHUTDOWN
         self.send(
             rtc.SignalResponse(
                 leave=rtc.LeaveRequest(
-                    can_reconnect=False,
-                    reason=translate.disconnect_reason(event.reason),  # type: ignore[arg-type]
-                    action=rtc.LeaveRequest.Action.DISCONNECT,
+                    can_reconnect=restart,
+                    reason=reason,  # type: ignore[arg-type]
+                    action=(
+                        rtc.LeaveRequest.Action.RECONNECT
+                        if restart
+                        else rtc.LeaveRequest.Action.DISCONNECT
+                    ),
                 )
             )
         )

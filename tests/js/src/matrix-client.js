@@ -1,6 +1,8 @@
-// A classic Matrix VoIP client for mediafed's tests: matrix-js-sdk, the SDK of
-// Element Web, placing and answering 1:1 calls (m.call.*) with Chromium's fake
-// camera and microphone. The tests drive it through `window.mf` with Playwright.
+// Matrix clients for mediafed's tests, on matrix-js-sdk (the SDK of Element Web
+// and Element Call) with Chromium's fake camera and microphone: a classic VoIP
+// client placing and answering 1:1 calls (m.call.*), and an Element-Call-like
+// MatrixRTC client (`mf.rtc`, element-call.js). The tests drive it through
+// `window.mf` with Playwright.
 import {
   CallEvent,
   ClientEvent,
@@ -8,6 +10,8 @@ import {
   createNewMatrixCall,
 } from "matrix-js-sdk";
 import { CallEventHandlerEvent } from "matrix-js-sdk/lib/webrtc/callEventHandler.js";
+
+import { rtc } from "./element-call.js";
 
 const log = [];
 const incoming = [];
@@ -85,4 +89,4 @@ async function stop() {
   client?.stopClient();
 }
 
-window.mf = { start, place, answer, state, media, hangup, stop, log };
+window.mf = { start, place, answer, state, media, hangup, stop, log, rtc: rtc(() => client, note) };
