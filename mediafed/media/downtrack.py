@@ -49,6 +49,12 @@ if TYPE_CHECKING:
 
 MAX_SPATIAL = 2
 """The top VP9 spatial layer a subscriber can ask for (LiveKit's three qualities)."""
+MAX_TEMPORAL = 7
+"""The highest VP9 temporal layer id (3 bits): all of them."""
+TEMPORAL_WINDOW_S = 1.0
+"""How long picture rates per temporal layer are counted before they are used."""
+FPS_TOLERANCE = 0.8
+"""A temporal layer whose measured rate is this share of the asked frame rate gives it."""
 
 
 class _Run(NamedTuple):
@@ -78,6 +84,7 @@ class DownTrack(native.Forwarder):
         "clock_rate",
         "disabled",
         "layer",
+        "max_fps",
         "max_quality",
         "mid",
         "nacked",
@@ -99,6 +106,11 @@ class DownTrack(native.Forwarder):
         "spatial_target",
         "sr_sent",
         "started",
+        "temporal_fps",
+        "temporal_out",
+        "temporal_pictures",
+        "temporal_since",
+        "temporal_target",
         "track",
     )
 
@@ -146,6 +158,14 @@ class DownTrack(native.Forwarder):
         self.pid_off = self.tl0_off = self.keyidx_off = 0
         self.pid_out = self.tl0_out = self.keyidx_out = 0
         self.max_quality = 2
+        self.max_fps = 0
+        """The frame rate the subscriber asks for (0: every frame): VP9 temporal layers."""
+        self.temporal_out = self.temporal_target = MAX_TEMPORAL
+        """VP9 SVC: the highest temporal layer forwarded, and the one wanted."""
+        self.temporal_pictures = [0] * (MAX_TEMPORAL + 1)
+        self.temporal_since = -1.0
+        self.temporal_fps: list[float] = []
+        """Measured pictures per second up to each temporal layer (cumulative)."""
         self.allocated_quality = 2
         self.allocated_at = -1.0
         self.disabled = False
@@ -184,6 +204,7 @@ class DownTrack(native.Forwarder):
     def select_layer(self, now: float) -> None:
         if self.svc:
             self._select_spatial(now)
+            self._select_temporal(now)
         if (
             self.disabled
             or not self.negotiated
@@ -252,6 +273,30 @@ class DownTrack(native.Forwarder):
         self.spatial_target = wanted
         if wanted > self.spatial_out:
             self.track.request_keyframe(now)
+
+    def _select_temporal(self, now: float) -> None:
+        """VP9 SVC: the fewest temporal layers that give the frame rate the subscriber
+        asks for, from the picture rates measured (LiveKit: fps in UpdateTrackSettings).
+        Applied at the next picture going down, at a switching-up point going up."""
+        since = self.temporal_since
+        if since < 0 or now - since >= TEMPORAL_WINDOW_S:
+            if since >= 0:
+                elapsed = now - since
+                total = 0
+                rates = []
+                for count in self.temporal_pictures:
+                    total += count
+                    rates.append(total / elapsed)
+                self.temporal_fps = rates
+            self.temporal_pictures = [0] * (MAX_TEMPORAL + 1)
+            self.temporal_since = now
+        wanted = MAX_TEMPORAL
+        if self.max_fps > 0:
+            for temporal, rate in enumerate(self.temporal_fps):
+                if rate >= self.max_fps * FPS_TOLERANCE:
+                    wanted = temporal
+                    break
+        self.temporal_target = wanted
 
     def _cancel_switch(self) -> None:
         pending = self.pending
@@ -325,11 +370,10 @@ class DownTrack(native.Forwarder):
         if self.svc:
             vp9 = payload_codecs.vp9_layer(packet, length)
             if vp9 is not None:
-                spatial, begins, ends, key = vp9
-                switch_now = key or self.spatial_target < self.spatial_out
-                if begins and spatial == 0 and switch_now:
-                    self.spatial_out = self.spatial_target
-                if spatial > self.spatial_out:
+                spatial, temporal, begins, ends, key, switch_up = vp9
+                if begins and spatial == 0:  # a picture begins: layers may change
+                    self._at_picture(temporal, key, switch_up)
+                if spatial > self.spatial_out or temporal > self.temporal_out:
                     if seq == (self.seq_out + 1 - self.seq_off) & 0xFFFF:
                         self._drop_padding(seq)  # numbered around, as padding is
                     return
@@ -363,6 +407,20 @@ class DownTrack(native.Forwarder):
                 self.pid_out, self.tl0_out, self.keyidx_out = written
         self.packets_sent += 1
         self.octets_sent += length
+
+    def _at_picture(self, temporal: int, key: bool, switch_up: bool) -> None:
+        """VP9 SVC, at the first packet of a picture: down at once; up in spatial
+        layers at a key picture, in temporal layers at a switching-up point (U) of
+        the layer reached, or a key picture."""
+        if temporal <= MAX_TEMPORAL:
+            self.temporal_pictures[temporal] += 1
+        if key or self.spatial_target < self.spatial_out:
+            self.spatial_out = self.spatial_target
+        target = self.temporal_target
+        if key or target < self.temporal_out:
+            self.temporal_out = target
+        elif switch_up and self.temporal_out < temporal <= target:
+            self.temporal_out = temporal
 
     def _drop_padding(self, seq: int) -> None:
         """Drop packet ``seq``, the next in order (padding only, or a VP9 spatial layer

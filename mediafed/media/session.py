@@ -330,9 +330,10 @@ class Session:
         fps: int = 0,
     ) -> None:
         """A subscriber's wishes for one track: off, a quality, or a display size
-        (the lowest layer covering it); ``fps`` is accepted and not used."""
+        (the lowest layer covering it), and a frame rate (0: all; VP9 SVC temporal
+        layers, media/downtrack.py)."""
         self.subscribing.update_track_settings(
-            track_sid, disabled=disabled, quality=quality, width=width, height=height
+            track_sid, disabled=disabled, quality=quality, width=width, height=height, fps=fps
         )
 
     def start_subscriber(self) -> None:

@@ -180,6 +180,7 @@ class Subscribing:
         quality: int,
         width: int,
         height: int,
+        fps: int = 0,
     ) -> None:
         downtrack = self.downtracks.get(track_sid)
         if downtrack is None:
@@ -188,6 +189,7 @@ class Subscribing:
         if width or height:
             quality = _quality_for(downtrack.track, width, height)
         downtrack.max_quality = max(0, min(2, quality))
+        downtrack.max_fps = max(0, min(fps, 240))
         downtrack.set_disabled(disabled, now)
 
     # -- our offers --------------------------------------------------------------

@@ -253,10 +253,11 @@ def payload_span(buf: Buffer, length: int) -> tuple[int, int] | None:
     return pos, end
 
 
-def vp9_layer(buf: Buffer, length: int) -> tuple[int, bool, bool, bool] | None:
-    """(spatial layer id, B: a layer frame begins, E: it ends, a key picture begins)
-    of the VP9 payload descriptor in a whole RTP packet (VP9 RTP draft, 4.2), or None
-    without layer indices (L clear: one layer) or when unreadable. Never raises."""
+def vp9_layer(buf: Buffer, length: int) -> tuple[int, int, bool, bool, bool, bool] | None:
+    """(spatial layer id, temporal layer id, B: a layer frame begins, E: it ends, a
+    key picture begins, U: a temporal switching-up point) of the VP9 payload
+    descriptor in a whole RTP packet (VP9 RTP draft, 4.2), or None without layer
+    indices (L clear: one layer) or when unreadable. Never raises."""
     bounds = payload_span(buf, length)
     if bounds is None:
         return None
@@ -271,9 +272,11 @@ def vp9_layer(buf: Buffer, length: int) -> tuple[int, bool, bool, bool] | None:
         pos += 2 if buf[pos] & 0x80 else 1
     if pos >= end:
         return None
-    spatial = (buf[pos] >> 1) & 0x07
+    indices = buf[pos]
+    spatial, temporal = (indices >> 1) & 0x07, indices >> 5
     begins, ends = bool(first & 0x08), bool(first & 0x04)
-    return spatial, begins, ends, begins and spatial == 0 and not first & 0x40
+    key = begins and spatial == 0 and not first & 0x40
+    return spatial, temporal, begins, ends, key, bool(indices & 0x10)
 
 
 OBU_SEQUENCE_HEADER = 1

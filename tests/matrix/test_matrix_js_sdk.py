@@ -22,7 +22,7 @@ from mediafed.matrix.appservice import APPSERVICE_KEY
 from mediafed.matrix.call import mediafed_room_for
 from mediafed.matrix.frontend import CALL_BRIDGE_KEY
 from mediafed.matrix.membership import CALL_MEMBER
-from mediafed.media import RoomManager
+from mediafed.media import Room, RoomManager
 from tests.matrix.test_matrix_calls_synapse import _room_with_bot
 from tests.matrix.test_matrix_rtc_ghosts_synapse import _join_link, _node
 from tests.support.aiortc_client import (
@@ -32,7 +32,7 @@ from tests.support.aiortc_client import (
     wait_for,
 )
 from tests.support.matrix_js import matrix_js_client, until
-from tests.support.synapse import SynapseServer
+from tests.support.synapse import MatrixUser, SynapseServer
 
 pytestmark = pytest.mark.slow
 
@@ -120,13 +120,69 @@ async def test_matrix_js_sdk_calls_the_bridge(
             await app[APPSERVICE_KEY].wait_idle()
 
 
+async def _element_call_user_joins(
+    synapse: SynapseServer,
+    classic: MatrixUser,
+    room_id: str,
+    relay_url: str,
+    tmp_path: Path,
+    classic_page: Page,
+    alice: AiortcParticipant,
+) -> None:
+    """Erin, on the same homeserver, joins the room's call the Element Call way
+    (matrix-js-sdk's MatrixRTC session, livekit-client, this relay as her focus):
+    she decodes Alice (Rocket.Chat) and the classic caller, both decode her; then
+    she leaves the call."""
+    erin = await asyncio.to_thread(synapse.register_user, "jsrtc")
+    await asyncio.to_thread(synapse.invite, classic, room_id, erin.user_id)
+    await asyncio.to_thread(synapse.join, erin, room_id, synapse.server_name)
+    classic_identity = f"{classic.user_id}:{classic.device_id}"
+    erin_identity = f"{erin.user_id}:{erin.device_id}"
+    async with matrix_js_client(synapse.base_url, erin, tmp_path / "chromium-erin") as page:
+        await page.evaluate("([r, f]) => mf.rtc.join(r, f)", [room_id, relay_url])
+
+        async def erin_sees_both() -> bool:
+            seen = (await page.evaluate("mf.rtc.seen()")).get(relay_url, {})
+            remote = seen.get("remote", {})
+            return seen.get("published", 0) >= 2 and all(
+                remote.get(who, {}).get("frames", 0) >= 10
+                for who in (alice.identity, classic_identity)
+            )
+
+        await until(page, "Erin decoding Alice and the classic caller", erin_sees_both)
+
+        async def classic_sees_two() -> bool:
+            return (await _media(classic_page))["videoStreamsDecoding"] >= 2
+
+        await until(classic_page, "the classic caller decoding Alice and Erin", classic_sees_two)
+        room = alice.room
+        erin_video = {
+            t.sid
+            for t in room.tracks.values()
+            if t.info.participant_sid == _sid(room, erin_identity)
+        }
+        await wait_for(
+            lambda: any(v.frames >= 10 for sid, v in alice.video.items() if sid in erin_video),
+            timeout=TIMEOUT_S,
+        )
+        await page.evaluate("mf.rtc.leave()")
+        await wait_for(lambda: room.participant(erin_identity) is None, timeout=TIMEOUT_S)
+
+
+def _sid(room: Room, identity: str) -> str:
+    session = room.sessions.get(identity)
+    assert session is not None, f"{identity} is not in the room"
+    return session.sid
+
+
 async def test_matrix_js_sdk_answers_the_ring_of_a_rocketchat_call(
     synapse: SynapseServer, tmp_path: Path, rooms: RoomManager
 ) -> None:
     """A Rocket.Chat user starts a call in a room bridged to a direct Matrix room:
     the Matrix user's Element-Web-like client rings (an incoming call from the
-    caller's ghost), answers, and is in the call; the Rocket.Chat user leaving
-    hangs the call up in the browser."""
+    caller's ghost), answers, and is in the call; an Element Call user joins the
+    same call (one call, one room, three kinds of client); the Rocket.Chat user
+    leaving last hangs the call up in the browser."""
     assert synapse.appservice is not None
     classic = await asyncio.to_thread(synapse.register_user, "jscallee")
     async with _node(synapse, tmp_path / "data", rooms) as (url, app):
@@ -152,6 +208,11 @@ async def test_matrix_js_sdk_answers_the_ring_of_a_rocketchat_call(
                 await page.evaluate("mf.answer()")
                 await until(page, "the answered call connected", _in_state(page, "connected"))
                 await _sees_and_hears(page, alice)
+
+                # the third kind joins the same call: an Element Call user of the room
+                await _element_call_user_joins(
+                    synapse, classic, room_id, url, tmp_path, page, alice
+                )
 
                 # Alice hangs up in Rocket.Chat: nobody is left, the call ends
                 await alice.close()

@@ -4,7 +4,9 @@ as a real Matrix client for end-to-end tests.
 The client is bundled from ``tests/js`` (``npm ci && npm run build`` there, done by
 scripts/install-test-deps) and driven through its ``window.mf`` with
 Playwright: ``mf.start`` logs in and syncs, ``mf.place``/``mf.answer`` make
-classic 1:1 calls, ``mf.rtc`` joins a MatrixRTC call the way Element Call does.
+classic 1:1 calls, ``mf.rtc`` joins a MatrixRTC call the way Element Call does,
+``mf.lk`` joins plain LiveKit rooms (livekit-client) with controls the web-demo
+lacks.
 """
 
 from __future__ import annotations
@@ -30,11 +32,8 @@ TIMEOUT_S = 30.0
 
 
 @asynccontextmanager
-async def matrix_js_client(
-    homeserver_url: str, user: MatrixUser, profile: Path
-) -> AsyncIterator[Page]:
-    """A page on 127.0.0.1 (a secure context) running matrix-js-sdk as ``user``,
-    synced once."""
+async def client_page(profile: Path) -> AsyncIterator[Page]:
+    """A page on 127.0.0.1 (a secure context) with the bundled clients loaded."""
     if not CLIENT.exists():
         pytest.fail(f"{CLIENT} is missing: run `npm ci && npm run build` in tests/js")
 
@@ -55,21 +54,30 @@ async def matrix_js_client(
         async with chromium(profile) as context:
             page = await context.new_page()
             await page.goto(origin)
-            await page.evaluate(
-                "(u) => mf.start(u)",
-                {
-                    "baseUrl": homeserver_url,
-                    "userId": user.user_id,
-                    "accessToken": user.access_token,
-                    "deviceId": user.device_id,
-                },
-            )
-            try:
-                yield page
-            finally:
-                await page.evaluate("mf.stop()")
+            yield page
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def matrix_js_client(
+    homeserver_url: str, user: MatrixUser, profile: Path
+) -> AsyncIterator[Page]:
+    """:func:`client_page` running matrix-js-sdk as ``user``, synced once."""
+    async with client_page(profile) as page:
+        await page.evaluate(
+            "(u) => mf.start(u)",
+            {
+                "baseUrl": homeserver_url,
+                "userId": user.user_id,
+                "accessToken": user.access_token,
+                "deviceId": user.device_id,
+            },
+        )
+        try:
+            yield page
+        finally:
+            await page.evaluate("mf.stop()")
 
 
 async def until(

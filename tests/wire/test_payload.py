@@ -216,11 +216,13 @@ def test_vp9_descriptor_draft_layout(payload: bytes, expected: bool) -> None:
 @pytest.mark.parametrize(
     ("descriptor", "expected"),
     [
-        # Chromium's L3T3_KEY, flexible mode: (spatial id, B, E, key picture begins)
-        (bytes([0xBE, 0x92, 0x0F, 0x00]), (0, True, True, True)),  # I L F B E V, SID 0
-        (bytes([0xB8, 0x92, 0x0F, 0x02]), (1, True, False, False)),  # SID 1 begins
-        (bytes([0xB4, 0x92, 0x0F, 0x05]), (2, False, True, False)),  # SID 2 ends
-        (bytes([0xFC, 0x92, 0x10, 0x40]), (0, True, True, False)),  # P: not a key picture
+        # Chromium's L3T3_KEY, flexible mode: (spatial id, temporal id, B, E, key
+        # picture begins, U: switching-up point)
+        (bytes([0xBE, 0x92, 0x0F, 0x00]), (0, 0, True, True, True, False)),  # SID 0
+        (bytes([0xB8, 0x92, 0x0F, 0x02]), (1, 0, True, False, False, False)),  # SID 1
+        (bytes([0xB4, 0x92, 0x0F, 0x05]), (2, 0, False, True, False, False)),  # SID 2 ends
+        (bytes([0xFC, 0x92, 0x10, 0x40]), (0, 2, True, True, False, False)),  # P, TID 2
+        (bytes([0xFC, 0x92, 0x11, 0x30]), (0, 1, True, True, False, True)),  # TID 1, U
         (bytes([0x9C, 0x92, 0x10]), None),  # no L: one layer
     ],
 )

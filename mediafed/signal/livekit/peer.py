@@ -27,7 +27,7 @@ from google.protobuf.message import DecodeError
 from livekit.protocol import models, rtc
 
 from mediafed.errors import AuthError, LocalProtocolError, MediafedError, RemoteProtocolError
-from mediafed.media import LayerInfo, ParticipantInfo, Room, Session, TrackKind, TrackSource
+from mediafed.media import LayerInfo, ParticipantInfo, Room, Session, TrackKind, TrackSource, codecs
 from mediafed.media.events import (
     DataReceived,
     PacketRelayed,
@@ -75,7 +75,13 @@ class SignalOptions:
     messages_per_s: float = SIGNAL_MESSAGES_PER_S
     message_burst: float = SIGNAL_MESSAGE_BURST
     """Signaling requests a client may send; beyond, it is disconnected."""
-    publish_codecs: tuple[str, ...] = ("video/VP8", "audio/opus")
+    publish_codecs: tuple[str, ...] = tuple(
+        spec.mime for spec in codecs.SUPPORTED if spec.mime != "video/AV1"
+    )
+    """``JoinResponse.enabled_publish_codecs``: livekit-client publishes in the codec
+    asked for only if it is listed (else in the first video codec listed: VP8). AV1
+    is left out: Chrome decodes AV1 only with the dependency descriptor extension,
+    which the relay does not forward yet, so a browser asking for AV1 sends VP8."""
 
 
 _QUALITY_LEVELS = {

@@ -12,6 +12,7 @@ import {
 import { CallEventHandlerEvent } from "matrix-js-sdk/lib/webrtc/callEventHandler.js";
 
 import { rtc } from "./element-call.js";
+import { lk } from "./livekit-page.js";
 
 const log = [];
 const incoming = [];
@@ -68,12 +69,21 @@ function state() {
 
 // What this side receives and sends, from its peer connection's statistics.
 async function media() {
-  const totals = { framesDecoded: 0, audioPackets: 0, videoPacketsSent: 0, audioPacketsSent: 0 };
+  const totals = {
+    framesDecoded: 0,
+    videoStreamsDecoding: 0,
+    audioPackets: 0,
+    videoPacketsSent: 0,
+    audioPacketsSent: 0,
+  };
   const pc = call?.peerConn;
   if (!pc) return totals;
   const report = await pc.getStats();
   report.forEach((s) => {
-    if (s.type === "inbound-rtp" && s.kind === "video") totals.framesDecoded += s.framesDecoded ?? 0;
+    if (s.type === "inbound-rtp" && s.kind === "video") {
+      totals.framesDecoded += s.framesDecoded ?? 0;
+      if ((s.framesDecoded ?? 0) > 10) totals.videoStreamsDecoding += 1;
+    }
     if (s.type === "inbound-rtp" && s.kind === "audio") totals.audioPackets += s.packetsReceived ?? 0;
     if (s.type === "outbound-rtp" && s.kind === "video") totals.videoPacketsSent += s.packetsSent ?? 0;
     if (s.type === "outbound-rtp" && s.kind === "audio") totals.audioPacketsSent += s.packetsSent ?? 0;
@@ -89,4 +99,4 @@ async function stop() {
   client?.stopClient();
 }
 
-window.mf = { start, place, answer, state, media, hangup, stop, log, rtc: rtc(() => client, note) };
+window.mf = { start, place, answer, state, media, hangup, stop, log, rtc: rtc(() => client, note), lk: lk(note) };
