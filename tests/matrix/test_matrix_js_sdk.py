@@ -136,7 +136,8 @@ async def _element_call_user_joins(
     erin = await asyncio.to_thread(synapse.register_user, "jsrtc")
     await asyncio.to_thread(synapse.invite, classic, room_id, erin.user_id)
     await asyncio.to_thread(synapse.join, erin, room_id, synapse.server_name)
-    classic_identity = f"{classic.user_id}:{classic.device_id}"
+    # the classic caller's participant: its user id and its call's party id
+    [classic_identity] = [i for i in alice.room.sessions if i.startswith(classic.user_id + ":")]
     erin_identity = f"{erin.user_id}:{erin.device_id}"
     async with matrix_js_client(synapse.base_url, erin, tmp_path / "chromium-erin") as page:
         await page.evaluate("([r, f]) => mf.rtc.join(r, f)", [room_id, relay_url])

@@ -75,6 +75,8 @@ async def _node(
                 "homeserver_url": synapse.base_url,
                 "registration": str(registration),
                 "ghost_leave_delay_s": LEAVE_DELAY_S,
+                # the focus checks OpenID tokens on Synapse's plain-HTTP listener
+                "federation_url_overrides": {synapse.server_name: synapse.base_url},
             },
         }
     )
