@@ -21,10 +21,9 @@ from playwright.async_api import Page
 from mediafed.matrix.appservice import APPSERVICE_KEY
 from mediafed.matrix.call import mediafed_room_for
 from mediafed.matrix.frontend import CALL_BRIDGE_KEY
-from mediafed.matrix.membership import CALL_MEMBER
 from mediafed.media import Room, RoomManager
 from tests.matrix.test_matrix_calls_synapse import _room_with_bot
-from tests.matrix.test_matrix_rtc_ghosts_synapse import _join_link, _node
+from tests.matrix.test_matrix_rtc_ghosts_synapse import _call_room, _join_link, _node
 from tests.support.aiortc_client import (
     AiortcParticipant,
     PatternVideoTrack,
@@ -187,12 +186,7 @@ async def test_matrix_js_sdk_answers_the_ring_of_a_rocketchat_call(
     assert synapse.appservice is not None
     classic = await asyncio.to_thread(synapse.register_user, "jscallee")
     async with _node(synapse, tmp_path / "data", rooms) as (url, app):
-        room_id = await _room_with_bot(
-            synapse,
-            app[APPSERVICE_KEY],
-            classic,
-            power_level_content_override={"events": {CALL_MEMBER: 0}},
-        )
+        room_id = await _call_room(synapse, app, classic)
         alice: AiortcParticipant | None = None
         try:
             async with matrix_js_client(synapse.base_url, classic, tmp_path / "chromium") as page:

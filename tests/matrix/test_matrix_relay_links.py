@@ -119,6 +119,48 @@ async def _relay(
         await runner.cleanup()
 
 
+class TwoRelays:
+    """Relay A and relay B (which the tests stop and start again), and a client."""
+
+    def __init__(self, hs_a: SynapseServer, hs_b: SynapseServer, directory: Path) -> None:
+        self.hs_a, self.hs_b, self.directory = hs_a, hs_b, directory
+        self._a = contextlib.AsyncExitStack()
+        self._b = contextlib.AsyncExitStack()
+        self.http = aiohttp.ClientSession()
+
+    async def start(self) -> TwoRelays:
+        self.a = await self._a.enter_async_context(
+            _relay(self.hs_a, self.hs_b, self.directory / "relay-a", "127.0.0.2")
+        )
+        await self.start_b()
+        return self
+
+    async def start_b(self) -> Relay:
+        self.b = await self._b.enter_async_context(
+            _relay(self.hs_b, self.hs_a, self.directory / "relay-b", "127.0.0.3")
+        )
+        return self.b
+
+    async def stop_b(self) -> None:
+        await self._b.aclose()
+
+    async def close(self) -> None:
+        await self._b.aclose()
+        await self._a.aclose()
+        await self.http.close()
+
+
+@asynccontextmanager
+async def _two_relays(
+    homeservers: tuple[SynapseServer, SynapseServer], directory: Path
+) -> AsyncIterator[TwoRelays]:
+    relays = TwoRelays(*homeservers, directory)
+    try:
+        yield await relays.start()
+    finally:
+        await relays.close()
+
+
 @pytest.fixture(scope="module")
 def homeservers(tmp_path_factory: pytest.TempPathFactory) -> Any:
     a = start_synapse(tmp_path_factory.mktemp("hs-a"), federating=True)
@@ -200,14 +242,8 @@ async def test_a_bridged_user_sees_a_remote_homeservers_member_through_one_link(
     bob = await asyncio.to_thread(hs_b.register_user, "bob")
     assert hs_a.appservice is not None
     bot_a = hs_a.appservice.bot_user_id
-    async with (
-        _relay(hs_a, hs_b, tmp_path / "relay-a", "127.0.0.2") as relay_a,
-        contextlib.AsyncExitStack() as relay_b_running,
-        aiohttp.ClientSession() as http,
-    ):
-        relay_b = await relay_b_running.enter_async_context(
-            _relay(hs_b, hs_a, tmp_path / "relay-b", "127.0.0.3")
-        )
+    async with _two_relays(homeservers, tmp_path) as relays:
+        relay_a, relay_b, http = relays.a, relays.b, relays.http
         room_id = await _shared_room(hs_a, alice, bob, hs_b, "across")
         alias = room_call_alias(room_id)
 
@@ -267,11 +303,9 @@ async def test_a_bridged_user_sees_a_remote_homeservers_member_through_one_link(
             # relay B restarts; Bob's client joins it again; the link comes back by
             # itself and A's participants never leave
             await bob_client.close()
-            await relay_b_running.aclose()
+            await relays.stop_b()
             await wait_for(lambda: bob_here not in room_a.sessions, timeout=15)
-            relay_b = await relay_b_running.enter_async_context(
-                _relay(hs_b, hs_a, tmp_path / "relay-b", "127.0.0.3")
-            )
+            relay_b = await relays.start_b()
             bob_client, _ = await bob_joins(relay_b)
             before = blue_frames()
             await wait_for(lambda: link.status.connects == 2, timeout=40)
@@ -416,14 +450,8 @@ async def test_an_element_call_like_client_of_b_and_rocketchat_users_of_a_share_
     assert hs_a.appservice is not None
     bot_a = hs_a.appservice.bot_user_id
     bob_identity = f"{bob.user_id}:{bob.device_id}"
-    async with (
-        _relay(hs_a, hs_b, tmp_path / "relay-a", "127.0.0.2") as relay_a,
-        contextlib.AsyncExitStack() as relay_b_running,
-        aiohttp.ClientSession() as http,
-    ):
-        relay_b = await relay_b_running.enter_async_context(
-            _relay(hs_b, hs_a, tmp_path / "relay-b", "127.0.0.3")
-        )
+    async with _two_relays(homeservers, tmp_path) as relays:
+        relay_a, relay_b, http = relays.a, relays.b, relays.http
         room_id = await _shared_room(hs_a, alice, bob, hs_b, "element call meets rocket.chat")
         alias = room_call_alias(room_id)
         watchers: list[AiortcParticipant] = []
@@ -523,10 +551,8 @@ async def test_an_element_call_like_client_of_b_and_rocketchat_users_of_a_share_
 
                 # relay B restarts; Bob's livekit-client reconnects by itself, the link
                 # comes back, and A's users never leave
-                await relay_b_running.aclose()
-                relay_b = await relay_b_running.enter_async_context(
-                    _relay(hs_b, hs_a, tmp_path / "relay-b", "127.0.0.3")
-                )
+                await relays.stop_b()
+                relay_b = await relays.start_b()
                 await until(page, "Bob publishing on relay B again", publishing_on_b, 60)
                 await wait_for(lambda: link.status.connects >= 2, timeout=40)
 

@@ -85,6 +85,17 @@ async def _node(
         yield url, app
 
 
+async def _call_room(synapse: SynapseServer, app: Any, user: MatrixUser) -> str:
+    """A room ``user`` makes with the bridge bot in it, whose members may join its
+    call (Element's call rooms give ``call.member`` power level 0)."""
+    return await _room_with_bot(
+        synapse,
+        app[APPSERVICE_KEY],
+        user,
+        power_level_content_override={"events": {CALL_MEMBER: 0}},
+    )
+
+
 def _member_state(synapse: SynapseServer, user: MatrixUser, room_id: str, key: str) -> Any:
     """The call.member state at ``key`` as a room member reads it (None: never set)."""
     path = (
@@ -151,13 +162,7 @@ async def test_rocketchat_user_is_a_matrixrtc_member_until_they_leave_or_mediafe
     assert synapse.appservice is not None
     matrix_user = await asyncio.to_thread(synapse.register_user, "rtcwatcher")
     async with _node(synapse, tmp_path / "data", rooms) as (url, app):
-        # Element's call rooms let members send call.member state (power level 0).
-        room_id = await _room_with_bot(
-            synapse,
-            app[APPSERVICE_KEY],
-            matrix_user,
-            power_level_content_override={"events": {CALL_MEMBER: 0}},
-        )
+        room_id = await _call_room(synapse, app, matrix_user)
         ghosts: RtcGhosts = app[RTC_GHOSTS_KEY]
         async with aiohttp.ClientSession() as http:
             alice_link = await _join_link(http, url, room_id, "alice")
@@ -223,12 +228,7 @@ async def test_a_rocketchat_call_in_a_direct_room_rings_a_classic_client_that_jo
     assert synapse.appservice is not None
     classic = await asyncio.to_thread(synapse.register_user, "classicuser")
     async with _node(synapse, tmp_path / "data", rooms) as (url, app):
-        room_id = await _room_with_bot(
-            synapse,
-            app[APPSERVICE_KEY],
-            classic,
-            power_level_content_override={"events": {CALL_MEMBER: 0}},
-        )
+        room_id = await _call_room(synapse, app, classic)
         client = MatrixClient(synapse, classic, room_id)
         await client.start()
         callee = MatrixCaller()
