@@ -412,8 +412,7 @@ class DownTrack(native.Forwarder):
         """VP9 SVC, at the first packet of a picture: down at once; up in spatial
         layers at a key picture, in temporal layers at a switching-up point (U) of
         the layer reached, or a key picture."""
-        if temporal <= MAX_TEMPORAL:
-            self.temporal_pictures[temporal] += 1
+        self.temporal_pictures[temporal] += 1  # (3 bits: within MAX_TEMPORAL)
         if key or self.spatial_target < self.spatial_out:
             self.spatial_out = self.spatial_target
         target = self.temporal_target

@@ -13,8 +13,8 @@ Every remote participant appears locally as a *mirror*: a session of its own
 identity (or one derived from it: ``mirror_identity``), name, metadata and
 attributes (plus ``mediafed.relay_link``, the remote's URL), which shows the
 remote tracks (``Session.announce_track`` with ``owner``) while the link's
-connection carries them. Joins, leaves,
-publications and mutes on the remote side are mirrored as they come in
+connection carries them. Joins, leaves, publications and mutes on the remote
+side are mirrored as they come in
 ``ParticipantUpdate`` messages, and what a remote participant broadcasts on the
 data channels (chat, data streams, user packets) is relayed here as sent by its
 mirror. Mirrors of other links, and this link's own
@@ -228,8 +228,6 @@ class _Connection:
         self.carrier: Session | None = None
         self.own_identity = ""
         self.mirrors: dict[str, Session] = {}
-        self.remote_identities: dict[str, str] = {}
-        """Remote sid -> the identity of the remote participant it mirrors."""
         """By remote participant sid."""
         self.remote_tracks: dict[str, set[str]] = {}
         """Remote track sids announced locally, by remote participant sid."""
@@ -355,7 +353,6 @@ class _Connection:
         for mirror in list(self.mirrors.values()):
             await mirror.leave("relay link down")
         self.mirrors.clear()
-        self.remote_identities.clear()
         if self.carrier is not None:
             await self.carrier.leave(reason)
             self.carrier = None
@@ -478,7 +475,6 @@ class _Connection:
             if identity != participant.identity:
                 mirror.echo_of = participant.identity  # their client here gets none of it
             self.mirrors[sid] = mirror
-            self.remote_identities[sid] = participant.identity
             self.remote_tracks[sid] = set()
         else:
             info = mirror.info()
@@ -569,7 +565,6 @@ class _Connection:
 
     async def _unmirror(self, sid: str) -> None:
         mirror = self.mirrors.pop(sid, None)
-        self.remote_identities.pop(sid, None)
         for remote_sid in self.remote_tracks.pop(sid, set()):
             if self.carrier is not None:
                 self.carrier.publishing.forget(remote_sid)
@@ -603,7 +598,8 @@ class _Connection:
 
     def _update_status(self) -> None:
         status = self.link.status
-        status.remote_participants = sorted(self.remote_identities.values())
+        # the remote identities (a mirror's own may be derived from it)
+        status.remote_participants = sorted(m.echo_of or m.identity for m in self.mirrors.values())
         status.tracks = sum(len(known) for known in self.remote_tracks.values())
 
 
